@@ -1,0 +1,1 @@
+"""Latency benchmarks: per-stage engine timings (``stages``)."""

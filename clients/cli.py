@@ -1,0 +1,76 @@
+"""`cuematte` command line. Each sub-command lives in its own module and imports its heavy dependencies
+(torch for export/train) only when it runs, so the serving install never needs them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from types import ModuleType
+
+from engine.errors import CuematteError
+
+# name -> module with `add_arguments(parser)`, `run(args) -> int` and a one-line `HELP`.
+COMMANDS: dict[str, str] = {
+    "matte": "clients.commands.matte",
+    "bench": "clients.commands.bench",
+    "export": "clients.commands.export",
+    "train": "clients.commands.train",
+    "eval": "clients.commands.evaluate",
+    "serve": "clients.commands.serve",
+    "virtualcam": "clients.commands.virtualcam",
+}
+
+
+def _load(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(COMMANDS[name])
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("clients.commands"):
+            return None  # a command this checkout does not have yet
+        raise
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+    parser = argparse.ArgumentParser(prog="cuematte", description="Real-time matting from flash/no-flash cues.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules: dict[str, ModuleType] = {}
+    for name in COMMANDS:
+        mod = _load(name)
+        if mod is None:
+            continue
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        modules[name] = mod
+    return parser, modules
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    warnings.showwarning = _show_warning
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except CuematteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""ONNX Runtime sessions: CPU by default, CUDA and TensorRT execution providers on request."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from engine.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+# Short names users type -> ONNX Runtime provider names.
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def resolve_providers(names: Sequence[str], *, trt_cache: Path | None = None) -> list[Any]:
+    """Map short names ('tensorrt', 'cuda', 'cpu') to provider entries, in priority order.
+
+    CPU is always appended last as the fallback for ops the accelerators do not take. An accelerator that
+    this onnxruntime build lacks is a :class:`BackendError`, not a silent CPU run.
+    """
+    available = set(ort.get_available_providers())
+    out: list[Any] = []
+    for name in names:
+        key = name.lower()
+        if key not in PROVIDERS:
+            raise BackendError(f"unknown execution provider {name!r}; choose from {sorted(PROVIDERS)}")
+        provider = PROVIDERS[key]
+        if provider not in available:
+            raise BackendError(
+                f"{provider} is not available in this onnxruntime build (available: {sorted(available)}); "
+                "install onnxruntime-gpu on a CUDA machine"
+            )
+        if key == "tensorrt":
+            opts: dict[str, Any] = {"trt_fp16_enable": True}
+            if trt_cache is not None:
+                trt_cache.mkdir(parents=True, exist_ok=True)
+                opts |= {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache)}
+            out.append((provider, opts))
+        else:
+            out.append(provider)
+    if "CPUExecutionProvider" not in out:
+        out.append("CPUExecutionProvider")
+    return out
+
+
+def default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+class OrtGraph:
+    """One ONNX graph in one InferenceSession; inputs and outputs by name."""
+
+    def __init__(self, path: Path, *, providers: Sequence[Any], threads: int | None = None) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or default_threads()
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        self.path = path
+        self.session = ort.InferenceSession(str(path), opts, providers=list(providers))
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.metadata: dict[str, str] = dict(meta)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, feeds)
+        return dict(zip(self.output_names, outs, strict=True))

@@ -1,0 +1,112 @@
+"""A model folder: ``model.json`` + ``flash.onnx`` + ``frame.onnx`` (written by ``cuematte export``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.backends.onnxruntime import OrtGraph, resolve_providers
+from engine.errors import ModelError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "flash-lite"
+FORMAT = "cuematte-flash-model"
+
+HOW_TO_GET_A_MODEL = (
+    "train and export one: `cuematte train --config lite --out runs/lite` then "
+    "`cuematte export --checkpoint runs/lite/last.safetensors --out-dir MODEL_DIR`, "
+    "or for latency work `cuematte export --config lite --random-init --out-dir MODEL_DIR`; "
+    "then pass --model MODEL_DIR"
+)
+
+
+class UntrainedModelWarning(UserWarning):
+    """The loaded model was exported from random weights: fine for latency work, useless for mattes."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``model.json`` says about a model folder."""
+
+    path: Path
+    name: str
+    trained: bool
+    cmn_size: tuple[int, int]  # (H, W) the flash graph works at
+    person_mask: bool
+    flash_features_shape: tuple[int, int]  # (N, C')
+    manifest: dict[str, Any]
+
+
+def resolve_model_dir(model: str | Path | None) -> Path:
+    """The folder to load: the one given, else the shipped default; a named error if there is none."""
+    if model is None:
+        if not (DEFAULT_MODEL / "model.json").is_file():
+            raise ModelNotFoundError(
+                f"no model given and no default model ships with this install; {HOW_TO_GET_A_MODEL}"
+            )
+        return DEFAULT_MODEL
+    return Path(model)
+
+
+def read_model_info(model_dir: Path) -> ModelInfo:
+    """Validate a model folder (manifest present and readable, both graphs present) and describe it."""
+    if not model_dir.is_dir():
+        raise ModelError(f"model folder not found: {model_dir}")
+    manifest_path = model_dir / "model.json"
+    if not manifest_path.is_file():
+        raise ModelError(f"{model_dir} has no model.json; it is not a cuematte model folder ({HOW_TO_GET_A_MODEL})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{manifest_path} is not readable JSON: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise ModelError(f"{manifest_path} is not a {FORMAT} manifest (format={manifest.get('format')!r})")
+    for role in ("flash", "frame"):
+        name = manifest.get("graphs", {}).get(role)
+        if not name or not (model_dir / name).is_file():
+            raise ModelError(f"model folder {model_dir} is missing its {role} graph ({name or role + '.onnx'})")
+    cfg = manifest["config"]
+    n, c = manifest["flash_features_shape"]
+    return ModelInfo(
+        path=model_dir,
+        name=str(manifest.get("name", cfg.get("name", "?"))),
+        trained=bool(manifest.get("trained", False)),
+        cmn_size=(int(cfg["cmn_size"][0]), int(cfg["cmn_size"][1])),
+        person_mask=bool(cfg.get("person_mask", False)),
+        flash_features_shape=(int(n), int(c)),
+        manifest=manifest,
+    )
+
+
+class FlashModel:
+    """Both graphs of a model folder loaded into ONNX Runtime sessions (created once, reused)."""
+
+    def __init__(self, model: str | Path | None = None, *, providers: Sequence[str] = ("cpu",),
+                 threads: int | None = None, trt_cache: Path | None = None) -> None:
+        self.info = read_model_info(resolve_model_dir(model))
+        if not self.info.trained:
+            warnings.warn(
+                f"model {self.info.path} is untrained (exported from random weights): its mattes are "
+                f"meaningless; {HOW_TO_GET_A_MODEL}",
+                UntrainedModelWarning,
+                stacklevel=2,
+            )
+        resolved = resolve_providers(providers, trt_cache=trt_cache)
+        graphs = self.info.manifest["graphs"]
+        try:
+            self.flash = OrtGraph(self.info.path / graphs["flash"], providers=resolved, threads=threads)
+            self.frame = OrtGraph(self.info.path / graphs["frame"], providers=resolved, threads=threads)
+        except Exception as exc:  # onnxruntime raises its own exception types for broken files
+            raise ModelError(f"cannot load the graphs of {self.info.path}: {exc}") from exc
+        expected = {"frame", "flash_features"} | ({"person_mask"} if self.info.person_mask else set())
+        if set(self.frame.input_names) != expected:
+            raise ModelError(
+                f"frame graph inputs {self.frame.input_names} do not match model.json ({sorted(expected)})"
+            )

@@ -1,0 +1,225 @@
+"""PyTorch FNFNet -> two ONNX graphs split at the cache boundary, checked and compared to PyTorch.
+
+``flash.onnx``: ``flash`` (1,3,H,W) + ``flash_trimap`` (1,3,H,W) -> ``flash_features`` (1,N,C') = T^f.
+``frame.onnx``: ``frame`` (1,3,H,W) + ``flash_features`` (1,N,C') [+ ``person_mask`` (1,1,h,w)]
+-> ``alpha`` (1,1,H,W), ``foreground`` (1,3,H,W). H and W are dynamic in both graphs.
+
+The folder also gets ``model.json`` (the engine's manifest); every graph carries the config and
+normalisation in its ONNX metadata too, so a lone .onnx file still says what it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from engine.errors import CuematteError
+from training.models.fnfnet import FlashGraph, FNFNet, FrameGraph
+
+log = logging.getLogger(__name__)
+
+FORMAT = "cuematte-flash-model"
+FORMAT_VERSION = 1
+OPSET = 18
+# Parity tolerances (max abs error, ONNX Runtime CPU vs PyTorch CPU, float32).
+ALPHA_TOL = 1e-3
+FOREGROUND_TOL = 1e-3
+FEATURES_TOL = 1e-3
+
+
+class ExportError(CuematteError):
+    """An exported graph failed the ONNX checker or its parity check against PyTorch."""
+
+
+@dataclass
+class ParityResult:
+    size: tuple[int, int]
+    flash_features_max_abs: float
+    alpha_max_abs: float
+    foreground_max_abs: float
+
+    def ok(self) -> bool:
+        return (
+            self.flash_features_max_abs <= FEATURES_TOL
+            and self.alpha_max_abs <= ALPHA_TOL
+            and self.foreground_max_abs <= FOREGROUND_TOL
+        )
+
+
+def _metadata(net: FNFNet, graph: str, trained: bool, source: str) -> dict[str, str]:
+    cfg = net.cfg
+    return {
+        "cuematte.format": FORMAT,
+        "cuematte.graph": graph,
+        "cuematte.config": cfg.to_json(),
+        "cuematte.trained": "true" if trained else "false",
+        "cuematte.source": source,
+        "cuematte.normalization": json.dumps(_normalization(net)),
+    }
+
+
+def _normalization(net: FNFNet) -> dict[str, Any]:
+    return {
+        "input": "RGB float32 in [0, 1], NCHW",
+        "mean": list(net.cfg.norm_mean),
+        "std": list(net.cfg.norm_std),
+        "applied": "in-graph",
+        "flash_trimap": "one-hot float32 channels [background, unknown, foreground]",
+        "person_mask": "float32 person probability in [0, 1]" if net.cfg.person_mask else None,
+    }
+
+
+def _rename_dims(model: onnx.ModelProto, names: dict[str, dict[int, str]]) -> None:
+    """Give dynamic dims stable names (the exporter invents ones like 's78')."""
+    for value in list(model.graph.input) + list(model.graph.output):
+        for axis, name in names.get(value.name, {}).items():
+            dim = value.type.tensor_type.shape.dim[axis]
+            dim.ClearField("dim_value")
+            dim.dim_param = name
+
+
+def _set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
+def _export(module: torch.nn.Module, args: tuple[Any, ...], path: Path, input_names: list[str],
+            output_names: list[str], dynamic_shapes: dict[str, Any]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            args,
+            input_names=input_names,
+            output_names=output_names,
+            opset_version=OPSET,
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            external_data=False,
+            verbose=False,
+        )
+    assert program is not None
+    program.save(str(path), external_data=False)
+
+
+def example_inputs(net: FNFNet, size: tuple[int, int], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Deterministic inputs for export and parity: a smooth 'scene' plus noise, a trimap with all classes."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    frame = torch.rand(1, 3, h, w, generator=g)
+    flash = (frame * 1.3).clamp(0, 1)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    r = (xx**2 + yy**2).sqrt()
+    trimap = torch.stack([(r > 0.7), (r > 0.4) & (r <= 0.7), (r <= 0.4)]).float()[None]
+    inputs = {"frame": frame, "flash": flash, "flash_trimap": trimap}
+    if net.cfg.person_mask:
+        inputs["person_mask"] = (r <= 0.6).float()[None, None]
+    return inputs
+
+
+def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
+                export_size: tuple[int, int] = (360, 640)) -> dict[str, Any]:
+    """Export ``net`` (eval mode, CPU) into ``out_dir``; returns the manifest written to model.json.
+
+    Raises :class:`ExportError` if a graph fails ``onnx.checker`` or parity (see the tolerances above).
+    """
+    net = net.eval().cpu()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ex = example_inputs(net, export_size)
+    h_dim = torch.export.Dim("height", min=32, max=4096)
+    w_dim = torch.export.Dim("width", min=32, max=4096)
+    with torch.no_grad():
+        tokens = net.encode_flash(ex["flash"], ex["flash_trimap"])
+
+    flash_path, frame_path = out_dir / "flash.onnx", out_dir / "frame.onnx"
+    t0 = time.perf_counter()
+    _export(FlashGraph(net), (ex["flash"], ex["flash_trimap"]), flash_path, ["flash", "flash_trimap"],
+            ["flash_features"], {"flash": {2: h_dim, 3: w_dim}, "flash_trimap": {2: h_dim, 3: w_dim}})
+    frame_inputs = ["frame", "flash_features"]
+    frame_args: tuple[Any, ...] = (ex["frame"], tokens)
+    frame_dyn: dict[str, Any] = {"frame": {2: h_dim, 3: w_dim}, "flash_features": None}
+    if net.cfg.person_mask:
+        m_h = torch.export.Dim("mask_height", min=16, max=4096)
+        m_w = torch.export.Dim("mask_width", min=16, max=4096)
+        frame_inputs.append("person_mask")
+        frame_args = (*frame_args, ex["person_mask"])
+        frame_dyn["person_mask"] = {2: m_h, 3: m_w}
+    else:
+        frame_args = (*frame_args, None)
+        frame_dyn["person_mask"] = None
+    _export(FrameGraph(net), frame_args, frame_path, frame_inputs, ["alpha", "foreground"], frame_dyn)
+    log.info("exported in %.1f s", time.perf_counter() - t0)
+
+    hw = {2: "height", 3: "width"}
+    dims = {
+        "flash": {"flash": hw, "flash_trimap": hw},
+        "frame": {"frame": hw, "alpha": hw, "foreground": hw, "person_mask": {2: "mask_height", 3: "mask_width"}},
+    }
+    for graph, path in (("flash", flash_path), ("frame", frame_path)):
+        model = onnx.load(str(path))
+        _rename_dims(model, dims[graph])
+        _set_metadata(model, _metadata(net, graph, trained, source))
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"{path.name} fails onnx.checker: {exc}") from exc
+        onnx.save(model, str(path))
+
+    parity = [check_parity(net, out_dir, size) for size in ((export_size[0], export_size[1]), (720, 1280))]
+    bad = [p for p in parity if not p.ok()]
+    if bad:
+        raise ExportError(f"ONNX/PyTorch parity failed: {bad}")
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": net.cfg.name,
+        "config": net.cfg.to_dict(),
+        "trained": trained,
+        "source": source,
+        "graphs": {"flash": flash_path.name, "frame": frame_path.name},
+        "normalization": _normalization(net),
+        "flash_features_shape": list(tokens.shape[1:]),
+        "opset": OPSET,
+        "parity": {
+            "tolerance": {"alpha": ALPHA_TOL, "foreground": FOREGROUND_TOL, "flash_features": FEATURES_TOL},
+            "results": [p.__dict__ | {"size": list(p.size)} for p in parity],
+        },
+        "exported_with": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
+    }
+    (out_dir / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def check_parity(net: FNFNet, out_dir: Path, size: tuple[int, int], seed: int = 1) -> ParityResult:
+    """Run both graphs in ONNX Runtime (CPU) and the PyTorch model on the same inputs at ``size``."""
+    ex = example_inputs(net, size, seed)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    flash_sess = ort.InferenceSession(str(out_dir / "flash.onnx"), opts, providers=["CPUExecutionProvider"])
+    frame_sess = ort.InferenceSession(str(out_dir / "frame.onnx"), opts, providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        tokens = net.encode_flash(ex["flash"], ex["flash_trimap"])
+        out = net.forward_frame(ex["frame"], tokens, ex.get("person_mask"))
+    (ort_tokens,) = flash_sess.run(None, {"flash": ex["flash"].numpy(), "flash_trimap": ex["flash_trimap"].numpy()})
+    feeds = {"frame": ex["frame"].numpy(), "flash_features": ort_tokens}
+    if net.cfg.person_mask:
+        feeds["person_mask"] = ex["person_mask"].numpy()
+    alpha, fg = frame_sess.run(None, feeds)
+    return ParityResult(
+        size=size,
+        flash_features_max_abs=float(np.abs(ort_tokens - tokens.numpy()).max()),
+        alpha_max_abs=float(np.abs(alpha - out["alpha"].numpy()).max()),
+        foreground_max_abs=float(np.abs(fg - out["fg"].numpy()).max()),
+    )

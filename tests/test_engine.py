@@ -1,0 +1,147 @@
+"""The session API: cache semantics, equivalence with the uncached path and with PyTorch, sizes, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.compositing import Background, composite
+from engine.errors import FlashCueError, FlashNotSetError, FrameFormatError, InputError, ModelNotFoundError
+from engine.model import resolve_model_dir
+from engine.session import MattingSession
+
+pytestmark = pytest.mark.usefixtures("quiet_untrained")
+
+
+@pytest.fixture
+def session(lite_model_dir: Path) -> MattingSession:
+    return MattingSession(lite_model_dir, segmenter="grabcut", threads=2)
+
+
+def test_matte_before_flash_is_a_named_error(session: MattingSession, scene: tuple[np.ndarray, ...]) -> None:
+    with pytest.raises(FlashNotSetError, match="set_flash"):
+        session.matte(scene[1])
+
+
+def test_cached_and_uncached_paths_agree(session: MattingSession, scene: tuple[np.ndarray, ...]) -> None:
+    flash, noflash, _ = scene
+    session.set_flash(flash, noflash)
+    cached = session.matte(noflash)
+    uncached = session.matte(noflash, reuse_flash=False)
+    assert np.array_equal(cached.alpha, uncached.alpha)
+    assert np.array_equal(cached.foreground, uncached.foreground)
+    assert cached.alpha.shape == noflash.shape[:2] and cached.alpha.dtype == np.float32
+    assert cached.foreground.shape == noflash.shape and cached.foreground.dtype == np.uint8
+    assert cached.alpha.min() >= 0.0 and cached.alpha.max() <= 1.0
+
+
+def test_engine_matches_pytorch_end_to_end(session: MattingSession, scene: tuple[np.ndarray, ...]) -> None:
+    """The cached ONNX path equals the full PyTorch model run on the same frame, flash and trimap."""
+    torch = pytest.importorskip("torch")
+    from training.models.config import get_config
+    from training.models.fnfnet import build_model
+
+    torch.manual_seed(0)
+    net = build_model(get_config("lite")).eval()  # the fixture's weights (same seed)
+    flash, noflash, _ = scene
+    cue = session.set_flash(flash, noflash)
+    got = session.matte(noflash).alpha
+
+    def t(img: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+
+    with torch.no_grad():
+        ref = net(t(noflash), t(flash), torch.from_numpy(cue.one_hot())[None])["alpha"][0, 0].numpy()
+    assert np.abs(got - ref).max() <= 1e-3
+
+
+def test_any_frame_size_round_trips(lite_model_dir: Path, scene: tuple[np.ndarray, ...]) -> None:
+    flash, noflash, _ = scene
+    session = MattingSession(lite_model_dir, segmenter="grabcut", max_side=640)
+    session.set_flash(flash, noflash)
+    for h, w in ((97, 211), (480, 640), (1080, 1920)):  # odd, 4:3, larger than max_side
+        frame = np.ascontiguousarray(np.resize(noflash, (h, w, 3)))
+        m = session.matte(frame)
+        assert m.alpha.shape == (h, w) and m.foreground.shape == (h, w, 3)
+
+
+def test_reset_and_reflash(session: MattingSession, scene: tuple[np.ndarray, ...]) -> None:
+    flash, noflash, _ = scene
+    session.set_flash(flash, noflash)
+    assert session.has_flash
+    session.reset()
+    assert not session.has_flash
+    with pytest.raises(FlashNotSetError):
+        session.matte(noflash)
+    session.set_flash(flash, noflash)
+    assert session.matte(noflash).alpha.shape == noflash.shape[:2]
+
+
+def test_failed_reflash_keeps_the_previous_flash(session: MattingSession, scene: tuple[np.ndarray, ...]) -> None:
+    flash, noflash, _ = scene
+    session.set_flash(flash, noflash)
+    before = session.matte(noflash).alpha
+    with pytest.raises(FlashCueError):
+        session.set_flash(noflash, noflash)  # no flash at all
+    assert np.array_equal(session.matte(noflash).alpha, before)
+
+
+@pytest.mark.parametrize(
+    ("frame", "match"),
+    [
+        (np.zeros((64, 64), np.uint8), "grayscale"),
+        (np.zeros((64, 64, 4), np.uint8), "RGBA"),
+        (np.zeros((64, 64, 3), np.float32), "uint8"),
+        (np.zeros((0, 64, 3), np.uint8), "empty"),
+        ([[1, 2, 3]], "numpy array"),
+    ],
+)
+def test_bad_frames_are_named_errors(session: MattingSession, scene: tuple[np.ndarray, ...], frame: object,
+                                     match: str) -> None:
+    session.set_flash(scene[0], scene[1])
+    with pytest.raises(FrameFormatError, match=match):
+        session.matte(frame)  # type: ignore[arg-type]
+    assert session.has_flash  # a bad frame never loses the session's state
+
+
+def test_compositing_modes(scene: tuple[np.ndarray, ...]) -> None:
+    _, frame, alpha = scene
+    fg = frame
+    green = composite(frame, alpha, fg, Background(mode="green"))
+    assert np.all(green[alpha == 0] == [0, 177, 64])
+    assert np.array_equal(green[alpha == 1], frame[alpha == 1])
+    red = composite(frame, alpha, fg, Background(mode="color", color=(255, 0, 0)))
+    assert np.all(red[alpha == 0] == [255, 0, 0])
+    plate = np.full((50, 90, 3), 7, np.uint8)
+    img = composite(frame, alpha, fg, Background(mode="image", image=plate))
+    assert np.all(img[alpha == 0] == 7)
+    blur = composite(frame, alpha, fg, Background(mode="blur"))
+    bg = alpha == 0
+    assert blur[bg].std() < frame[bg].std()  # the wall's texture is smoothed away
+    assert composite(frame, alpha, fg, Background(mode="none")) is frame
+    with pytest.raises(InputError, match="unknown background"):
+        Background(mode="sepia")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="needs an image"):
+        Background(mode="image")
+
+
+def test_no_model_anywhere_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import engine.model as em
+
+    monkeypatch.setattr(em, "DEFAULT_MODEL", tmp_path / "absent")
+    with pytest.raises(ModelNotFoundError, match="cuematte export"):
+        resolve_model_dir(None)
+
+
+def test_serving_code_imports_without_torch() -> None:
+    """Serving must install and start without torch: importing the engine must not pull it in."""
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['timm'] = None\n"
+        "import engine.session, engine.compositing, engine.io, engine.cues.trimap, clients.cli\n"
+        "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

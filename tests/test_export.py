@@ -1,0 +1,112 @@
+"""Split ONNX export: checker, names, metadata, dynamic sizes and parity with PyTorch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+torch = pytest.importorskip("torch")
+
+from engine.errors import ModelError  # noqa: E402
+from engine.model import FlashModel, UntrainedModelWarning, read_model_info  # noqa: E402
+from export.onnx_export import ALPHA_TOL, check_parity  # noqa: E402
+from training.models.config import get_config  # noqa: E402
+from training.models.fnfnet import build_model  # noqa: E402
+
+
+def test_graphs_pass_checker_and_carry_metadata(lite_model_dir: Path) -> None:
+    for name, graph in (("flash.onnx", "flash"), ("frame.onnx", "frame")):
+        model = onnx.load(str(lite_model_dir / name))
+        onnx.checker.check_model(model, full_check=True)
+        meta = {p.key: p.value for p in model.metadata_props}
+        assert meta["cuematte.graph"] == graph
+        assert json.loads(meta["cuematte.config"])["name"] == "lite"
+        assert json.loads(meta["cuematte.normalization"])["mean"] == [0.485, 0.456, 0.406]
+        assert meta["cuematte.trained"] == "false"
+        assert (lite_model_dir / name).stat().st_size <= 16 * 1024 * 1024
+
+
+def test_graph_io_names_and_dynamic_dims(lite_model_dir: Path) -> None:
+    flash = onnx.load(str(lite_model_dir / "flash.onnx"))
+    frame = onnx.load(str(lite_model_dir / "frame.onnx"))
+
+    def dims(v: onnx.ValueInfoProto) -> list[str | int]:
+        return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    assert {i.name: dims(i) for i in flash.graph.input} == {
+        "flash": [1, 3, "height", "width"],
+        "flash_trimap": [1, 3, "height", "width"],
+    }
+    assert [o.name for o in flash.graph.output] == ["flash_features"]
+    inputs = {i.name: dims(i) for i in frame.graph.input}
+    assert inputs["frame"] == [1, 3, "height", "width"]
+    assert inputs["flash_features"] == [1, 144, 64]  # 9x16 tokens of 64 channels, the cached T^f
+    assert {o.name: dims(o) for o in frame.graph.output} == {
+        "alpha": [1, 1, "height", "width"],
+        "foreground": [1, 3, "height", "width"],
+    }
+
+
+def test_parity_at_an_unseen_size(lite_model_dir: Path) -> None:
+    """ONNX Runtime vs PyTorch on the same weights at an odd size that was not used for export."""
+    from training.checkpoint import load_checkpoint  # noqa: F401  (import cost paid once, keeps test honest)
+
+    torch.manual_seed(0)
+    net = build_model(get_config("lite")).eval()  # same seed as the fixture -> same weights
+    result = check_parity(net, lite_model_dir, (271, 483))
+    assert result.alpha_max_abs <= ALPHA_TOL
+    assert result.foreground_max_abs <= 1e-3
+    assert result.flash_features_max_abs <= 1e-3
+    manifest = json.loads((lite_model_dir / "model.json").read_text())
+    assert all(r["alpha_max_abs"] <= ALPHA_TOL for r in manifest["parity"]["results"])
+
+
+def test_person_mask_graph(lite_mask_model_dir: Path) -> None:
+    frame = onnx.load(str(lite_mask_model_dir / "frame.onnx"))
+    assert [i.name for i in frame.graph.input] == ["frame", "flash_features", "person_mask"]
+    info = read_model_info(lite_mask_model_dir)
+    assert info.person_mask and not info.trained
+
+
+def test_untrained_model_warns(lite_model_dir: Path) -> None:
+    with pytest.warns(UntrainedModelWarning, match="untrained"):
+        FlashModel(lite_model_dir)
+
+
+def test_model_folder_missing_a_graph(lite_model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(lite_model_dir, broken)
+    (broken / "frame.onnx").unlink()
+    with pytest.raises(ModelError, match="missing its frame graph"):
+        read_model_info(broken)
+    (broken / "model.json").unlink()
+    with pytest.raises(ModelError, match=r"no model\.json"):
+        read_model_info(broken)
+    with pytest.raises(ModelError, match="not found"):
+        read_model_info(tmp_path / "nowhere")
+
+
+@pytest.mark.usefixtures("quiet_untrained")
+def test_corrupt_graph_is_a_model_error(lite_model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "corrupt"
+    shutil.copytree(lite_model_dir, broken)
+    (broken / "flash.onnx").write_bytes(b"\x00garbage")
+    with pytest.raises(ModelError, match="cannot load"):
+        FlashModel(broken)
+
+
+@pytest.mark.slow
+def test_paper_config_exports_with_parity(tmp_path: Path) -> None:
+    from export.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    net = build_model(get_config("paper"))
+    manifest = export_onnx(net, tmp_path, trained=False, source="test", export_size=(176, 320))
+    assert all(r["alpha_max_abs"] <= ALPHA_TOL for r in manifest["parity"]["results"])
+    assert manifest["flash_features_shape"] == [11 * 20, 256]
+    assert np.isclose(manifest["parity"]["tolerance"]["alpha"], 1e-3)

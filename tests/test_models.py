@@ -1,0 +1,121 @@
+"""FNFNet forward passes for both configs, the cache split, and safetensors checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint  # noqa: E402
+from training.models.config import FNFConfig, get_config  # noqa: E402
+from training.models.fnfnet import build_model  # noqa: E402
+
+
+def _inputs(h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    frame = torch.rand(1, 3, h, w, generator=g)
+    flash = torch.rand(1, 3, h, w, generator=g)
+    labels = torch.randint(0, 3, (1, h, w), generator=g)
+    trimap = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float()
+    return frame, flash, trimap
+
+
+@pytest.mark.parametrize("name", ["lite", "paper"])
+def test_forward_shapes_and_ranges(name: str) -> None:
+    torch.manual_seed(0)
+    cfg = get_config(name)
+    net = build_model(cfg).eval()
+    h, w = 200, 360  # not the CMN size and not a multiple of 16: the per-frame half takes any size
+    frame, flash, trimap = _inputs(h, w)
+    with torch.no_grad():
+        out = net(frame, flash, trimap)
+    ch, cw = cfg.cmn_size
+    assert out["trimap_logits"].shape == (1, 3, ch, cw)
+    assert out["detail_c"].shape == out["alpha_c"].shape == (1, 1, ch, cw)
+    assert out["fg_c"].shape == (1, 3, ch, cw)
+    assert out["alpha"].shape == out["detail"].shape == (1, 1, h, w)
+    assert out["fg"].shape == (1, 3, h, w)
+    assert out["trimap_up"].shape == (1, 3, h, w)
+    for key in ("alpha", "alpha_c", "fg", "fg_c", "detail_c"):
+        assert float(out[key].min()) >= 0.0 and float(out[key].max()) <= 1.0, key
+    assert torch.isfinite(out["alpha"]).all()
+
+
+def test_cache_split_equals_end_to_end() -> None:
+    torch.manual_seed(0)
+    net = build_model(get_config("lite")).eval()
+    frame, flash, trimap = _inputs(144, 256, seed=1)
+    with torch.no_grad():
+        tokens = net.encode_flash(flash, trimap)
+        cached = net.forward_frame(frame, tokens)["alpha"]
+        full = net(frame, flash, trimap)["alpha"]
+    n, c = tokens.shape[1:]
+    assert (n, c) == (net.cfg.token_grid[0] * net.cfg.token_grid[1], net.cfg.embed_dim)
+    assert torch.equal(cached, full)
+
+
+def test_flash_features_matter() -> None:
+    """The per-frame half must actually use T^f: alpha has a gradient with respect to the cached tokens."""
+    torch.manual_seed(0)
+    net = build_model(get_config("lite")).eval()
+    frame, flash, trimap = _inputs(144, 256, seed=2)
+    tokens = net.encode_flash(flash, trimap).detach().requires_grad_(True)
+    net.forward_frame(frame, tokens)["alpha"].sum().backward()
+    assert tokens.grad is not None and float(tokens.grad.abs().sum()) > 0
+
+
+def test_person_mask_switch() -> None:
+    torch.manual_seed(0)
+    net = build_model(get_config("lite", person_mask=True)).eval()
+    frame, flash, trimap = _inputs(144, 256)
+    with torch.no_grad():
+        tokens = net.encode_flash(flash, trimap)
+        out = net.forward_frame(frame, tokens, torch.rand(1, 1, 72, 128))
+        with pytest.raises(ValueError, match="person mask"):
+            net.forward_frame(frame, tokens)
+    assert out["alpha"].shape == (1, 1, 144, 256)
+    assert net.noflash_encoder.body.conv_stem.in_channels == 4
+
+
+def test_paper_config_matches_paper() -> None:
+    cfg = get_config("paper")
+    assert cfg.backbone == "resnet50" and cfg.aspp_dilations == (3, 6, 9)
+    assert cfg.flash_layers == cfg.noflash_layers == 2 and cfg.refine == "bmn"
+    net = build_model(cfg)
+    # Two non-shared encoders; the flash one takes RGB + a 3-channel trimap.
+    assert net.flash_encoder.body.conv1.in_channels == 6
+    assert net.noflash_encoder.body.conv1.in_channels == 3
+    assert net.flash_encoder.body.conv1.weight.data_ptr() != net.noflash_encoder.body.conv1.weight.data_ptr()
+
+
+def test_config_validation_and_round_trip() -> None:
+    cfg = get_config("lite")
+    assert FNFConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="multiple"):
+        FNFConfig(name="x", backbone="resnet18", cmn_size=(100, 256), aspp_channels=32).validate()
+    with pytest.raises(ValueError, match="unknown config"):
+        get_config("huge")
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = build_model(get_config("lite")).eval()
+    path = save_checkpoint(tmp_path / "ckpt.safetensors", net, step=42, extra={"loss": 0.5})
+    loaded, meta = load_checkpoint(path)
+    loaded.eval()
+    assert meta["step"] == 42 and meta["extra"] == {"loss": 0.5} and meta["config"] == net.cfg
+    frame, flash, trimap = _inputs(144, 256)
+    with torch.no_grad():
+        assert torch.equal(net(frame, flash, trimap)["alpha"], loaded(frame, flash, trimap)["alpha"])
+    assert read_metadata(path)["step"] == 42
+
+
+def test_checkpoint_errors(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        read_metadata(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError):
+        read_metadata(bad)
