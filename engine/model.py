@@ -8,7 +8,9 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from engine.backends.onnxruntime import OrtGraph, resolve_providers
 from engine.errors import ModelError, ModelNotFoundError
@@ -25,6 +27,15 @@ HOW_TO_GET_A_MODEL = (
     "or for latency work `cuematte export --config lite --random-init --out-dir MODEL_DIR`; "
     "then pass --model MODEL_DIR"
 )
+
+
+class Graph(Protocol):
+    """A runnable graph with named inputs and outputs (ONNX Runtime or a native TensorRT engine)."""
+
+    input_names: list[str]
+    output_names: list[str]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 class UntrainedModelWarning(UserWarning):
@@ -98,8 +109,17 @@ class FlashModel:
                 UntrainedModelWarning,
                 stacklevel=2,
             )
-        resolved = resolve_providers(providers, trt_cache=trt_cache)
         graphs = self.info.manifest["graphs"]
+        self.flash: Graph
+        self.frame: Graph
+        if list(providers) == ["trt-native"]:
+            # Serialized TensorRT engines built beside the ONNX graphs (`cuematte export --tensorrt`).
+            from engine.backends.tensorrt import TrtGraph
+
+            self.flash = TrtGraph(self.info.path / "flash.plan")
+            self.frame = TrtGraph(self.info.path / "frame.plan")
+            return
+        resolved = resolve_providers(providers, trt_cache=trt_cache or Path.home() / ".cache" / "cuematte" / "trt")
         try:
             self.flash = OrtGraph(self.info.path / graphs["flash"], providers=resolved, threads=threads)
             self.frame = OrtGraph(self.info.path / graphs["frame"], providers=resolved, threads=threads)
