@@ -1,0 +1,136 @@
+"""Virtual webcam: the file-to-file path, the missing-backend message, latest-frame-wins in the live loop."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clients.cli import main
+from clients.scenes import make_pair
+from engine.io import VideoReader, VideoWriter, write_image
+
+H, W, N = 180, 320, 12
+
+
+def _green_excess(frame: np.ndarray, where: np.ndarray) -> float:
+    f = frame.astype(np.float32)
+    return float((f[..., 1] - (f[..., 0] + f[..., 2]) / 2)[where].mean())
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | np.ndarray]:
+    """A short clip of the generated scene with the subject sliding sideways, and its flash photo."""
+    d = tmp_path_factory.mktemp("virtualcam")
+    flash, noflash, alpha = make_pair(H, W, seed=1)
+    write_image(d / "flash.png", flash)
+    write_image(d / "noflash.png", noflash)
+    with VideoWriter(d / "clip.mp4", (W, H), 15) as w:
+        for i in range(N):
+            w.write(np.roll(noflash, i, axis=1))
+    return {"dir": d, "clip": d / "clip.mp4", "flash": d / "flash.png", "noflash": d / "noflash.png",
+            "alpha": alpha}
+
+
+@pytest.mark.usefixtures("quiet_untrained")
+def test_file_to_file_mattes_every_frame(clip: dict, lite_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = clip["dir"] / "out.mp4"
+    rc = main(["virtualcam", "--input", str(clip["clip"]), "--output", str(out), "--flash", str(clip["flash"]),
+               "--model", str(lite_model_dir), "--background", "green", "--segmenter", "grabcut"])
+    assert rc == 0, capsys.readouterr().err
+    assert f"wrote {N} frames {W}x{H}" in capsys.readouterr().out
+    with VideoReader(clip["clip"]) as r:
+        inputs = list(r)
+    with VideoReader(out) as r:
+        outputs = list(r)
+    assert len(outputs) == N
+    assert all(o.shape == (H, W, 3) for o in outputs)
+    # The wall (alpha 0 in the first frame, the subject moves by at most N px) went green.
+    wall = np.roll(clip["alpha"] < 0.01, 0) & np.roll(clip["alpha"] < 0.01, N, axis=1)
+    for i, o in zip(inputs, outputs, strict=True):
+        assert _green_excess(o, wall) > _green_excess(i, wall) + 20
+
+
+@pytest.mark.usefixtures("quiet_untrained")
+def test_file_to_file_resizes_to_size(clip: dict, lite_model_dir: Path) -> None:
+    out = clip["dir"] / "out_small.mp4"
+    rc = main(["virtualcam", "--input", str(clip["clip"]), "--output", str(out), "--flash", str(clip["flash"]),
+               "--noflash", str(clip["noflash"]), "--model", str(lite_model_dir), "--size", "160x120",
+               "--segmenter", "grabcut"])
+    assert rc == 0
+    with VideoReader(out) as r:
+        frames = list(r)
+    assert len(frames) == N and frames[0].shape == (120, 160, 3)
+
+
+def test_file_mode_needs_a_flash(clip: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["virtualcam", "--input", str(clip["clip"]), "--output", str(clip["dir"] / "x.mp4")])
+    assert rc == 2
+    assert "--flash FILE" in capsys.readouterr().err
+
+
+def test_missing_backend_says_how_to_set_it_up(clip: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    not_a_camera = tmp_path / "video42"
+    not_a_camera.write_bytes(b"")
+    rc = main(["virtualcam", "--input", str(clip["clip"]), "--flash", str(clip["flash"]),
+               "--device", str(not_a_camera)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "no virtual camera available" in err
+    assert 'modprobe v4l2loopback devices=1 video_nr=10 card_label="cuematte" exclusive_caps=1' in err
+    assert "--output FILE" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(Path("/sys/module/v4l2loopback").exists(), reason="a v4l2loopback device is loaded here")
+def test_missing_backend_without_device(clip: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["virtualcam", "--input", str(clip["clip"]), "--flash", str(clip["flash"])])
+    err = capsys.readouterr().err
+    assert rc == 2 and "modprobe v4l2loopback" in err and "Traceback" not in err
+
+
+@pytest.mark.usefixtures("quiet_untrained")
+def test_live_loop_takes_the_newest_frame(clip: dict, lite_model_dir: Path) -> None:
+    """A processor slower than the source skips frames (counted as dropped) instead of queueing them."""
+    from clients.virtualcam.pipeline import LiveLoop, Processor
+    from clients.virtualcam.sinks import FileSink
+    from clients.virtualcam.sources import FileSource
+    from engine.compositing import Background
+    from engine.io import read_image
+    from engine.session import MattingSession
+
+    class Slow(Processor):
+        def process(self, frame: np.ndarray) -> np.ndarray:
+            time.sleep(0.05)
+            return super().process(frame)
+
+    source = FileSource(clip["clip"], fps=100.0)  # a frame every 10 ms, processing takes > 50 ms
+    sink = FileSink(clip["dir"] / "live.mp4", W, H, 30)
+    processor = Slow(MattingSession(lite_model_dir, segmenter="grabcut"), Background("blur"), (H, W))
+    processor.set_flash(read_image(clip["flash"]), read_image(clip["noflash"]))
+    loop = LiveLoop(processor, source.slot, sink)
+    source.start()
+    loop.run()  # returns when the file ends
+    source.stop()
+    sink.close()
+    assert source.frames == N
+    assert 1 <= sink.written < N
+    assert sink.written + source.slot.dropped == N  # every frame was either processed or skipped, none queued
+
+
+def test_flash_capture_picks_the_brightest_frame() -> None:
+    from clients.virtualcam.pipeline import FlashCapture
+
+    flash, noflash, _ = make_pair(H, W)
+    cap = FlashCapture(delay=0.1, duration=0.5)
+    cap.begin(noflash, now=0.0)
+    dim = (flash * 0.8).astype(np.uint8)
+    assert not cap.offer(np.full_like(flash, 255), now=0.05)  # before the screen can be white: ignored
+    assert not cap.offer(dim, now=0.15)
+    assert not cap.offer(flash, now=0.25)
+    assert cap.offer(dim, now=0.55)  # burst over
+    pair = cap.result()
+    assert pair is not None
+    assert pair[0] is flash and pair[1] is noflash
