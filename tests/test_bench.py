@@ -1,0 +1,154 @@
+"""Latency benchmark: the frame-number code through real codecs, --compare, and `bench --webrtc --report`."""
+
+from __future__ import annotations
+
+import fractions
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clients.bench import framecode
+from clients.cli import main
+from clients.scenes import make_pair
+
+
+# -- the frame-number code ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("number", [0, 1, 2, 255, 256, 4097, 40000, 65535])
+def test_framecode_round_trip(number: int) -> None:
+    _, frame, _ = make_pair(360, 640)
+    assert framecode.read(framecode.stamp(frame.copy(), number)) == number
+
+
+def test_framecode_rejects_what_it_did_not_write() -> None:
+    _, frame, _ = make_pair(360, 640)
+    assert framecode.read(frame) is None
+    stamped = framecode.stamp(frame.copy(), 1234)
+    stamped[: framecode.band_height(360), 300:400] = 128  # part of the band composited away
+    assert framecode.read(stamped) in (None, 1234)
+    assert framecode.read(np.full((360, 640, 3), 200, np.uint8)) is None
+
+
+def _codec_round_trip(codec: str, frames: list[np.ndarray], bitrate: int) -> list[np.ndarray]:
+    """Frames through aiortc's own encoder, packetiser, depacketiser and decoder: the WebRTC media path."""
+    from aiortc.codecs.h264 import H264Decoder, H264Encoder, h264_depayload
+    from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
+    from aiortc.jitterbuffer import JitterFrame
+    from av import VideoFrame
+
+    enc, dec, depay = ((Vp8Encoder(), Vp8Decoder(), vp8_depayload) if codec == "vp8"
+                       else (H264Encoder(), H264Decoder(), h264_depayload))
+    enc.target_bitrate = bitrate  # clamped to the codec's minimum: the worst case congestion control picks
+    out = []
+    for i, img in enumerate(frames):
+        vf = VideoFrame.from_ndarray(img, format="rgb24")
+        vf.pts, vf.time_base = i * 3000, fractions.Fraction(1, 90000)
+        payloads, timestamp = enc.encode(vf, False)
+        data = b"".join(depay(p) for p in payloads)
+        for f in dec.decode(JitterFrame(data, timestamp)):
+            assert isinstance(f, VideoFrame)
+            out.append(f.to_ndarray(format="rgb24"))
+    return out
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+@pytest.mark.parametrize(("h", "w"), [(360, 640), (180, 320)])
+def test_framecode_survives_the_video_codec(codec: str, h: int, w: int) -> None:
+    _, base, _ = make_pair(h, w, seed=2)
+    rng = np.random.default_rng(0)
+    numbers = [int(n) for n in rng.integers(0, framecode.MODULO, 16)]
+    frames = []
+    for i, n in enumerate(numbers):
+        noisy = np.roll(base, 3 * i, axis=1).astype(np.int16) + rng.integers(-12, 12, base.shape)  # costly to code
+        frames.append(framecode.stamp(np.clip(noisy, 0, 255).astype(np.uint8), n))
+    decoded = _codec_round_trip(codec, frames, bitrate=1)
+    assert len(decoded) >= len(frames) - 1  # H.264 may hold one frame back
+    read = [framecode.read(d) for d in decoded]
+    assert read == numbers[: len(read)]
+
+
+def test_framecode_reads_the_luma_plane() -> None:
+    """The bench reads numbers from the decoded Y plane (no RGB conversion): limited range, padded lines."""
+    from av import VideoFrame
+
+    from clients.bench.webrtc import read_number
+
+    _, base, _ = make_pair(360, 640)
+    vf = VideoFrame.from_ndarray(framecode.stamp(base.copy(), 31337), format="rgb24").reformat(format="yuv420p")
+    assert read_number(vf) == 31337
+
+
+# -- --compare ----------------------------------------------------------------------------------------------------
+def _rvm_like(path: Path) -> Path:
+    """A tiny ONNX graph with Robust Video Matting's input signature: src, r1i (recurrent), downsample_ratio."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["src", "downsample_ratio"], ["fgr"]),
+         helper.make_node("ReduceMean", ["fgr"], ["pha"], axes=[1], keepdims=1),
+         helper.make_node("Identity", ["r1i"], ["r1o"])],
+        "rvm_like",
+        [helper.make_tensor_value_info("src", TensorProto.FLOAT, [1, 3, "h", "w"]),
+         helper.make_tensor_value_info("r1i", TensorProto.FLOAT, ["b", "c", "y", "x"]),
+         helper.make_tensor_value_info("downsample_ratio", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("fgr", TensorProto.FLOAT, [1, 3, "h", "w"]),
+         helper.make_tensor_value_info("pha", TensorProto.FLOAT, [1, 1, "h", "w"]),
+         helper.make_tensor_value_info("r1o", TensorProto.FLOAT, ["b", "c", "y", "x"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.usefixtures("quiet_untrained")
+def test_compare_reports_ratios_to_ours(lite_model_dir: Path, tmp_path: Path) -> None:
+    from clients.bench.compare import compare_models
+    from engine.session import MattingSession
+
+    rvm = _rvm_like(tmp_path / "rvm_like.onnx")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    flash, noflash, _ = make_pair(180, 320)
+    session = MattingSession(lite_model_dir, segmenter="grabcut")
+    cmp = compare_models([lite_model_dir / "frame.onnx", rvm, broken], session, flash, noflash, (180, 320),
+                         warmup=1, repeat=5)
+    ours, like, bad = cmp.results
+    assert cmp.ours_p50_ms > 0
+    assert ours.error is None and ours.ratio is not None and ours.ratio > 0 and ours.size == "320x180"
+    assert like.error is None and like.ratio is not None and like.ratio > 0
+    assert like.inputs == {"src": [1, 3, 180, 320], "r1i": [1, 1, 1, 1], "downsample_ratio": [1]}
+    assert bad.error and bad.ratio is None
+
+
+def test_synthesised_inputs_follow_the_declared_shapes() -> None:
+    from types import SimpleNamespace as NS
+
+    from clients.bench.compare import synthesise_inputs
+
+    metas = [NS(name="input", shape=["batch", 3, "h", "w"], type="tensor(float)"),
+             NS(name="trimap", shape=[1, 1, "h", "w"], type="tensor(float)"),
+             NS(name="fixed", shape=[1, 512, 512, 3], type="tensor(uint8)"),
+             NS(name="hidden_state", shape=[1, 16, None, None], type="tensor(float)")]
+    feeds = synthesise_inputs(metas, (360, 640))
+    assert feeds["input"].shape == (1, 3, 360, 640) and feeds["input"].dtype == np.float32
+    assert feeds["trimap"].shape == (1, 1, 360, 640)
+    assert feeds["fixed"].shape == (1, 512, 512, 3) and feeds["fixed"].dtype == np.uint8
+    assert feeds["hidden_state"].shape == (1, 16, 1, 1) and not feeds["hidden_state"].any()
+
+
+# -- the stage bench keeps its shape; --report without --webrtc ---------------------------------------------------
+@pytest.mark.usefixtures("quiet_untrained")
+def test_stage_bench_json_and_report(lite_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--model", str(lite_model_dir), "--segmenter", "grabcut", "--sizes", "320x180",
+               "--warmup", "1", "--repeat", "3", "--json", str(out), "--report", str(tmp_path / "report")])
+    assert rc == 0
+    payload = json.loads(out.read_text())
+    assert set(payload) == {"machine", "records"}
+    assert {r["stage"] for r in payload["records"]} >= {"trimap", "flash", "frame", "frame_graph"}
+    report = tmp_path / "report"
+    assert (report / "report.md").is_file() and (report / "stages.png").stat().st_size > 1000
+    assert not (report / "latency_cdf.png").exists()
