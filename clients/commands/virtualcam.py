@@ -135,7 +135,12 @@ def _run_live(args: argparse.Namespace, background: Background, size: tuple[int,
         h, w = size or (720, 1280)
         fps = args.fps or 30.0
     # The sink first: a missing virtual-camera backend should fail before seconds of model loading.
-    sink: Sink = FileSink(args.output, w, h, fps) if args.output else VirtualCameraSink(w, h, fps, args.device)
+    try:
+        sink: Sink = FileSink(args.output, w, h, fps) if args.output else VirtualCameraSink(w, h, fps, args.device)
+    except BaseException:
+        if file_source is not None:
+            file_source.close()
+        raise
     try:
         processor = Processor(_session(args), background, (h, w))
         source = file_source or CameraSource(args.camera or 0, (h, w), fps)

@@ -90,6 +90,10 @@ class FileSource(_ThreadSource):
         self.fps = fps or self._reader.info.fps
         self.size = (self._reader.info.height, self._reader.info.width)
 
+    def close(self) -> None:
+        """Release the file if the source is never started."""
+        self._reader.close()
+
     def _run(self) -> None:
         period = 1.0 / self.fps
         next_t = time.perf_counter()
