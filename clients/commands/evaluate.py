@@ -1,0 +1,45 @@
+"""`cuematte eval`: SAD, MSE, Grad, Conn, MSE(alpha*F) of our model beside the baselines, per split."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "evaluate a model folder on sample folders, beside classical, MediaPipe and no-flash baselines"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    p.add_argument("--data", type=Path, required=True, help="sample folder (or folder of split sub-folders)")
+    p.add_argument("--noflash-model", type=Path, help="a model trained with --no-flash-cue (paper ablation)")
+    p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe")
+    p.add_argument("--no-baselines", action="store_true", help="only our model")
+    p.add_argument("--json", type=Path, help="write {split: {method: {metric: value}}} here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.evaluate import (
+        Method,
+        classical_method,
+        evaluate,
+        format_table,
+        load_splits,
+        mediapipe_method,
+        noflash_method,
+        session_method,
+        write_json,
+    )
+
+    splits = load_splits(args.data)
+    methods: dict[str, Method] = {"ours": session_method(args.model, args.segmenter)}
+    if not args.no_baselines:
+        methods["classical"] = classical_method
+        methods["mediapipe"] = mediapipe_method()
+    if args.noflash_model:
+        methods["noflash"] = noflash_method(args.noflash_model)
+    table = evaluate(methods, splits)
+    print(format_table(table))
+    if args.json:
+        write_json(args.json, table)
+        print(f"wrote {args.json}")
+    return 0

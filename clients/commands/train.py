@@ -1,0 +1,46 @@
+"""`cuematte train`: train FNFNet on procedurally rendered flash/no-flash samples."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "train a flash/no-flash matting model on generated data (CPU or CUDA), resumable"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", choices=["lite", "paper"], default="lite")
+    p.add_argument("--person-mask", action="store_true", help="lite: segmenter person mask as an extra input")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl, train.json)")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--size", default="512x288", help="training sample WIDTHxHEIGHT")
+    p.add_argument("--cache-samples", type=int, default=2000, help="rendered samples to train from")
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    p.add_argument("--no-flash-cue", action="store_true", help="ablation: train without the flash frame")
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.errors import CuematteError
+
+    try:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise CuematteError(f"--size {args.size!r} is not WIDTHxHEIGHT") from None
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CuematteError("--device cuda asked for, but torch sees no CUDA device here")
+    from training.train import TrainConfig, train
+
+    cfg = TrainConfig(config=args.config, person_mask=args.person_mask, steps=args.steps, batch_size=args.batch_size,
+                      lr=args.lr, size=(h, w), cache_samples=args.cache_samples, eval_every=args.eval_every,
+                      seed=args.seed, threads=args.threads, device=args.device, flash_cue=not args.no_flash_cue)
+    last = train(cfg, args.out, resume=args.resume)
+    print(f"checkpoint: {last}")
+    return 0

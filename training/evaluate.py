@@ -1,0 +1,187 @@
+"""Evaluation over folders of samples: our model beside the baselines, per split.
+
+A data folder holds samples as files (``<id>_noflash.png``, ``<id>_flash.png``, ``<id>_alpha.png`` and,
+optionally, ``<id>_fg.png``); a folder whose sub-folders are named ``static``, ``dynamic``... is read as one
+split per sub-folder. Methods on the same samples:
+
+* ``ours`` — the exported model through the engine session (trimap from the flash pair, cached T^f);
+* ``classical`` — flash-difference matting (exposure-compensated difference, Otsu, guided filter);
+* ``mediapipe`` — MediaPipe's selfie-segmentation mask alone (what Meet-style blur uses);
+* ``noflash`` — optional: a same-size model trained without the flash cue (paper ablation).
+
+No torch here: this runs from a serving install too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import CuematteError, InputError
+from engine.io import read_image
+from training import metrics
+from training.baselines import classical_flash_matte
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalSample:
+    id: str
+    noflash: np.ndarray  # (H, W, 3) uint8 RGB
+    flash: np.ndarray  # (H, W, 3) uint8 RGB
+    alpha: np.ndarray  # (H, W) float64 in [0, 1]
+    fg: np.ndarray | None  # (H, W, 3) float64 in [0, 1]
+
+
+def _read_alpha(path: Path) -> np.ndarray:
+    import cv2
+
+    a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if a is None:
+        raise InputError(f"cannot read alpha {path}")
+    if a.ndim == 3:
+        a = a[..., 0]
+    return a.astype(np.float64) / (65535.0 if a.dtype == np.uint16 else 255.0)
+
+
+def load_split(folder: Path) -> list[EvalSample]:
+    """Every ``<id>_noflash.png`` with its flash frame and alpha in ``folder``."""
+    samples = []
+    for nf in sorted(folder.glob("*_noflash.png")):
+        sid = nf.name[: -len("_noflash.png")]
+        fl, al, fg = (folder / f"{sid}_{k}.png" for k in ("flash", "alpha", "fg"))
+        if not (fl.is_file() and al.is_file()):
+            raise InputError(f"sample {sid} in {folder} lacks its flash frame or alpha")
+        samples.append(EvalSample(
+            id=sid,
+            noflash=read_image(nf, "no-flash frame"),
+            flash=read_image(fl, "flash frame"),
+            alpha=_read_alpha(al),
+            fg=read_image(fg).astype(np.float64) / 255.0 if fg.is_file() else None,
+        ))
+    return samples
+
+
+def load_splits(data: Path) -> dict[str, list[EvalSample]]:
+    """{split name: samples}; the folder itself is one split unless it has sample sub-folders."""
+    if not data.is_dir():
+        raise InputError(f"evaluation data folder not found: {data}")
+    subs = {d.name: load_split(d) for d in sorted(data.iterdir()) if d.is_dir() and any(d.glob("*_noflash.png"))}
+    if not subs:
+        subs = {data.name: load_split(data)}
+    subs = {k: v for k, v in subs.items() if v}
+    if not subs:
+        raise InputError(f"{data} holds no samples (<id>_noflash.png, <id>_flash.png, <id>_alpha.png)")
+    return subs
+
+
+Method = Callable[[EvalSample], tuple[np.ndarray, np.ndarray | None]]  # -> alpha (H,W), fg (H,W,3) or None
+
+
+def session_method(model_dir: Path | None, segmenter: str = "mediapipe") -> Method:
+    """Our exported model through the engine session: trimap from the flash pair, T^f, per-frame graph."""
+    from engine.model import UntrainedModelWarning
+    from engine.session import MattingSession
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        session = MattingSession(model_dir, segmenter=segmenter)
+
+    def run(s: EvalSample) -> tuple[np.ndarray, np.ndarray | None]:
+        session.set_flash(s.flash, s.noflash)
+        m = session.matte(s.noflash)
+        return m.alpha, m.foreground.astype(np.float64) / 255.0
+
+    return run
+
+
+def noflash_method(model_dir: Path) -> Method:
+    """A model trained without the flash cue (``cuematte train --no-flash-cue``): its 'flash' branch sees the
+    no-flash frame and an all-unknown trimap, exactly as in its training."""
+    from engine.model import FlashModel, UntrainedModelWarning
+    from engine.session import to_nchw
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        model = FlashModel(model_dir)
+
+    def run(s: EvalSample) -> tuple[np.ndarray, np.ndarray | None]:
+        x = to_nchw(s.noflash)
+        unknown = np.zeros_like(x)
+        unknown[:, 1] = 1.0
+        feats = model.flash.run({"flash": x, "flash_trimap": unknown})["flash_features"]
+        out = model.frame.run({"frame": x, "flash_features": feats})
+        return out["alpha"][0, 0], out["foreground"][0].transpose(1, 2, 0).astype(np.float64)
+
+    return run
+
+
+def classical_method(s: EvalSample) -> tuple[np.ndarray, np.ndarray | None]:
+    return classical_flash_matte((s.flash / 255).astype(np.float32), (s.noflash / 255).astype(np.float32)), None
+
+
+def mediapipe_method() -> Method:
+    from engine.cues.segmenter import MediaPipeSegmenter
+
+    seg = MediaPipeSegmenter()
+
+    def run(s: EvalSample) -> tuple[np.ndarray, np.ndarray | None]:
+        return seg.segment(s.noflash), None
+
+    return run
+
+
+def score(alpha: np.ndarray, fg: np.ndarray | None, s: EvalSample) -> dict[str, float]:
+    out = metrics.matting_metrics(alpha, s.alpha)
+    out["mse"] *= 1e3  # papers print MSE x 1e3
+    if fg is not None and s.fg is not None:
+        out["mse_alpha_fg"] = metrics.mse_alpha_fg(alpha, fg, s.alpha, s.fg) * 1e3
+    return out
+
+
+def evaluate(methods: dict[str, Method], splits: dict[str, list[EvalSample]]) -> dict[str, dict[str, dict[str, float]]]:
+    """{split: {method: {metric: mean}}}. A method failing on a sample (e.g. no flash cue found) scores the
+    sample as an all-background matte, so failures count rather than vanish."""
+    from tqdm import tqdm
+
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for split, samples in splits.items():
+        table[split] = {}
+        for name, method in methods.items():
+            rows = []
+            failures = 0
+            for s in tqdm(samples, desc=f"{split}/{name}", leave=False):
+                try:
+                    alpha, fg = method(s)
+                except CuematteError as exc:
+                    log.info("%s failed on %s: %s", name, s.id, exc)
+                    failures += 1
+                    alpha, fg = np.zeros_like(s.alpha), None
+                rows.append(score(alpha, fg, s))
+            keys = sorted({k for r in rows for k in r})
+            table[split][name] = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+            table[split][name]["failures"] = float(failures)
+            table[split][name]["n"] = float(len(samples))
+    return table
+
+
+def format_table(table: dict[str, dict[str, dict[str, float]]]) -> str:
+    cols = ["mse", "sad", "grad", "conn", "mse_alpha_fg", "failures"]
+    lines = [f"{'split':<10} {'method':<12} " + " ".join(f"{c:>12}" for c in cols)]
+    for split, methods in table.items():
+        for name, m in methods.items():
+            lines.append(f"{split:<10} {name:<12} " + " ".join(
+                f"{m[c]:>12.3f}" if c in m else f"{'-':>12}" for c in cols))
+    lines.append("MSE and MSE(alpha*F) x1e3; SAD, Grad, Conn /1000 (Rhemann et al.); mean over samples")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, table: dict[str, dict[str, dict[str, float]]]) -> None:
+    path.write_text(json.dumps(table, indent=2) + "\n")

@@ -1,0 +1,221 @@
+"""Training loop for FNFNet on procedurally rendered flash/no-flash samples.
+
+Two stages as in the paper (Sec. 4.5.4): the CMN first (eq. 12 at the CMN resolution), then everything
+jointly (eq. 13). Checkpoints are safetensors (weights + config, and the optimizer state in a second file);
+``resume`` continues from ``last.safetensors`` at the same step with the same data order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from training.cache import FIELDS, CacheSpec, build_cache
+from training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from training.losses import fnf_loss
+from training.models.config import get_config
+from training.models.fnfnet import FNFNet, build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a run; written to RUN_DIR/train.json."""
+
+    config: str = "lite"
+    person_mask: bool = False
+    steps: int = 4000
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    cmn_fraction: float = 0.25  # share of steps in the CMN-only stage
+    size: tuple[int, int] = (288, 512)  # (H, W) of training samples
+    cache_samples: int = 2000
+    eval_samples: int = 48
+    eval_every: int = 250
+    ckpt_every: int = 100
+    seed: int = 0
+    threads: int | None = None
+    device: str = "cpu"
+    prior_trimap_p: float = 0.5  # share of flash trimaps built from the imitation-segmenter prior, as at inference
+    flash_cue: bool = True  # False: the paper's ablation, the flash branch sees the no-flash frame, trimap unknown
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _to_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(B, H, W, C) uint8 -> (B, C, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _trimap_onehot(mask: np.ndarray, kernel: int) -> np.ndarray:
+    """(H, W) bool -> (3, H, W) float32 one-hot [bg, unknown, fg] by erode/dilate (paper Sec. 4.2.2)."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
+    m = mask.astype(np.uint8)
+    fg = cv2.erode(m, k).astype(bool)
+    maybe = cv2.dilate(m, k).astype(bool)
+    return np.stack([~maybe, maybe & ~fg, fg]).astype(np.float32)
+
+
+class Batches:
+    """Deterministic batches from the cache: batch ``step`` is a function of (seed, step) only."""
+
+    def __init__(self, cache: np.ndarray, cfg: TrainConfig) -> None:
+        self.cache, self.cfg = cache, cfg
+
+    def get(self, step: int, device: torch.device) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.cfg.seed, step])
+        idx = np.sort(rng.choice(len(self.cache), self.cfg.batch_size, replace=False))
+        raw = np.asarray(self.cache[idx])  # (B, H, W, 16)
+        if rng.random() < 0.5:
+            raw = raw[:, :, ::-1]
+        h = raw.shape[1]
+        tri = []
+        for b in range(len(raw)):
+            use_prior = rng.random() < self.cfg.prior_trimap_p
+            src = raw[b, ..., FIELDS["prior"]] if use_prior else raw[b, ..., FIELDS["flash_alpha"]]
+            kernel = int(rng.integers(max(3, h // 40), max(5, h // 12))) | 1
+            tri.append(_trimap_onehot(src[..., 0] > 127, kernel))
+        batch = {name: _to_tensor(raw[..., sl], device) for name, sl in FIELDS.items() if name != "dynamic"}
+        batch["flash_trimap"] = torch.from_numpy(np.stack(tri)).to(device)
+        if not self.cfg.flash_cue:
+            batch["flash"] = batch["noflash"]
+            batch["flash_trimap"] = torch.zeros_like(batch["flash_trimap"])
+            batch["flash_trimap"][:, 1] = 1.0
+        return batch
+
+
+def forward(net: FNFNet, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    prior = batch["prior"] if net.cfg.person_mask else None
+    return net(batch["noflash"], batch["flash"], batch["flash_trimap"], prior)
+
+
+def _save_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{pid}.{k}"] = v.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    meta = {"param_groups": json.dumps(sd["param_groups"]), "scalars": json.dumps(scalars)}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def _load_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        state: dict[int, dict[str, Any]] = {}
+        for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+            pid, name = key.split(".", 1)
+            state.setdefault(int(pid), {})[name] = f.get_tensor(key)
+    for key, v in json.loads(meta["scalars"]).items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over 100 steps, then cosine decay to 5% of the peak."""
+    if step < 100:
+        return cfg.lr * (step + 1) / 100
+    t = (step - 100) / max(1, cfg.steps - 100)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+@torch.no_grad()
+def evaluate_batches(net: FNFNet, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Mean alpha MSE / SAD-per-pixel on fixed evaluation batches (full-resolution outputs)."""
+    net.eval()
+    se, ad, n = 0.0, 0.0, 0
+    for b in batches:
+        a = forward(net, b)["alpha"]
+        se += float(((a - b["alpha"]) ** 2).sum())
+        ad += float((a - b["alpha"]).abs().sum())
+        n += a.numel()
+    net.train()
+    return {"mse": se / n, "mad": ad / n}
+
+
+def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
+    """Run (or resume) training into ``out``; returns the path of the last checkpoint."""
+    from training.synth import eval_seed, train_seed
+
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    last, optim_path, log_path = out / "last.safetensors", out / "last_optim.safetensors", out / "log.jsonl"
+    start = 0
+    if resume and last.is_file():
+        saved = json.loads((out / "train.json").read_text())
+        saved["size"] = tuple(saved["size"])
+        cfg = TrainConfig(**{**saved, "steps": max(cfg.steps, saved["steps"])})
+        net, meta = load_checkpoint(last)
+        start = int(meta["step"])
+        log.info("resuming %s at step %d", out, start)
+    else:
+        net = build_model(get_config(cfg.config, person_mask=cfg.person_mask))
+        log_path.unlink(missing_ok=True)
+    (out / "train.json").write_text(json.dumps(asdict(cfg), indent=2))
+    net.to(device).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if start and optim_path.is_file():
+        _load_optimizer(optim_path, opt)
+
+    cache = build_cache(out.parent / f"cache-{cfg.size[0]}x{cfg.size[1]}-{cfg.cache_samples}.npy",
+                        CacheSpec(n=cfg.cache_samples, size=cfg.size, seed_base=train_seed(0)))
+    eval_cache = build_cache(out.parent / f"eval-{cfg.size[0]}x{cfg.size[1]}-{cfg.eval_samples}.npy",
+                             CacheSpec(n=cfg.eval_samples, size=cfg.size, seed_base=eval_seed(0)))
+    batches = Batches(cache, cfg)
+    eval_cfg = TrainConfig(**{**asdict(cfg), "batch_size": 8, "prior_trimap_p": 1.0, "seed": 12345})
+    eval_src = Batches(eval_cache, eval_cfg)
+    eval_batches = [eval_src.get(i, device) for i in range(max(1, cfg.eval_samples // 8))]
+
+    cmn_steps = int(cfg.steps * cfg.cmn_fraction)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {cfg.config}")
+    t0 = time.perf_counter()
+    with log_path.open("a") as logf:
+        for step in bar:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            batch = batches.get(step, device)
+            losses = fnf_loss(forward(net, batch), batch, "cmn" if step < cmn_steps else "full")
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            record: dict[str, Any] = {"step": step + 1, "lr": opt.param_groups[0]["lr"],
+                                      "time_s": round(time.perf_counter() - t0, 1)}
+            record |= {k: round(v.detach().item(), 5) for k, v in losses.items()}
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+                record |= {f"eval_{k}": v for k, v in evaluate_batches(net, eval_batches).items()}
+            logf.write(json.dumps(record) + "\n")
+            logf.flush()
+            bar.set_postfix(loss=f"{record['total']:.3f}", **({"eval_mse": f"{record['eval_mse']:.4f}"}
+                                                                if "eval_mse" in record else {}))
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+                save_checkpoint(last, net, step=step + 1, extra={"train": asdict(cfg)})
+                _save_optimizer(optim_path, opt)
+    return last
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(read_metadata(path)["step"])
