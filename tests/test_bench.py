@@ -152,3 +152,29 @@ def test_stage_bench_json_and_report(lite_model_dir: Path, tmp_path: Path) -> No
     report = tmp_path / "report"
     assert (report / "report.md").is_file() and (report / "stages.png").stat().st_size > 1000
     assert not (report / "latency_cdf.png").exists()
+
+
+# -- bench --webrtc against the service in-process ----------------------------------------------------------------
+@pytest.mark.usefixtures("quiet_untrained")
+def test_webrtc_bench_writes_a_report(lite_model_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("server.app", reason="the WebRTC service is not in this checkout")
+    import matplotlib.image
+
+    report = tmp_path / "report"
+    rc = main(["bench", "--webrtc", "--model", str(lite_model_dir), "--segmenter", "grabcut", "--sizes", "320x180",
+               "--seconds", "2", "--warmup", "1", "--repeat", "3", "--report", str(report)])
+    assert rc == 0
+    md = (report / "report.md").read_text()
+    for png in ("latency_cdf.png", "stages.png", "fps.png"):
+        assert f"]({png})" in md
+        assert matplotlib.image.imread(report / png).shape[0] > 200  # a real, decodable plot
+    payload = json.loads((report / "bench.json").read_text())
+    (result,) = payload["results"]
+    assert result["size"] == "320x180"
+    assert set(result["added_latency_ms"]) == {"p50", "p95", "p99"}
+    assert all(np.isfinite(v) for v in result["added_latency_ms"].values())
+    assert result["latency_ms"]["p50"] > 0 and result["passthrough"]["latency_ms"]["p50"] > 0
+    assert result["frames"]["sent"] > 0 and result["frames"]["received"] > 0
+    assert 0 <= result["dropped"] <= result["frames"]["sent"]
+    assert result["fps"] > 0
+    assert result["service_stages_ms"].get("graph", 0) > 0  # the service really ran the per-frame graph

@@ -118,36 +118,46 @@ class StageBreakdown:
     size: str
     once: dict[str, float] = field(default_factory=dict)  # per flash
     per_frame: dict[str, float] = field(default_factory=dict)
+    source: str = "in-process"  # where the per-frame figures come from: "service" stats or "in-process"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"size": self.size, "once_per_flash_ms": {k: round(v, 2) for k, v in self.once.items()},
+        return {"size": self.size, "source": self.source,
+                "once_per_flash_ms": {k: round(v, 2) for k, v in self.once.items()},
                 "per_frame_ms": {k: round(v, 2) for k, v in self.per_frame.items()}}
 
 
-def breakdown(records: Sequence[Record], size: str, *, refine_share: float | None, composite: float | None,
+def breakdown(records: Sequence[Record], size: str, *, refine_share: float | None,
               webrtc: SizeResult | None) -> StageBreakdown:
-    """Stage p50s at ``size`` from the stage bench, split and completed with transport and the remainder."""
+    """Stage p50s at ``size``: once-per-flash stages from the in-process stage bench; per-frame stages from the
+    service's own ``stats`` during the WebRTC run when it reported them (else the stage bench), completed with
+    transport (the pass-through median) and what the end-to-end median leaves."""
     p50 = {r.stage: r.p50_ms for r in records if r.size == size}
     b = StageBreakdown(size)
     b.once = {"trimap": p50.get("trimap", 0.0), "flash graph": p50.get("flash", 0.0)}
-    graph = p50.get("frame_graph", 0.0)
+    service = webrtc.service_stages() if webrtc is not None else {}
+    graph = service.get("graph", p50.get("frame_graph", 0.0))
     refine = graph * refine_share if refine_share is not None else 0.0
-    b.per_frame = {"pre-processing": p50.get("frame_pre", 0.0), "per-frame graph": graph - refine,
-                   "refinement": refine, "post-processing": p50.get("frame_post", 0.0)}
-    if composite is not None:
-        b.per_frame["compositing"] = composite
+    if service:
+        b.source = "service"
+        b.per_frame = {"colour conversion": service.get("to_rgb", 0.0) + service.get("to_yuv", 0.0),
+                       "pre-processing": service.get("pre", 0.0), "per-frame graph": graph - refine,
+                       "refinement": refine, "post-processing": service.get("post", 0.0),
+                       "compositing": service.get("composite", 0.0), "drift check": service.get("drift", 0.0)}
+    else:
+        b.per_frame = {"pre-processing": p50.get("frame_pre", 0.0), "per-frame graph": graph - refine,
+                       "refinement": refine, "post-processing": p50.get("frame_post", 0.0)}
     if webrtc is not None:
-        transport = float(np.median(webrtc.passthrough.latencies_ms))
-        b.per_frame["transport"] = transport
+        b.per_frame["transport"] = float(np.median(webrtc.passthrough.latencies_ms))
         end_to_end = float(np.median(webrtc.matting.latencies_ms))
         b.per_frame["other"] = max(0.0, end_to_end - sum(b.per_frame.values()))
     return b
 
 
 # -- plots --------------------------------------------------------------------------------------------------------
-_COLORS = {"trimap": "#8c6bb1", "flash graph": "#c994c7", "pre-processing": "#9ecae1", "per-frame graph": "#3182bd",
-           "refinement": "#08519c", "post-processing": "#6baed6", "compositing": "#74c476", "transport": "#fdae6b",
-           "other": "#bdbdbd"}
+_COLORS = {"trimap": "#8c6bb1", "flash graph": "#c994c7", "colour conversion": "#fee391",
+           "pre-processing": "#9ecae1", "per-frame graph": "#3182bd", "refinement": "#08519c",
+           "post-processing": "#6baed6", "compositing": "#74c476", "drift check": "#c7e9c0",
+           "transport": "#fdae6b", "other": "#bdbdbd"}
 _SIZE_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
 
 
@@ -257,7 +267,7 @@ def _fmt(v: float | None, digits: int = 1) -> str:
 def write_report(out_dir: Path, *, machine: dict[str, Any], model: dict[str, Any],
                  results: Sequence[SizeResult] = (), stages: Sequence[StageBreakdown] = (),
                  records: Sequence[Record] = (), comparisons: Sequence[Comparison] = (),
-                 settings: dict[str, Any] | None = None) -> Path:
+                 blur_composite_ms: dict[str, float] | None = None, settings: dict[str, Any] | None = None) -> Path:
     """Write report.md, the PNGs and bench.json into ``out_dir``; returns the markdown's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
@@ -268,6 +278,7 @@ def write_report(out_dir: Path, *, machine: dict[str, Any], model: dict[str, Any
         "stages": [s.as_dict() for s in stages],
         "records": [r.as_dict() for r in records],
         "compare": [c.as_dict() for c in comparisons],
+        "blur_composite_ms": {k: round(v, 2) for k, v in (blur_composite_ms or {}).items()},
     }
     (out_dir / "bench.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = ["# cuematte latency report", ""]
@@ -310,11 +321,15 @@ def write_report(out_dir: Path, *, machine: dict[str, Any], model: dict[str, Any
                       f"{'met' if ok_fps else 'missed'} ({target.matting.fps:.1f} fps)."]
         lines += ["", "![latency CDF](latency_cdf.png)", "", "![fps over time](fps.png)", ""]
     if stages:
+        from_service = any(st.source == "service" for st in stages)
         lines += ["## Stages", "",
-                  "p50 ms, engine timed in-process at each size. *refinement* is the refinement module's share of "
-                  "the per-frame graph (ONNX Runtime profiler); *transport* is the pass-through median (encode, "
-                  "decode and jitter buffers, both ways); *other* is what the end-to-end median leaves "
-                  "(colour conversion, queueing, thread hand-offs).", "",
+                  "ms at each size. Once per flash: trimap and flash graph, timed in-process (p50). Per frame: "
+                  + ("the medians the service reported in its `stats` messages during the matting window"
+                     if from_service else "the engine timed in-process (p50)")
+                  + ". *refinement* is the refinement module's share of the per-frame graph (ONNX Runtime "
+                  "profiler, by export scope); *transport* is the pass-through median (encode, decode and jitter "
+                  "buffers, both ways); *other* is what the end-to-end median leaves (queueing in the latest-frame "
+                  "slot, thread hand-offs, the encoder waiting for the next frame).", "",
                   "![stages](stages.png)", ""]
         columns = list(dict.fromkeys(k for st in stages for k in [*st.once, *st.per_frame]))
         lines += ["| size | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
@@ -322,6 +337,10 @@ def write_report(out_dir: Path, *, machine: dict[str, Any], model: dict[str, Any
             vals = st.once | st.per_frame
             lines.append(f"| {st.size} | " + " | ".join(_fmt(vals.get(c)) for c in columns) + " |")
         lines.append("")
+    if blur_composite_ms:
+        lines += ["Compositing onto a blurred background (what a call with `blur` pays on top; the latency run "
+                  "uses `none`), timed in-process: "
+                  + ", ".join(f"{k} {v:.1f} ms" for k, v in blur_composite_ms.items()) + ".", ""]
     for cmp in comparisons:
         lines += [f"## Other models at {cmp.size}", "",
                   "Ratio = their time / our per-frame graph's, median over interleaved rounds (> 1: slower than "

@@ -168,7 +168,7 @@ async def _post_offer(url: str, offer: dict[str, Any], timeout: float) -> dict[s
 
 async def measure_stream(url: str, cfg: StreamConfig, label: str | None = None) -> StreamRun:
     """Connect, (flash), warm up, then count frames for ``cfg.seconds``."""
-    from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
     frames, flash = make_frames(cfg.size)
     track = NumberedTrack(frames, flash, cfg.fps)
@@ -176,8 +176,11 @@ async def measure_stream(url: str, cfg: StreamConfig, label: str | None = None) 
     unreadable = [0]
     first_back = asyncio.Event()
     states: asyncio.Queue[str] = asyncio.Queue()
-    stats: list[dict[str, Any]] = []
-    pc = RTCPeerConnection()
+    stats: list[dict[str, Any]] = []  # the service's stats messages while the window is open
+    window = [False]
+    # No ICE servers: aiortc would ask a public STUN server, which loopback does not need and an offline
+    # machine cannot reach.
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     tasks: list[asyncio.Task[None]] = []
 
     async def consume(remote: Any) -> None:
@@ -213,7 +216,7 @@ async def measure_stream(url: str, cfg: StreamConfig, label: str | None = None) 
             return
         if msg.get("type") == "state":
             states.put_nowait(str(msg.get("state")))
-        elif msg.get("type") == "stats":
+        elif msg.get("type") == "stats" and window[0]:
             stats.append(msg)
 
     transceiver = pc.addTransceiver(track, direction="sendrecv")
@@ -241,8 +244,10 @@ async def measure_stream(url: str, cfg: StreamConfig, label: str | None = None) 
         await asyncio.sleep(cfg.warmup)
         unreadable[0] = 0
         n0, t0 = track.n, time.perf_counter()
+        window[0] = True
         await asyncio.sleep(cfg.seconds)
         n1, t1 = track.n, time.perf_counter()
+        window[0] = False
         await asyncio.sleep(cfg.tail)
     finally:
         await pc.close()
@@ -365,8 +370,20 @@ class SizeResult:
             "latency_ms": self.matting.percentiles(),
             "passthrough": {"latency_ms": self.passthrough.percentiles(), "fps": round(self.passthrough.fps, 2),
                             "dropped": self.passthrough.dropped, "sent": self.passthrough.sent},
+            "service_stages_ms": self.service_stages(),
             "service_stats": self.matting.stats[-1] if self.matting.stats else None,
         }
+
+    def service_stages(self) -> dict[str, float]:
+        """Median per-stage ms the service reported (``stats.stages``) during the matting window."""
+        samples: dict[str, list[float]] = {}
+        for msg in self.matting.stats:
+            stages = msg.get("stages")
+            if isinstance(stages, dict):
+                for k, v in stages.items():
+                    if isinstance(v, int | float):
+                        samples.setdefault(str(k), []).append(float(v))
+        return {k: round(float(np.median(v)), 3) for k, v in samples.items()}
 
 
 async def run_sizes(url: str, sizes: list[tuple[int, int]], *, fps: float = 30.0, seconds: float = 5.0,

@@ -108,15 +108,16 @@ def run(args: argparse.Namespace) -> int:
 
         by_size = {r.label: r for r in results}
         frame_onnx = info.path / info.manifest["graphs"]["frame"]
-        stages = []
+        stages, blur = [], {}
         for h, w in sizes:
             label = f"{w}x{h}"
             stages.append(breakdown(records, label, refine_share=refinement_share(frame_onnx, (h, w), args.threads),
-                                    composite=composite_ms((h, w)), webrtc=by_size.get(label)))
+                                    webrtc=by_size.get(label)))
+            blur[label] = composite_ms((h, w))
         md = write_report(args.report, machine=machine,
                           model={"name": info.name, "path": str(info.path), "trained": info.trained},
                           results=results, stages=stages, records=records, comparisons=comparisons,
-                          settings=settings)
+                          blur_composite_ms=blur, settings=settings)
         print(f"wrote {md}")
     return 0
 
@@ -125,5 +126,19 @@ def _inprocess_app(args: argparse.Namespace) -> Any:
     """A factory for the WebRTC service's aiohttp app with this run's model settings."""
     from engine.errors import CuematteError
 
-    raise CuematteError("the WebRTC service (server/) is not in this checkout yet; measure a running one with "
-                        "--url http://127.0.0.1:8080")
+    try:
+        from server.app import create_app
+        from server.config import WEB_DIR, ServerConfig
+    except ModuleNotFoundError as exc:
+        raise CuematteError(f"the WebRTC service cannot be started in-process here ({exc}); measure a running one "
+                            "with --url http://127.0.0.1:8080") from None
+    web_dir = WEB_DIR
+    if not (web_dir / "index.html").is_file():
+        # The service refuses to start without its demo page; the benchmark never loads it.
+        import tempfile
+
+        web_dir = Path(tempfile.mkdtemp(prefix="cuematte-bench-web-"))
+        (web_dir / "index.html").write_text("<!doctype html><title>cuematte bench</title>\n")
+    config = ServerConfig(host="127.0.0.1", port=0, model=args.model, providers=tuple(args.providers.split(",")),
+                          threads=args.threads, segmenter=args.segmenter, web_dir=web_dir)
+    return lambda: create_app(config)
