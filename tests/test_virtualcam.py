@@ -54,11 +54,10 @@ def test_file_to_file_mattes_every_frame(clip: dict, lite_model_dir: Path, capsy
 
 
 @pytest.mark.usefixtures("quiet_untrained")
-def test_file_to_file_resizes_to_size(clip: dict, lite_model_dir: Path) -> None:
+def test_file_to_file_resizes_to_size_with_the_default_segmenter(clip: dict, lite_model_dir: Path) -> None:
     out = clip["dir"] / "out_small.mp4"
     rc = main(["virtualcam", "--input", str(clip["clip"]), "--output", str(out), "--flash", str(clip["flash"]),
-               "--noflash", str(clip["noflash"]), "--model", str(lite_model_dir), "--size", "160x120",
-               "--segmenter", "grabcut"])
+               "--noflash", str(clip["noflash"]), "--model", str(lite_model_dir), "--size", "160x120"])
     assert rc == 0
     with VideoReader(out) as r:
         frames = list(r)

@@ -36,8 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flash", type=Path, metavar="FILE", help="a flash photo of the scene instead of a screen flash")
     p.add_argument("--noflash", type=Path, metavar="FILE",
                    help="the no-flash photo taken with --flash (default: the first frame)")
-    p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="grabcut",
-                   help="person segmenter behind the flash trimap")
+    p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe",
+                   help="person segmenter behind the flash trimap (grabcut: weight-free fallback)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: up to 4)")
     p.add_argument("--providers", default="cpu", help="execution providers in order, e.g. tensorrt,cuda,cpu")
 
