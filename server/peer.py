@@ -1,0 +1,409 @@
+"""One WebRTC peer: its engine session, its worker thread, the flash capture and the control protocol.
+
+States (sent as ``{"type": "state", ...}`` on every change):
+
+* ``waiting-flash``: no cached flash; the camera comes back unprocessed so the user sees themselves.
+* ``capturing``: between ``flash-begin`` and ``flash-end`` (plus a short grace, see :class:`ServerConfig`);
+  every arriving frame's mean luma is measured and the brightest is kept. Output continues as before.
+* ``matting``: flash features cached; every frame runs the per-frame graph and is composited.
+  ``reflash: true`` while the scene has drifted away from the flash.
+* ``error``: something the client caused failed (no flash cue, bad message); sent once with the reason, then
+  the session goes back to the state it was in (and keeps its previous flash cache, if any).
+
+The engine session is not thread-safe, so everything that touches it (set_flash, matte, reset, the drift
+detector) runs on this peer's single worker thread, in submission order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+from aiortc import RTCDataChannel, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import VideoFrame
+
+from engine.compositing import Background, composite
+from engine.drift import DriftDetector
+from engine.errors import CuematteError
+from engine.frames import resize
+from engine.session import MattingSession
+from server.config import ServerConfig
+from server.metrics import Metrics
+from server.protocol import ProtocolError, parse_background, parse_message, state_message
+from server.tracks import Arrival, LatestFrameSlot, ProcessedTrack, frame_luma
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DETAIL = {
+    "waiting-flash": "flash to start",
+    "capturing": "flash window open: hold still",
+    "matting": "matting",
+}
+DRIFT_DETAIL = "scene changed: flash again"
+
+
+@dataclass
+class _Capture:
+    noflash: VideoFrame | None  # the last frame before flash-begin
+    previous: str  # the state to go back to if the flash fails
+    best: VideoFrame | None = None
+    best_luma: float = -1.0
+    frames: int = 0
+    ending: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class _Work:
+    """What the worker hands back to the event loop for one frame."""
+
+    frame: VideoFrame
+    matted: bool
+    ms: dict[str, float] = field(default_factory=dict)
+    drift: str | None = None  # "drifted" / "settled" when the drift state flipped on this frame
+    error: str | None = None
+
+
+class _Rate:
+    """Frames per second over the last few seconds and the mean of recent per-frame figures."""
+
+    def __init__(self, window: float = 2.0) -> None:
+        self.window = window
+        self.stamps: collections.deque[float] = collections.deque()
+        self.ms: collections.deque[float] = collections.deque(maxlen=30)
+        self.latency: collections.deque[float] = collections.deque(maxlen=30)
+
+    def tick(self, now: float, ms: float | None, latency_ms: float) -> None:
+        self.stamps.append(now)
+        while self.stamps and now - self.stamps[0] > self.window:
+            self.stamps.popleft()
+        if ms is not None:
+            self.ms.append(ms)
+        self.latency.append(latency_ms)
+
+    def fps(self, now: float) -> float:
+        while self.stamps and now - self.stamps[0] > self.window:
+            self.stamps.popleft()
+        if len(self.stamps) < 2:
+            return 0.0
+        span = self.stamps[-1] - self.stamps[0]
+        return (len(self.stamps) - 1) / span if span > 0 else 0.0
+
+
+class PeerSession:
+    """Everything about one browser connection. Created by the service per accepted offer."""
+
+    def __init__(self, config: ServerConfig, engine: MattingSession, background: Background, metrics: Metrics,
+                 on_closed: Callable[[PeerSession], None]) -> None:
+        from aiortc import RTCConfiguration
+
+        self.id = uuid.uuid4().hex
+        self.config = config
+        self.engine = engine
+        self.background = background
+        self.metrics = metrics
+        # No ICE servers: aiortc would otherwise ask Google's STUN server, which a loopback/LAN service needs
+        # not and an offline machine cannot reach (gathering would stall on it).
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.state = "waiting-flash"
+        self.detail = DETAIL["waiting-flash"]
+        self.channel: RTCDataChannel | None = None
+        self.slot = LatestFrameSlot()
+        self.slot.on_drop = lambda: self.metrics.frames_dropped.inc()
+        self.drift = DriftDetector()
+        self.received = 0
+        self.processed = 0
+        self.frame_size: tuple[int, int] | None = None  # (W, H) of the last frame
+        self._last_frame: VideoFrame | None = None
+        self._capture: _Capture | None = None
+        self._matted = 0
+        self._last_error: str | None = None
+        self._rate = _Rate()
+        self._stages: dict[str, float] = {}
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"matte-{self.id[:6]}")
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self._on_closed = on_closed
+        self._wire()
+
+    # -- wiring ---------------------------------------------------------------------------------------------
+    def _wire(self) -> None:
+        pc = self.pc
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind != "video":
+                return  # audio is not ours to answer; the browser sends none in the demo
+            self._spawn(self._read(track))
+            pc.addTrack(ProcessedTrack(self.slot, self._process))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if channel.label != "control":
+                return
+            self.channel = channel
+            channel.on("message", self._on_message)
+            self._send(state_message(self.state, self.detail, self.drift.drifted))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            log.info("session %s: connection %s", self.id[:8], pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                await self.close()
+
+    def start(self) -> None:
+        """After the answer is sent: stats ticker and the connect deadline."""
+        self._spawn(self._stats_loop())
+        self._spawn(self._connect_deadline())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+
+    # -- camera in ------------------------------------------------------------------------------------------
+    async def _read(self, track: MediaStreamTrack) -> None:
+        """Every decoded camera frame: flash bookkeeping, then into the latest-frame slot."""
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            assert isinstance(frame, VideoFrame)
+            self.received += 1
+            self.metrics.frames_received.inc()
+            cap = self._capture
+            if cap is not None:
+                luma = frame_luma(frame)
+                cap.frames += 1
+                if luma > cap.best_luma:
+                    cap.best, cap.best_luma = frame, luma
+            self._last_frame = frame
+            self.slot.put(frame)
+
+    # -- frames out -----------------------------------------------------------------------------------------
+    async def _process(self, arrival: Arrival) -> VideoFrame:
+        if not self.engine.has_flash:
+            work = _Work(arrival.frame, matted=False)  # pass-through: no conversion, no worker round trip
+        else:
+            work = await self._in_worker(self._matte, arrival.frame, self.background)
+        now = time.perf_counter()
+        latency = now - arrival.t
+        self.processed += 1
+        self.frame_size = (arrival.frame.width, arrival.frame.height)
+        mode = "matting" if work.matted else "passthrough"
+        self.metrics.frames_processed.inc(mode=mode)
+        self.metrics.frame.observe(latency, mode=mode)
+        for stage, ms in work.ms.items():
+            self.metrics.stage.observe(ms / 1000.0, stage=stage)
+        if work.ms:
+            self._stages = work.ms
+        self._rate.tick(now, sum(work.ms.values()) if work.matted else None, latency * 1000.0)
+        if work.drift == "drifted":
+            self.metrics.drift.inc()
+            if self.state == "matting":
+                self._set_state("matting", DRIFT_DETAIL)
+        elif work.drift == "settled" and self.state == "matting":
+            self._set_state("matting", DETAIL["matting"])
+        if work.error and work.error != self._last_error:
+            self._report_error(work.error)  # once per distinct error, not once per frame
+        self._last_error = work.error
+        return work.frame
+
+    def _matte(self, frame: VideoFrame, background: Background) -> _Work:
+        """Worker thread: decode to RGB, per-frame graph, composite, drift check, back to a video frame."""
+        if not self.engine.has_flash:  # reset between submission and now
+            return _Work(frame, matted=False)
+        t0 = time.perf_counter()
+        rgb = frame.to_ndarray(format="rgb24")
+        t1 = time.perf_counter()
+        try:
+            m = self.engine.matte(rgb)
+        except CuematteError as exc:
+            return _Work(frame, matted=False, error=str(exc))
+        t2 = time.perf_counter()
+        out = composite(rgb, m.alpha, m.foreground, background)
+        t3 = time.perf_counter()
+        drift = None
+        self._matted += 1
+        if self.drift.has_reference and self._matted % self.config.drift_every == 0:
+            drift = self.drift.update(rgb)
+        t4 = time.perf_counter()
+        # yuv420p here rather than in the encoder thread: same work, but counted in our per-frame figures
+        vf = VideoFrame.from_ndarray(np.ascontiguousarray(out), format="rgb24").reformat(format="yuv420p")
+        t5 = time.perf_counter()
+        ms = {"to_rgb": (t1 - t0) * 1e3, **self.engine.times.ms, "composite": (t3 - t2) * 1e3,
+              "drift": (t4 - t3) * 1e3, "to_yuv": (t5 - t4) * 1e3}
+        ms.pop("trimap", None)
+        ms.pop("flash", None)
+        return _Work(vf, matted=True, ms=ms, drift=drift)
+
+    # -- control channel ------------------------------------------------------------------------------------
+    def _on_message(self, raw: str | bytes) -> None:
+        try:
+            msg = parse_message(raw, self.config.max_message_bytes)
+        except ProtocolError as exc:
+            self._report_error(str(exc))
+            return
+        kind = msg["type"]
+        if kind == "flash-begin":
+            self._flash_begin()
+        elif kind == "flash-end":
+            self._flash_end()
+        elif kind == "reset":
+            self._spawn(self._reset())
+        elif kind == "set-background":
+            self._spawn(self._set_background(msg))
+
+    def _flash_begin(self) -> None:
+        if self._capture is not None:
+            return  # a second flash-begin inside the window changes nothing
+        previous = self.state
+        self._capture = _Capture(noflash=self._last_frame, previous=previous)
+        self._capture.timer = asyncio.get_running_loop().call_later(self.config.flash_window_s, self._flash_end)
+        self._set_state("capturing", DETAIL["capturing"])
+
+    def _flash_end(self) -> None:
+        cap = self._capture
+        if cap is None:
+            self._report_error("flash-end without flash-begin")
+            return
+        if cap.ending:
+            return
+        cap.ending = True
+        if cap.timer is not None:
+            cap.timer.cancel()
+        # The data channel overtakes the video: the last flash-lit frames are still in the jitter buffer
+        # and the decoder when flash-end arrives, so keep measuring for a moment.
+        asyncio.get_running_loop().call_later(self.config.flash_grace_s,
+                                              lambda: self._spawn(self._finish_flash(cap)))
+
+    async def _finish_flash(self, cap: _Capture) -> None:
+        if self._capture is not cap:
+            return  # reset during the grace period
+        self._capture = None
+        try:
+            if cap.noflash is None:
+                raise ProtocolError("no camera frame arrived before the flash window; start the camera first")
+            if cap.best is None:
+                raise ProtocolError("no camera frame arrived during the flash window; flash for longer")
+            ms = await self._in_worker(self._set_flash, cap.best, cap.noflash)
+        except CuematteError as exc:
+            self.metrics.flashes.inc(result="error")
+            self._fail(f"flash failed: {exc}", cap.previous)
+            return
+        self.metrics.flashes.inc(result="ok")
+        for stage in ("trimap", "flash"):
+            self.metrics.stage.observe(ms[stage] / 1000.0, stage=stage)
+        self._set_state("matting", f"flash cached (trimap {ms['trimap']:.0f} ms, flash graph {ms['flash']:.0f} ms,"
+                                   f" {cap.frames} frames in the window)")
+
+    def _set_flash(self, flash_frame: VideoFrame, noflash_frame: VideoFrame) -> dict[str, float]:
+        """Worker thread: trimap + flash graph once; the no-flash frame becomes the drift reference."""
+        flash = flash_frame.to_ndarray(format="rgb24")
+        noflash = noflash_frame.to_ndarray(format="rgb24")
+        if noflash.shape != flash.shape and _same_aspect(noflash.shape, flash.shape):
+            noflash = resize(noflash, flash.shape[:2])  # the browser scaled the stream between the two frames
+        cue = self.engine.set_flash(flash, noflash)
+        background = resize((cue.trimap == 0).astype(np.uint8), noflash.shape[:2], nearest=True).astype(bool)
+        self.drift.set_reference(noflash, background)
+        return dict(self.engine.times.ms)
+
+    async def _reset(self) -> None:
+        cap, self._capture = self._capture, None
+        if cap is not None and cap.timer is not None:
+            cap.timer.cancel()
+        await self._in_worker(self._reset_engine)
+        self._set_state("waiting-flash", DETAIL["waiting-flash"])
+
+    def _reset_engine(self) -> None:
+        self.engine.reset()
+        self.drift.clear()
+
+    async def _set_background(self, msg: dict[str, Any]) -> None:
+        try:
+            # off the loop: an image background is a base64 decode and an image decode
+            self.background = await asyncio.get_running_loop().run_in_executor(None, parse_background, msg)
+        except CuematteError as exc:
+            self._report_error(str(exc))
+
+    # -- server -> client -------------------------------------------------------------------------------------
+    def _set_state(self, state: str, detail: str) -> None:
+        self.state, self.detail = state, detail
+        self._send(state_message(state, detail, self.drift.drifted and state == "matting"))
+
+    def _report_error(self, message: str) -> None:
+        """An ``error`` state with the reason, then back to the state the session is in."""
+        self._fail(message, self.state)
+
+    def _fail(self, message: str, back_to: str) -> None:
+        log.info("session %s: %s", self.id[:8], message)
+        self._send(state_message("error", message))
+        if back_to == "matting" and not self.engine.has_flash:
+            back_to = "waiting-flash"
+        detail = DRIFT_DETAIL if back_to == "matting" and self.drift.drifted else DETAIL.get(back_to, "")
+        self._set_state(back_to, detail)
+
+    def _send(self, text: str) -> None:
+        ch = self.channel
+        if ch is not None and ch.readyState == "open":
+            ch.send(text)
+
+    def stats(self) -> dict[str, Any]:
+        now = time.perf_counter()
+        r = self._rate
+        return {
+            "type": "stats",
+            "state": self.state,
+            "fps": round(r.fps(now), 2),
+            "ms": round(float(np.mean(r.ms)), 2) if r.ms else None,  # per matted frame, in the worker
+            "latency_ms": round(float(np.mean(r.latency)), 2) if r.latency else None,  # decoded -> processed
+            "stages": {k: round(v, 2) for k, v in self._stages.items()},
+            "frames": self.processed,
+            "received": self.received,
+            "dropped": self.slot.dropped,
+            "size": list(self.frame_size) if self.frame_size else None,
+        }
+
+    async def _stats_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.config.stats_interval_s)
+            self._send(json.dumps(self.stats()))
+
+    async def _connect_deadline(self) -> None:
+        await asyncio.sleep(self.config.connect_timeout_s)
+        if self.pc.connectionState != "connected":
+            log.info("session %s: not connected after %.0f s, closing", self.id[:8], self.config.connect_timeout_s)
+            await self.close()
+
+    # -- end ------------------------------------------------------------------------------------------------
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.slot.close()
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        await self.pc.close()
+        self._worker.shutdown(wait=False, cancel_futures=True)
+        self._on_closed(self)
+
+
+def _same_aspect(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    return abs(a[1] / a[0] - b[1] / b[0]) < 0.02

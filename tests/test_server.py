@@ -1,0 +1,533 @@
+"""The WebRTC service end to end: a real aiohttp server on an ephemeral loopback port, real aiortc peers that
+send a generated scene and read the processed video back, the control protocol on the `control` channel.
+
+Random-init lite model (its alpha is about 0.5 everywhere), so compositing shows up as "the frame changed
+towards the background colour", never as a clean cut-out; the browser test checks real mattes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+
+from clients.scenes import make_pair
+from engine.model import FlashModel, UntrainedModelWarning
+from server.app import SERVICE, create_app
+from server.config import ConfigError, ServerConfig
+
+H, W, FPS = 180, 320, 15
+TICKS = 90000 // FPS  # RTP clock ticks between two frames we send
+TIMEOUT = 20.0
+pytestmark = pytest.mark.timeout(120)
+
+
+# -- scenes and the client ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scenes() -> dict[str, np.ndarray]:
+    flash, noflash, alpha = make_pair(H, W, seed=1)
+    wide = make_pair(H, W + 80, seed=1)[1]
+    return {"noflash": noflash, "flash": flash, "dim": (noflash * 0.8).astype(np.uint8),
+            "panned": np.ascontiguousarray(wide[:, 60 : 60 + W]), "background": alpha < 0.01}
+
+
+@pytest.fixture(scope="module")
+def model(lite_model_dir: Path) -> FlashModel:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        return FlashModel(lite_model_dir)
+
+
+class SceneTrack(MediaStreamTrack):
+    """A camera at FPS showing ``scenes[self.scene]``; pts count frames in a 90 kHz clock."""
+
+    kind = "video"
+
+    def __init__(self, scenes: dict[str, np.ndarray]) -> None:
+        super().__init__()
+        self.scenes = scenes
+        self.scene = "noflash"
+        self.n = 0
+        self._t0: float | None = None
+
+    async def recv(self) -> VideoFrame:
+        now = time.perf_counter()
+        if self._t0 is None:
+            self._t0 = now
+        due = self._t0 + self.n / FPS
+        if due > now:
+            await asyncio.sleep(due - now)
+        frame = VideoFrame.from_ndarray(self.scenes[self.scene], format="rgb24")
+        frame.pts, frame.time_base = self.n * TICKS, fractions.Fraction(1, 90000)
+        self.n += 1
+        return frame
+
+
+class Client:
+    """An aiortc peer speaking the demo page's protocol."""
+
+    def __init__(self, scenes: dict[str, np.ndarray]) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.track = SceneTrack(scenes)
+        self.pc.addTrack(self.track)
+        self.channel = self.pc.createDataChannel("control")
+        self.states: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self.stats: list[dict[str, Any]] = []
+        self.frames: deque[tuple[int, np.ndarray]] = deque(maxlen=40)  # (pts, rgb) of the latest frames back
+        self.received = 0
+        self.opened = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.channel.on("open", self.opened.set)
+        self.channel.on("message", self._on_message)
+        self.pc.on("track", lambda t: self._tasks.append(asyncio.ensure_future(self._consume(t))))
+
+    def _on_message(self, raw: str) -> None:
+        msg = json.loads(raw)
+        if msg["type"] == "state":
+            self.seen.append(msg)
+            self.states.put_nowait(msg)
+        elif msg["type"] == "stats":
+            self.stats.append(msg)
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            assert isinstance(frame, VideoFrame)
+            self.frames.append((int(frame.pts or 0), frame.to_ndarray(format="rgb24")))
+            self.received += 1
+
+    async def offer(self, url: str, options: dict[str, Any] | None = None,
+                    headers: dict[str, str] | None = None, query: str = "") -> tuple[int, dict[str, Any]]:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        body = {"sdp": self.pc.localDescription.sdp, "type": "offer", "options": options or {}}
+        async with aiohttp.ClientSession() as http, \
+                http.post(url + "/offer" + query, json=body, headers=headers) as r:
+            return r.status, await r.json()
+
+    async def connect(self, url: str, options: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        status, answer = await self.offer(url, options, **kw)
+        assert status == 200, answer
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+        await asyncio.wait_for(self.opened.wait(), TIMEOUT)
+        return answer
+
+    def send(self, msg: dict[str, Any] | str) -> None:
+        self.channel.send(msg if isinstance(msg, str) else json.dumps(msg))
+
+    async def state(self, *wanted: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """The next state message whose state is one of ``wanted`` (others are skipped, still in .seen)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = await asyncio.wait_for(self.states.get(), max(0.01, deadline - time.monotonic()))
+            if msg["state"] in wanted:
+                return msg
+
+    async def frames_back(self, count: int, timeout: float = TIMEOUT) -> np.ndarray:
+        """Wait for ``count`` more frames back; the newest one."""
+        target = self.received + count
+        deadline = time.monotonic() + timeout
+        while self.received < target:
+            assert time.monotonic() < deadline, f"only {self.received} frames came back"
+            await asyncio.sleep(0.02)
+        return self.frames[-1][1]
+
+    async def flash(self, scene: str = "flash", seconds: float = 0.5) -> None:
+        """What the page does: flash-begin, the lit frames, flash-end."""
+        self.send({"type": "flash-begin"})
+        self.track.scene = scene
+        await asyncio.sleep(seconds)
+        self.track.scene = "noflash"
+        self.send({"type": "flash-end"})
+
+    async def close(self) -> None:
+        await self.pc.close()
+        for t in self._tasks:
+            t.cancel()
+
+
+@contextlib.asynccontextmanager
+async def serving(config: ServerConfig, model: FlashModel) -> AsyncIterator[tuple[str, web.Application]]:
+    app = create_app(config, model=model)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", app
+    finally:
+        await runner.cleanup()
+
+
+BASE = ServerConfig(segmenter="grabcut", max_sessions=3, drift_every=2)
+
+
+def _close(a: np.ndarray, b: np.ndarray, tol: float = 12.0) -> bool:
+    """Same picture up to VP8 twice over."""
+    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean()) < tol
+
+
+def _green_excess(img: np.ndarray, where: np.ndarray) -> float:
+    f = img.astype(np.float32)
+    return float((f[..., 1] - (f[..., 0] + f[..., 2]) / 2)[where].mean())
+
+
+async def _get(url: str, **kw: Any) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.get(url, **kw) as r:
+        return r.status, await r.text()
+
+
+# -- the protocol ---------------------------------------------------------------------------------------------
+async def test_passthrough_then_flash_to_matting_with_stats_and_timestamps(
+        scenes: dict[str, np.ndarray], model: FlashModel) -> None:
+    async with serving(BASE, model) as (url, app):
+        c = Client(scenes)
+        try:
+            answer = await c.connect(url, {"background": "green"})
+            assert answer["type"] == "answer" and re.fullmatch(r"[0-9a-f]{32}", answer["session_id"])
+            first = await c.state("waiting-flash")
+            assert first == {"type": "state", "state": "waiting-flash", "detail": "flash to start", "reflash": False}
+
+            # Before any flash the user sees their own video, not a frozen or black one.
+            raw = await c.frames_back(10)
+            assert _close(raw, scenes["noflash"])
+            # The camera's timestamps come back: frames are TICKS apart (or a multiple, for a dropped one),
+            # not re-stamped by the server's clock. (aiortc's VP8 decoder rounds pts by a tick or two.)
+            gaps = np.diff([p for p, _ in list(c.frames)[-8:]])
+            assert all(abs(g - TICKS * round(g / TICKS)) <= 3 and g > 0 for g in gaps), gaps
+
+            await c.flash()
+            assert (await c.state("capturing", "matting", "error"))["state"] == "capturing"
+            done = await c.state("matting", "error")
+            assert done["state"] == "matting" and "flash cached" in done["detail"] and not done["reflash"]
+
+            await asyncio.sleep(0.3)
+            out = await c.frames_back(8)
+            bg = scenes["background"]
+            assert not _close(out, scenes["noflash"], tol=8.0), "matting mode must composite"
+            assert _green_excess(out, bg) > _green_excess(scenes["noflash"], bg) + 20
+
+            await asyncio.sleep(1.2)  # a stats message about once a second
+            s = c.stats[-1]
+            assert s["state"] == "matting" and s["fps"] > 0 and s["ms"] > 0 and "graph" in s["stages"]
+            assert s["frames"] > 0 and s["received"] >= s["frames"] and isinstance(s["dropped"], int)
+            assert s["size"] == [W, H]
+            service = app[SERVICE]
+            assert service.metrics.flashes.value(result="ok") == 1
+            assert service.metrics.frames_processed.value(mode="matting") > 0
+        finally:
+            await c.close()
+
+
+async def test_reflash_failed_flash_and_reset(scenes: dict[str, np.ndarray], model: FlashModel) -> None:
+    async with serving(BASE, model) as (url, app):
+        c = Client(scenes)
+        try:
+            await c.connect(url, {"background": "color", "color": "#ff00ff"})
+            await c.state("waiting-flash")
+            await c.frames_back(3)
+
+            # A flash before any flash worked: no brighter frame -> error, and still waiting for a flash.
+            await c.flash(scene="dim")
+            err = await c.state("error", "matting")
+            assert err["state"] == "error" and "no brighter" in err["detail"]
+            assert (await c.state("waiting-flash", "matting"))["state"] == "waiting-flash"
+            assert _close(await c.frames_back(5), scenes["noflash"])
+
+            await c.flash()
+            await c.state("matting")
+            # Re-flash any time: replaces the cache.
+            await c.flash()
+            assert (await c.state("matting", "error"))["state"] == "matting"
+            assert app[SERVICE].metrics.flashes.value(result="ok") == 2
+
+            # A failed re-flash keeps the previous cache: error, then back to matting, frames still matted.
+            await c.flash(scene="dim")
+            assert (await c.state("error", "matting"))["state"] == "error"
+            assert (await c.state("matting", "waiting-flash"))["state"] == "matting"
+            await asyncio.sleep(0.3)
+            assert not _close(await c.frames_back(5), scenes["noflash"], tol=8.0)
+
+            c.send({"type": "reset"})
+            assert (await c.state("waiting-flash", "matting"))["state"] == "waiting-flash"
+            await asyncio.sleep(0.3)
+            assert _close(await c.frames_back(5), scenes["noflash"])
+        finally:
+            await c.close()
+
+
+async def test_scene_drift_asks_for_a_reflash(scenes: dict[str, np.ndarray], model: FlashModel) -> None:
+    async with serving(BASE, model) as (url, app):
+        c = Client(scenes)
+        try:
+            await c.connect(url, {"background": "blur"})
+            await c.frames_back(3)
+            await c.flash()
+            await c.state("matting")
+            await c.frames_back(10)
+            assert not any(m["reflash"] for m in c.seen), "a still scene must not drift"
+
+            c.track.scene = "panned"  # the camera moved
+            drifted = await c.state("matting")
+            assert drifted["reflash"] is True and "flash again" in drifted["detail"]
+            assert app[SERVICE].metrics.drift.value() == 1
+
+            await c.flash(scene="flash")  # flashing in the panned view replaces the reference
+            c.track.scene = "panned"
+            fresh = await c.state("matting")
+            assert fresh["reflash"] is False and "flash cached" in fresh["detail"]
+            await c.frames_back(15)
+            assert not c.seen[-1]["reflash"]
+        finally:
+            await c.close()
+
+
+async def test_bad_control_messages_answer_error_and_keep_the_state(
+        scenes: dict[str, np.ndarray], model: FlashModel) -> None:
+    async with serving(BASE, model) as (url, _):
+        c = Client(scenes)
+        try:
+            await c.connect(url)
+            await c.state("waiting-flash")
+            cases: list[tuple[Any, str]] = [
+                ("not json", "not JSON"),
+                ([1, 2], "JSON object"),
+                ({"type": "teleport"}, "unknown control message"),
+                ({"type": "flash-end"}, "without flash-begin"),
+                ({"type": "set-background", "mode": "plaid"}, "unknown background mode"),
+                ({"type": "set-background", "mode": "color", "color": "#12345"}, "RRGGBB"),
+                ({"type": "set-background", "mode": "image"}, "data URL"),
+                ({"type": "set-background", "mode": "image", "image": "data:image/png;base64,AAAA"}, "decoded"),
+                ("x" * 250_000, "limit"),
+            ]
+            for msg, why in cases:
+                c.send(msg if isinstance(msg, str) else json.dumps(msg))
+                err = await c.state("error")
+                assert why in err["detail"], (msg if len(str(msg)) < 100 else "big", err)
+                assert (await c.state("waiting-flash", "matting", "capturing"))["state"] == "waiting-flash"
+            # ...and the peer is still served.
+            assert _close(await c.frames_back(5), scenes["noflash"])
+        finally:
+            await c.close()
+
+
+# -- limits and safety ----------------------------------------------------------------------------------------
+async def test_session_limit_answers_503_and_frees_the_slot_on_close(
+        scenes: dict[str, np.ndarray], model: FlashModel) -> None:
+    config = replace(BASE, max_sessions=2)
+    async with serving(config, model) as (url, app):
+        clients = [Client(scenes) for _ in range(2)]
+        extra = Client(scenes)
+        try:
+            for c in clients:
+                await c.connect(url)
+            await asyncio.gather(*(c.frames_back(2) for c in clients))
+            status, body = await extra.offer(url)
+            assert status == 503 and "limit of 2 sessions" in body["error"] and body["max_sessions"] == 2
+            assert app[SERVICE].metrics.rejected.value(reason="capacity") == 1
+
+            await clients[0].close()  # the server sees the peer close and frees its slot
+            deadline = time.monotonic() + TIMEOUT
+            while len(app[SERVICE].sessions) > 1:
+                assert time.monotonic() < deadline, "closed peer still holds a slot"
+                await asyncio.sleep(0.05)
+            late = Client(scenes)
+            clients.append(late)
+            await late.connect(url)
+            await late.frames_back(2)
+        finally:
+            for c in [*clients, extra]:
+                await c.close()
+
+
+def _padded(sdp: str, size: int) -> str:
+    pad = "".join(f"a=x-pad:{i:07d}\r\n" for i in range(size // 18))
+    return sdp + pad
+
+
+async def test_bad_offers_answer_400_with_json(scenes: dict[str, np.ndarray], model: FlashModel) -> None:
+    async with serving(BASE, model) as (url, app):
+        probe = Client(scenes)
+        await probe.pc.setLocalDescription(await probe.pc.createOffer())
+        good = probe.pc.localDescription.sdp
+        audio_only = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        audio_only.createDataChannel("control")
+        await audio_only.setLocalDescription(await audio_only.createOffer())
+        no_video = audio_only.localDescription.sdp
+        garbage = "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nbogus\r\n"
+        cases: list[tuple[bytes, str]] = [
+            (b"not json", "not JSON"),
+            (b"[1, 2]", "JSON object"),
+            (json.dumps({"type": "offer"}).encode(), "sdp must be"),
+            (json.dumps({"sdp": good, "type": "answer"}).encode(), "type must be 'offer'"),
+            (json.dumps({"sdp": no_video, "type": "offer"}).encode(), "no video track"),
+            (json.dumps({"sdp": garbage, "type": "offer"}).encode(), "cannot negotiate"),
+            (json.dumps({"sdp": good, "type": "offer", "options": {"background": "plaid"}}).encode(), "mode"),
+            (json.dumps({"sdp": good, "type": "offer", "options": {"fps": 60}}).encode(), "unknown option"),
+            (json.dumps({"sdp": good, "type": "offer", "options": {"background": "color", "color": [1, 2]}})
+             .encode(), "colour"),
+            (json.dumps({"sdp": _padded(good, 70_000), "type": "offer"}).encode(), "byte limit"),
+            (b"{" + b" " * 200_000 + b"}", "byte limit"),
+        ]
+        try:
+            async with aiohttp.ClientSession() as http:
+                for body, why in cases:
+                    async with http.post(url + "/offer", data=body,
+                                         headers={"Content-Type": "application/json"}) as r:
+                        assert r.status == 400, (body[:80], r.status)
+                        assert why in (await r.json())["error"], body[:80]
+                # A chunked body has no Content-Length: still capped.
+                async def chunks() -> AsyncIterator[bytes]:
+                    for _ in range(20):
+                        yield b" " * 5000
+
+                async with http.post(url + "/offer", data=chunks()) as r:
+                    assert r.status == 400 and "byte limit" in (await r.json())["error"]
+            assert not app[SERVICE].sessions
+            assert app[SERVICE].metrics.rejected.value(reason="bad_offer") == len(cases) + 1
+        finally:
+            await probe.close()
+            await audio_only.close()
+
+
+async def test_token_is_required_when_set(scenes: dict[str, np.ndarray], model: FlashModel) -> None:
+    with pytest.raises(ConfigError, match="--token"):
+        ServerConfig(host="0.0.0.0").validate()
+    ServerConfig(host="0.0.0.0", token="t").validate()  # any address with a token is fine
+    config = replace(BASE, token="s3cret")
+    async with serving(config, model) as (url, app):
+        for headers, query in [({}, ""), ({"Authorization": "Bearer wrong"}, ""), ({}, "?token=wrong"),
+                               ({"Authorization": "s3cret"}, "")]:
+            c = Client(scenes)
+            try:
+                await c.pc.setLocalDescription(await c.pc.createOffer())
+                body = {"sdp": c.pc.localDescription.sdp, "type": "offer"}
+                async with aiohttp.ClientSession() as http, \
+                        http.post(url + "/offer" + query, json=body, headers=headers) as r:
+                    assert r.status == 401 and "token" in (await r.json())["error"]
+            finally:
+                await c.close()
+        assert (await _get(url + "/metrics"))[0] == 401
+        assert (await _get(url + "/metrics?token=s3cret"))[0] == 200
+        assert (await _get(url + "/health"))[0] == 200  # liveness stays open
+        ok = [Client(scenes), Client(scenes)]
+        try:
+            await ok[0].connect(url, headers={"Authorization": "Bearer s3cret"})
+            await ok[1].connect(url, query="?token=s3cret")
+        finally:
+            for c in ok:
+                await c.close()
+        assert app[SERVICE].metrics.rejected.value(reason="unauthorized") == 4
+
+
+async def test_health_metrics_and_page(scenes: dict[str, np.ndarray], model: FlashModel) -> None:
+    async with serving(BASE, model) as (url, _):
+        c = Client(scenes)
+        try:
+            await c.connect(url)
+            await c.frames_back(3)
+            status, text = await _get(url + "/health")
+            health = json.loads(text)
+            assert status == 200 and health["status"] == "ok" and health["sessions"] == 1
+            assert health["max_sessions"] == 3 and health["trained"] is False and health["segmenter"] == "grabcut"
+            await c.flash()
+            await c.state("matting")
+            await c.frames_back(5)
+        finally:
+            await c.close()
+        status, text = await _get(url + "/metrics")
+        assert status == 200
+        for line in ("# TYPE cuematte_sessions gauge", "# TYPE cuematte_frames_processed_total counter",
+                     "# TYPE cuematte_frames_dropped_total counter", "# TYPE cuematte_stage_seconds histogram",
+                     'cuematte_stage_seconds_bucket{stage="graph",le="+Inf"}',
+                     'cuematte_stage_seconds_count{stage="trimap"} 1', 'cuematte_flashes_total{result="ok"} 1',
+                     'cuematte_frame_seconds_bucket{mode="matting",le="0.1"}'):
+            assert line in text, line
+        processed = re.search(r'cuematte_frames_processed_total\{mode="matting"\} (\d+)', text)
+        assert processed and int(processed.group(1)) >= 5
+
+        status, page = await _get(url + "/")
+        assert status == 200
+        for tid in ("start", "flash", "background", "state", "stats", "processed-video"):
+            assert f'data-testid="{tid}"' in page
+        assert (await _get(url + "/static/app.js"))[0] == 200
+
+
+async def test_shutdown_closes_every_peer(scenes: dict[str, np.ndarray], model: FlashModel) -> None:
+    clients = [Client(scenes), Client(scenes)]
+    try:
+        async with serving(BASE, model) as (url, app):
+            for c in clients:
+                await c.connect(url)
+            await asyncio.gather(*(c.frames_back(2) for c in clients))
+            sessions = list(app[SERVICE].sessions.values())
+            assert len(sessions) == 2
+        # runner.cleanup() ran on_shutdown
+        assert all(s.pc.connectionState == "closed" for s in sessions)
+        assert not app[SERVICE].sessions
+        deadline = time.monotonic() + TIMEOUT
+        while any(c.pc.connectionState not in ("closed", "failed") for c in clients):
+            assert time.monotonic() < deadline, [c.pc.connectionState for c in clients]
+            await asyncio.sleep(0.05)
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def test_cli_serve_exits_cleanly_on_ctrl_c(scenes: dict[str, np.ndarray], lite_model_dir: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "serve", "--port", "0", "--model", str(lite_model_dir),
+         "--segmenter", "grabcut"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    c = Client(scenes)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
+        m = re.match(r"serving on (http://127\.0\.0\.1:\d+)/", line)
+        assert m, line
+        await c.connect(m.group(1))
+        await c.frames_back(2)
+        proc.send_signal(signal.SIGINT)
+        rc = await asyncio.wait_for(asyncio.to_thread(proc.wait), 30)
+        assert rc == 0
+        assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+        deadline = time.monotonic() + TIMEOUT
+        while c.pc.connectionState not in ("closed", "failed"):  # the server closed our peer on the way out
+            assert time.monotonic() < deadline, c.pc.connectionState
+            await asyncio.sleep(0.05)
+    finally:
+        await c.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_refuses_a_public_address_without_token(capsys: pytest.CaptureFixture[str]) -> None:
+    from clients.cli import main
+
+    assert main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 2
+    assert "--token" in capsys.readouterr().err
