@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import cv2
 import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -243,8 +244,7 @@ class PeerSession:
         if self.drift.has_reference and self._matted % self.config.drift_every == 0:
             drift = self.drift.update(rgb)
         t4 = time.perf_counter()
-        # yuv420p here rather than in the encoder thread: same work, but counted in our per-frame figures
-        vf = VideoFrame.from_ndarray(np.ascontiguousarray(out), format="rgb24").reformat(format="yuv420p")
+        vf = to_i420_frame(out)
         t5 = time.perf_counter()
         ms = {"to_rgb": (t1 - t0) * 1e3, **self.engine.times.ms, "composite": (t3 - t2) * 1e3,
               "drift": (t4 - t3) * 1e3, "to_yuv": (t5 - t4) * 1e3}
@@ -403,6 +403,15 @@ class PeerSession:
         await self.pc.close()
         self._worker.shutdown(wait=False, cancel_futures=True)
         self._on_closed(self)
+
+
+def to_i420_frame(rgb: np.ndarray) -> VideoFrame:
+    """RGB -> a yuv420p frame for the encoder, converted by OpenCV: libswscale's RGB path (what the encoder
+    would run on an rgb24 frame) costs ~7 ms at 1280x720 on these cores, OpenCV's ~0.3 ms, same BT.601 levels."""
+    h, w = rgb.shape[:2]
+    if h % 2 or w % 2:  # I420 needs even sizes; browsers send them, but do not fail on an odd one
+        return VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
+    return VideoFrame.from_ndarray(np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), np.uint8), format="yuv420p")
 
 
 def _same_aspect(a: tuple[int, ...], b: tuple[int, ...]) -> bool:

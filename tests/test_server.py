@@ -445,7 +445,7 @@ async def test_token_is_required_when_set(scenes: dict[str, np.ndarray], model: 
 
 
 async def test_health_metrics_and_page(scenes: dict[str, np.ndarray], model: FlashModel) -> None:
-    async with serving(BASE, model) as (url, _):
+    async with serving(replace(BASE, segmenter="auto"), model) as (url, _):  # auto: MediaPipe, now shipped
         c = Client(scenes)
         try:
             await c.connect(url)
@@ -453,7 +453,7 @@ async def test_health_metrics_and_page(scenes: dict[str, np.ndarray], model: Fla
             status, text = await _get(url + "/health")
             health = json.loads(text)
             assert status == 200 and health["status"] == "ok" and health["sessions"] == 1
-            assert health["max_sessions"] == 3 and health["trained"] is False and health["segmenter"] == "grabcut"
+            assert health["max_sessions"] == 3 and health["trained"] is False and health["segmenter"] == "mediapipe"
             await c.flash()
             await c.state("matting")
             await c.frames_back(5)
