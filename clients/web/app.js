@@ -37,7 +37,7 @@ function showMessage(text) {
 function setState(state, detail, reflash = false) {
   ui.state.dataset.state = state;
   let text = STATE_TEXT[state] || state;
-  if (detail && detail !== "matting" && detail !== "flash to start") text += ` ${detail}`;
+  if (detail && detail !== "matting" && detail !== "flash to start") text += ` (${detail})`;
   if (reflash) text = "The scene changed: press Flash again.";
   ui.state.textContent = text;
   ui.hint.hidden = state !== "waiting-flash";
