@@ -242,7 +242,7 @@ def fps_series(arrivals_s: Sequence[float], seconds: float, bin_s: float = 0.5) 
 
 def plot_fps(results: Sequence[SizeResult], path: Path) -> None:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+    fig, ax = plt.subplots(figsize=(9, 4.4))
     for i, r in enumerate(results):
         c = _SIZE_COLORS[i % len(_SIZE_COLORS)]
         ax.plot(*fps_series(r.matting.arrivals_s, r.matting.seconds), color=c, marker="o", ms=3,
@@ -253,7 +253,7 @@ def plot_fps(results: Sequence[SizeResult], path: Path) -> None:
     ax.set(title="Frames returned per second (0.5 s bins)", xlabel="s since the window's first frame came back",
            ylabel="fps")
     ax.set_ylim(0, max(TARGET_FPS * 1.3, ax.get_ylim()[1]))
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
