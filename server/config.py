@@ -4,7 +4,6 @@ services in one process)."""
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import ssl
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from pathlib import Path
 from engine.errors import CuematteError
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
-SEGMENTERS = ("auto", "mediapipe", "grabcut")
+SEGMENTERS = ("mediapipe", "grabcut")
 
 
 class ConfigError(CuematteError):
@@ -30,12 +29,9 @@ def is_loopback(host: str) -> bool:
 
 
 def resolve_segmenter(name: str) -> str:
-    """'auto' -> 'mediapipe' where engine/cues/segmenter.py is installed, else the weight-free 'grabcut'."""
     if name not in SEGMENTERS:
         raise ConfigError(f"unknown segmenter {name!r}; choose one of {SEGMENTERS}")
-    if name != "auto":
-        return name
-    return "mediapipe" if importlib.util.find_spec("engine.cues.segmenter") is not None else "grabcut"
+    return name
 
 
 @dataclass(frozen=True)
@@ -49,7 +45,7 @@ class ServerConfig:
     key: Path | None = None
     providers: tuple[str, ...] = ("cpu",)
     threads: int | None = None  # ONNX Runtime intra-op threads; None: its default
-    segmenter: str = "auto"
+    segmenter: str = "mediapipe"  # person segmenter for the flash trimap; "grabcut" needs no weights
     max_side: int = 1280  # frames are matted at most this long on their long side
     max_offer_bytes: int = 65536  # a browser offer is 3-10 kB; anything near this is not an offer
     max_message_bytes: int = 196608  # control messages (a background image as a data URL is the big one)

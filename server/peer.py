@@ -54,6 +54,10 @@ DETAIL = {
 DRIFT_DETAIL = "scene changed: flash again"
 
 
+class _Closed(Exception):
+    """The peer closed while work for it was pending."""
+
+
 @dataclass
 class _Capture:
     noflash: VideoFrame | None  # the last frame before flash-begin
@@ -135,6 +139,7 @@ class PeerSession:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"matte-{self.id[:6]}")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._has_video = False
         self._on_closed = on_closed
         self._wire()
 
@@ -144,8 +149,9 @@ class PeerSession:
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            if track.kind != "video":
-                return  # audio is not ours to answer; the browser sends none in the demo
+            if track.kind != "video" or self._has_video:
+                return  # audio, or a second camera: one processed video per peer
+            self._has_video = True
             self._spawn(self._read(track))
             pc.addTrack(ProcessedTrack(self.slot, self._process))
 
@@ -174,7 +180,14 @@ class PeerSession:
         task.add_done_callback(self._tasks.discard)
 
     async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+        if self._closed:
+            raise _Closed
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+        except RuntimeError:  # "cannot schedule new futures after shutdown": closed meanwhile
+            if self._closed:
+                raise _Closed from None
+            raise
 
     # -- camera in ------------------------------------------------------------------------------------------
     async def _read(self, track: MediaStreamTrack) -> None:
@@ -201,7 +214,10 @@ class PeerSession:
         if not self.engine.has_flash:
             work = _Work(arrival.frame, matted=False)  # pass-through: no conversion, no worker round trip
         else:
-            work = await self._in_worker(self._matte, arrival.frame, self.background)
+            try:
+                work = await self._in_worker(self._matte, arrival.frame, self.background)
+            except _Closed:
+                raise MediaStreamError from None
         now = time.perf_counter()
         latency = now - arrival.t
         self.processed += 1
@@ -236,6 +252,9 @@ class PeerSession:
             m = self.engine.matte(rgb)
         except CuematteError as exc:
             return _Work(frame, matted=False, error=str(exc))
+        except Exception as exc:  # a bug must cost this frame its matte, not the peer its video
+            log.exception("session %s: matte failed", self.id[:8])
+            return _Work(frame, matted=False, error=f"internal error while matting: {exc}")
         t2 = time.perf_counter()
         out = composite(rgb, m.alpha, m.foreground, background)
         t3 = time.perf_counter()
@@ -306,6 +325,13 @@ class PeerSession:
             self.metrics.flashes.inc(result="error")
             self._fail(f"flash failed: {exc}", cap.previous)
             return
+        except _Closed:
+            return
+        except Exception as exc:
+            log.exception("session %s: set_flash failed", self.id[:8])
+            self.metrics.flashes.inc(result="error")
+            self._fail(f"flash failed: internal error: {exc}", cap.previous)
+            return
         self.metrics.flashes.inc(result="ok")
         for stage in ("trimap", "flash"):
             self.metrics.stage.observe(ms[stage] / 1000.0, stage=stage)
@@ -327,7 +353,10 @@ class PeerSession:
         cap, self._capture = self._capture, None
         if cap is not None and cap.timer is not None:
             cap.timer.cancel()
-        await self._in_worker(self._reset_engine)
+        try:
+            await self._in_worker(self._reset_engine)
+        except _Closed:
+            return
         self._set_state("waiting-flash", DETAIL["waiting-flash"])
 
     def _reset_engine(self) -> None:
@@ -396,6 +425,8 @@ class PeerSession:
             return
         self._closed = True
         self.slot.close()
+        if self._capture is not None and self._capture.timer is not None:
+            self._capture.timer.cancel()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:

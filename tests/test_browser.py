@@ -157,7 +157,7 @@ async def start_and_flash(page: Any, logs: list[str], url: str, background: str)
         "() => (document.querySelector('[data-testid=\"stats\"]').dataset.fps || 0) > 0", timeout=30_000)
 
 
-async def test_background_changes_in_the_processed_video(clip: Path, lite_model_dir: Path) -> None:
+async def test_background_changes_in_the_processed_video(clip: Path, lite_model_dir: Path, tmp_path: Path) -> None:
     """Independent of model quality (random-init weights, alpha about 0.5): switching the background from
     'none' to 'green' must move the processed video's wall pixels towards green."""
     with warnings.catch_warnings():
@@ -173,6 +173,15 @@ async def test_background_changes_in_the_processed_video(clip: Path, lite_model_
         (green_bg,) = await sample(page, BACKGROUND)
         assert green_excess(green_bg) > green_excess(none_bg) + 25, (none_bg, green_bg)
         assert float(np.abs(green_bg - none_bg).mean()) > 15, (none_bg, green_bg)
+        # An uploaded image (solid magenta) as the background: the page downsizes it and sends it as a data URL.
+        magenta = tmp_path / "magenta.png"
+        cv2.imwrite(str(magenta), np.full((300, 400, 3), (255, 0, 255), np.uint8))
+        await page.get_by_test_id("image").set_input_files(str(magenta))
+        await page.get_by_test_id("background").select_option("image")
+        await asyncio.sleep(1.5)
+        (image_bg,) = await sample(page, BACKGROUND)
+        assert image_bg[0] > none_bg[0] + 30 and image_bg[2] > none_bg[2] + 30, (none_bg, image_bg)
+        assert await page.get_by_test_id("state").get_attribute("data-state") == "matting"
         assert "fps" in await page.get_by_test_id("stats").inner_text()
 
 

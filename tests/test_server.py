@@ -8,6 +8,7 @@ towards the background colour", never as a clean cut-out; the browser test check
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import fractions
 import json
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import cv2
 import numpy as np
 import pytest
 from aiohttp import web
@@ -230,6 +232,16 @@ async def test_passthrough_then_flash_to_matting_with_stats_and_timestamps(
             bg = scenes["background"]
             assert not _close(out, scenes["noflash"], tol=8.0), "matting mode must composite"
             assert _green_excess(out, bg) > _green_excess(scenes["noflash"], bg) + 20
+
+            # An uploaded image as the background (solid magenta): the wall moves towards magenta.
+            _, png = cv2.imencode(".png", np.full((40, 60, 3), (255, 0, 255), np.uint8))
+            c.send({"type": "set-background", "mode": "image",
+                    "image": "data:image/png;base64," + base64.b64encode(png.tobytes()).decode()})
+            await asyncio.sleep(0.5)
+            img_out = await c.frames_back(5)
+            magenta = img_out[bg].astype(np.float32).mean(0) - scenes["noflash"][bg].astype(np.float32).mean(0)
+            assert magenta[0] > 30 and magenta[2] > 30 and magenta[1] < 0, magenta
+            assert not any(m["state"] == "error" for m in c.seen)
 
             await asyncio.sleep(1.2)  # a stats message about once a second
             s = c.stats[-1]
@@ -445,7 +457,7 @@ async def test_token_is_required_when_set(scenes: dict[str, np.ndarray], model: 
 
 
 async def test_health_metrics_and_page(scenes: dict[str, np.ndarray], model: FlashModel) -> None:
-    async with serving(replace(BASE, segmenter="auto"), model) as (url, _):  # auto: MediaPipe, now shipped
+    async with serving(replace(BASE, segmenter="mediapipe"), model) as (url, _):  # the default segmenter
         c = Client(scenes)
         try:
             await c.connect(url)

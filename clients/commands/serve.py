@@ -18,8 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", type=Path, help="TLS private key (PEM), with --cert")
     p.add_argument("--providers", default="cpu", help="execution providers in order, e.g. cuda,cpu")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
-    p.add_argument("--segmenter", choices=["auto", "mediapipe", "grabcut"], default="auto",
-                   help="person segmenter for the flash trimap (auto: mediapipe where installed, else grabcut)")
+    p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe",
+                   help="person segmenter for the flash trimap (grabcut: the weight-free fallback)")
     p.add_argument("--max-side", type=int, default=1280, help="matte frames at most this long on their long side")
 
 
