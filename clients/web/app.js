@@ -153,9 +153,11 @@ async function connect(stream) {
     const bg = backgroundMessage();
     if (bg) send(bg);
   };
+  const ours = channel;
   channel.onclose = () => {
-    ui.flash.disabled = true;
-    ui.reset.disabled = true;
+    if (channel !== ours) return; // a channel we closed ourselves (stop)
+    showMessage("The server ended the session (stopped or restarted). Press Start camera to reconnect.");
+    stop().then(() => { ui.start.disabled = false; });
   };
   pc.ontrack = (event) => {
     ui.processed.srcObject = event.streams[0] || new MediaStream([event.track]);
