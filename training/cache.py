@@ -51,7 +51,8 @@ def build_cache(path: Path, spec: CacheSpec, *, workers: int = 2) -> np.memmap:
     """Render ``spec.n`` samples into ``path`` (.npy memmap) unless a matching cache already exists."""
     meta_path = path.with_suffix(".json")
     h, w = spec.size
-    if path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == asdict(spec) | {"done": True}:
+    wanted = json.loads(json.dumps(asdict(spec) | {"done": True}))  # tuples compare as JSON lists
+    if path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == wanted:
         return np.load(path, mmap_mode="r")
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(spec.n, h, w, CHANNELS))
