@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training.synth import SynthConfig, render_sample
+from training.data import SynthConfig, eval_seed, render_sample, train_seed
 
 # Channel layout of one cached sample (H, W, 16) uint8.
 FIELDS: dict[str, slice] = {
@@ -31,7 +31,11 @@ CHANNELS = 16
 class CacheSpec:
     n: int
     size: tuple[int, int]
-    seed_base: int  # first seed; the training namespace of training.data decides disjointness from eval
+    split: str  # "train" (training seeds) or "eval" (the fixed evaluation namespace, never trained on)
+    generator: str = "training.data"
+
+    def seed(self, i: int) -> int:
+        return train_seed(i) if self.split == "train" else eval_seed(i)
 
 
 def _render(args: tuple[int, SynthConfig]) -> np.ndarray:
@@ -57,7 +61,7 @@ def build_cache(path: Path, spec: CacheSpec, *, workers: int = 2) -> np.memmap:
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(spec.n, h, w, CHANNELS))
     cfg = SynthConfig(size=spec.size)
-    jobs = [(spec.seed_base + i, cfg) for i in range(spec.n)]
+    jobs = [(spec.seed(i), cfg) for i in range(spec.n)]
     with mp.get_context("fork").Pool(workers) as pool:
         for i, sample in enumerate(tqdm(pool.imap(_render, jobs, chunksize=8), total=spec.n, desc="render cache")):
             arr[i] = sample

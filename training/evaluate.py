@@ -27,6 +27,7 @@ from engine.errors import CuematteError, InputError
 from engine.io import read_image
 from training import metrics
 from training.baselines import classical_flash_matte
+from training.data.io import read_matte
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +39,6 @@ class EvalSample:
     flash: np.ndarray  # (H, W, 3) uint8 RGB
     alpha: np.ndarray  # (H, W) float64 in [0, 1]
     fg: np.ndarray | None  # (H, W, 3) float64 in [0, 1]
-
-
-def _read_alpha(path: Path) -> np.ndarray:
-    import cv2
-
-    a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if a is None:
-        raise InputError(f"cannot read alpha {path}")
-    if a.ndim == 3:
-        a = a[..., 0]
-    return a.astype(np.float64) / (65535.0 if a.dtype == np.uint16 else 255.0)
 
 
 def load_split(folder: Path) -> list[EvalSample]:
@@ -63,7 +53,7 @@ def load_split(folder: Path) -> list[EvalSample]:
             id=sid,
             noflash=read_image(nf, "no-flash frame"),
             flash=read_image(fl, "flash frame"),
-            alpha=_read_alpha(al),
+            alpha=read_matte(al).astype(np.float64),
             fg=read_image(fg).astype(np.float64) / 255.0 if fg.is_file() else None,
         ))
     return samples

@@ -155,8 +155,6 @@ def evaluate_batches(net: FNFNet, batches: list[dict[str, torch.Tensor]]) -> dic
 
 def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
     """Run (or resume) training into ``out``; returns the path of the last checkpoint."""
-    from training.synth import eval_seed, train_seed
-
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
     if cfg.threads:
@@ -180,10 +178,11 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
     if start and optim_path.is_file():
         _load_optimizer(optim_path, opt)
 
-    cache = build_cache(out.parent / f"cache-{cfg.size[0]}x{cfg.size[1]}-{cfg.cache_samples}.npy",
-                        CacheSpec(n=cfg.cache_samples, size=cfg.size, seed_base=train_seed(0)))
-    eval_cache = build_cache(out.parent / f"eval-{cfg.size[0]}x{cfg.size[1]}-{cfg.eval_samples}.npy",
-                             CacheSpec(n=cfg.eval_samples, size=cfg.size, seed_base=eval_seed(0)))
+    tag = f"{cfg.size[0]}x{cfg.size[1]}"
+    cache = build_cache(out.parent / f"train-{tag}-{cfg.cache_samples}.npy",
+                        CacheSpec(n=cfg.cache_samples, size=cfg.size, split="train"))
+    eval_cache = build_cache(out.parent / f"eval-{tag}-{cfg.eval_samples}.npy",
+                             CacheSpec(n=cfg.eval_samples, size=cfg.size, split="eval"))
     batches = Batches(cache, cfg)
     eval_cfg = TrainConfig(**{**asdict(cfg), "batch_size": 8, "prior_trimap_p": 1.0, "seed": 12345})
     eval_src = Batches(eval_cache, eval_cfg)
