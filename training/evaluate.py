@@ -39,37 +39,65 @@ class EvalSample:
     flash: np.ndarray  # (H, W, 3) uint8 RGB
     alpha: np.ndarray  # (H, W) float64 in [0, 1]
     fg: np.ndarray | None  # (H, W, 3) float64 in [0, 1]
+    reference: np.ndarray | None = None  # no-flash reference taken with the flash (clips: their first frame)
+
+    @property
+    def noflash_reference(self) -> np.ndarray:
+        return self.noflash if self.reference is None else self.reference
 
 
-def load_split(folder: Path) -> list[EvalSample]:
-    """Every ``<id>_noflash.png`` with its flash frame and alpha in ``folder``."""
+def load_split(folder: Path, flash: np.ndarray | None = None) -> list[EvalSample]:
+    """Every ``<id>_noflash.png`` with its flash frame (or the shared ``flash``) and alpha in ``folder``."""
     samples = []
     for nf in sorted(folder.glob("*_noflash.png")):
         sid = nf.name[: -len("_noflash.png")]
         fl, al, fg = (folder / f"{sid}_{k}.png" for k in ("flash", "alpha", "fg"))
-        if not (fl.is_file() and al.is_file()):
+        if not ((flash is not None or fl.is_file()) and al.is_file()):
             raise InputError(f"sample {sid} in {folder} lacks its flash frame or alpha")
         samples.append(EvalSample(
             id=sid,
             noflash=read_image(nf, "no-flash frame"),
-            flash=read_image(fl, "flash frame"),
+            flash=flash if flash is not None else read_image(fl, "flash frame"),
             alpha=read_matte(al).astype(np.float64),
             fg=read_image(fg).astype(np.float64) / 255.0 if fg.is_file() else None,
         ))
     return samples
 
 
-def load_splits(data: Path) -> dict[str, list[EvalSample]]:
-    """{split name: samples}; the folder itself is one split unless it has sample sub-folders."""
+def load_clip(folder: Path) -> list[EvalSample]:
+    """A clip folder (``flash.png``, then ``<t>_noflash.png`` / ``<t>_alpha.png`` / ``<t>_fg.png``) -> frames
+    sharing one flash frame and the first frame as the no-flash reference."""
+    flash = read_image(folder / "flash.png", "flash frame")
+    frames = load_split(folder, flash=flash)
+    if not frames:
+        raise InputError(f"clip {folder} has no frames")
+    ref = frames[0].noflash
+    return [EvalSample(f.id, f.noflash, flash, f.alpha, f.fg, reference=ref) for f in frames]
+
+
+Splits = dict[str, list[EvalSample]]
+Clips = dict[str, list[list[EvalSample]]]
+
+
+def load_splits(data: Path) -> tuple[Splits, Clips]:
+    """({split: samples}, {split: clips}); the folder itself is one split unless it has split sub-folders.
+    A split whose sub-folders hold ``flash.png`` is a video split (one clip per sub-folder)."""
     if not data.is_dir():
         raise InputError(f"evaluation data folder not found: {data}")
-    subs = {d.name: load_split(d) for d in sorted(data.iterdir()) if d.is_dir() and any(d.glob("*_noflash.png"))}
-    if not subs:
-        subs = {data.name: load_split(data)}
-    subs = {k: v for k, v in subs.items() if v}
-    if not subs:
-        raise InputError(f"{data} holds no samples (<id>_noflash.png, <id>_flash.png, <id>_alpha.png)")
-    return subs
+    images: Splits = {}
+    clips: Clips = {}
+    folders = [d for d in sorted(data.iterdir()) if d.is_dir()] or [data]
+    if any(data.glob("*_noflash.png")):
+        folders = [data]
+    for d in folders:
+        if any(d.glob("*_noflash.png")):
+            images[d.name] = load_split(d)
+        clip_dirs = [c for c in sorted(d.iterdir()) if c.is_dir() and (c / "flash.png").is_file()]
+        if clip_dirs:
+            clips[d.name] = [load_clip(c) for c in clip_dirs]
+    if not images and not clips:
+        raise InputError(f"{data} holds no samples (<id>_noflash.png, <id>_flash.png, <id>_alpha.png) or clips")
+    return images, clips
 
 
 Method = Callable[[EvalSample], tuple[np.ndarray, np.ndarray | None]]  # -> alpha (H,W), fg (H,W,3) or None
@@ -84,8 +112,12 @@ def session_method(model_dir: Path | None, segmenter: str = "mediapipe") -> Meth
         warnings.simplefilter("ignore", UntrainedModelWarning)
         session = MattingSession(model_dir, segmenter=segmenter)
 
+    last_flash: list[np.ndarray] = []
+
     def run(s: EvalSample) -> tuple[np.ndarray, np.ndarray | None]:
-        session.set_flash(s.flash, s.noflash)
+        if not last_flash or last_flash[0] is not s.flash:  # a clip's frames share one cached flash
+            last_flash[:] = [s.flash]
+            session.set_flash(s.flash, s.noflash_reference)
         m = session.matte(s.noflash)
         return m.alpha, m.foreground.astype(np.float64) / 255.0
 
@@ -136,42 +168,65 @@ def score(alpha: np.ndarray, fg: np.ndarray | None, s: EvalSample) -> dict[str, 
     return out
 
 
-def evaluate(methods: dict[str, Method], splits: dict[str, list[EvalSample]]) -> dict[str, dict[str, dict[str, float]]]:
-    """{split: {method: {metric: mean}}}. A method failing on a sample (e.g. no flash cue found) scores the
-    sample as an all-background matte, so failures count rather than vanish."""
+def _run(name: str, method: Method, s: EvalSample) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    try:
+        alpha, fg = method(s)
+        return alpha, fg, True
+    except CuematteError as exc:
+        log.info("%s failed on %s: %s", name, s.id, exc)
+        return np.zeros_like(s.alpha), None, False
+
+
+Table = dict[str, dict[str, dict[str, float]]]
+
+
+def evaluate(methods: dict[str, Method], splits: Splits, clips: Clips | None = None) -> Table:
+    """{split: {method: {metric: mean}}}. A method failing on a sample (e.g. no flash cue found) scores it
+    as an all-background matte, so failures count rather than vanish. Video splits add dtSSD per clip."""
     from tqdm import tqdm
 
-    table: dict[str, dict[str, dict[str, float]]] = {}
+    table: Table = {}
     for split, samples in splits.items():
         table[split] = {}
         for name, method in methods.items():
-            rows = []
-            failures = 0
+            rows, failures = [], 0
             for s in tqdm(samples, desc=f"{split}/{name}", leave=False):
-                try:
-                    alpha, fg = method(s)
-                except CuematteError as exc:
-                    log.info("%s failed on %s: %s", name, s.id, exc)
-                    failures += 1
-                    alpha, fg = np.zeros_like(s.alpha), None
+                alpha, fg, ok = _run(name, method, s)
+                failures += not ok
                 rows.append(score(alpha, fg, s))
-            keys = sorted({k for r in rows for k in r})
-            table[split][name] = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
-            table[split][name]["failures"] = float(failures)
-            table[split][name]["n"] = float(len(samples))
+            table[split][name] = _mean(rows) | {"failures": float(failures), "n": float(len(samples))}
+    for split, clip_list in (clips or {}).items():
+        table[split] = {}
+        for name, method in methods.items():
+            rows, dts, failures = [], [], 0
+            for clip in tqdm(clip_list, desc=f"{split}/{name}", leave=False):
+                preds = []
+                for s in clip:
+                    alpha, fg, ok = _run(name, method, s)
+                    failures += not ok
+                    rows.append(score(alpha, fg, s))
+                    preds.append(alpha)
+                dts.append(metrics.dtssd(np.stack(preds), np.stack([s.alpha for s in clip])))
+            table[split][name] = _mean(rows) | {"dtssd": float(np.mean(dts)), "failures": float(failures),
+                                                "n": float(len(clip_list))}
     return table
 
 
-def format_table(table: dict[str, dict[str, dict[str, float]]]) -> str:
-    cols = ["mse", "sad", "grad", "conn", "mse_alpha_fg", "failures"]
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = sorted({k for r in rows for k in r})
+    return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+
+
+def format_table(table: Table) -> str:
+    cols = ["mse", "sad", "grad", "conn", "mse_alpha_fg", "dtssd", "failures"]
     lines = [f"{'split':<10} {'method':<12} " + " ".join(f"{c:>12}" for c in cols)]
     for split, methods in table.items():
         for name, m in methods.items():
             lines.append(f"{split:<10} {name:<12} " + " ".join(
                 f"{m[c]:>12.3f}" if c in m else f"{'-':>12}" for c in cols))
-    lines.append("MSE and MSE(alpha*F) x1e3; SAD, Grad, Conn /1000 (Rhemann et al.); mean over samples")
+    lines.append("MSE and MSE(alpha*F) x1e3; SAD, Grad, Conn /1000 (Rhemann et al.); dtSSD x1e2; means over samples")
     return "\n".join(lines)
 
 
-def write_json(path: Path, table: dict[str, dict[str, dict[str, float]]]) -> None:
+def write_json(path: Path, table: Table) -> None:
     path.write_text(json.dumps(table, indent=2) + "\n")

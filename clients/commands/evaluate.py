@@ -30,14 +30,14 @@ def run(args: argparse.Namespace) -> int:
         write_json,
     )
 
-    splits = load_splits(args.data)
+    splits, clips = load_splits(args.data)
     methods: dict[str, Method] = {"ours": session_method(args.model, args.segmenter)}
     if not args.no_baselines:
         methods["classical"] = classical_method
         methods["mediapipe"] = mediapipe_method()
     if args.noflash_model:
         methods["noflash"] = noflash_method(args.noflash_model)
-    table = evaluate(methods, splits)
+    table = evaluate(methods, splits, clips)
     print(format_table(table))
     if args.json:
         write_json(args.json, table)
