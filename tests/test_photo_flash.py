@@ -1,0 +1,32 @@
+"""The real-photo check: a flash rendered for scikit-image's astronaut portrait, then the whole pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.frames import luma
+from training.photo_flash import main, render_flash, skimage_photo
+
+pytestmark = pytest.mark.usefixtures("quiet_untrained")
+
+
+def test_rendered_flash_lights_the_near_person_more_than_the_far_wall() -> None:
+    noflash = skimage_photo("astronaut.png")
+    person = np.zeros(noflash.shape[:2], np.float32)
+    person[200:, 100:400] = 1.0
+    flash = render_flash(noflash, person, shift=(0.0, 0.0))
+    assert flash.shape == noflash.shape and flash.dtype == np.uint8
+    gain = (luma(flash.astype(np.float32)) + 4) / (luma(noflash.astype(np.float32)) + 4)
+    assert np.median(gain[260:, 150:350]) > 1.3 * np.median(gain[:150, :80])
+
+
+def test_photo_sheet_runs_the_pipeline(lite_model_dir: Path, tmp_path: Path) -> None:
+    assert main(["--model", str(lite_model_dir), "--out", str(tmp_path)]) == 0
+    sheet = cv2.imread(str(tmp_path / "photos.png"))
+    alpha = cv2.imread(str(tmp_path / "astronaut_alpha.png"), cv2.IMREAD_UNCHANGED)
+    assert sheet is not None and sheet.shape[0] == 256 and sheet.shape[1] == 5 * 256
+    assert alpha is not None and alpha.shape == (512, 512)
