@@ -44,9 +44,9 @@ def render_flash(noflash: np.ndarray, person: np.ndarray, *, bg_distance: float 
     lit = lin * (1.0 + strength * inv_d2[..., None])
     lit *= exposure  # auto exposure pulls the brighter frame part of the way back
     lit += rng.normal(0.0, 0.004, lit.shape).astype(np.float32)
-    out = (np.clip(lit, 0.0, 1.0) ** (1 / 2.2)).astype(np.float32)
+    toned = (np.clip(lit, 0.0, 1.0) ** (1 / 2.2)).astype(np.float32)
     m = np.array([[1, 0, shift[0]], [0, 1, shift[1]]], np.float32)
-    out = cv2.warpAffine(out, m, (out.shape[1], out.shape[0]), borderMode=cv2.BORDER_REFLECT)
+    out = cv2.warpAffine(toned, m, (toned.shape[1], toned.shape[0]), borderMode=cv2.BORDER_REFLECT)
     return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
