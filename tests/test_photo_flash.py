@@ -30,3 +30,5 @@ def test_photo_sheet_runs_the_pipeline(lite_model_dir: Path, tmp_path: Path) -> 
     alpha = cv2.imread(str(tmp_path / "astronaut_alpha.png"), cv2.IMREAD_UNCHANGED)
     assert sheet is not None and sheet.shape[0] == 256 and sheet.shape[1] == 5 * 256
     assert alpha is not None and alpha.shape == (512, 512)
+    for tag in ("noflash", "flash", "green"):
+        assert (tmp_path / f"astronaut_{tag}.png").is_file()

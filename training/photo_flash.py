@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         h = 256
         rows.append(np.concatenate([cv2.resize(t, (int(t.shape[1] * h / t.shape[0]), h)) for t in tiles], 1))
         stem = Path(name).stem
+        for tag, img in (("noflash", noflash), ("flash", flash), ("green", green)):  # inputs kept for `cuematte matte`
+            cv2.imwrite(str(args.out / f"{stem}_{tag}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         cv2.imwrite(str(args.out / f"{stem}_alpha.png"), alpha)
-        cv2.imwrite(str(args.out / f"{stem}_green.png"), cv2.cvtColor(green, cv2.COLOR_RGB2BGR))
     sheet = np.concatenate(rows, 0)
     cv2.imwrite(str(args.out / "photos.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     print(f"wrote {args.out / 'photos.png'} (columns: no-flash, rendered flash, trimap, alpha, on green)")
