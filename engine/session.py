@@ -25,6 +25,7 @@ from engine.cues.trimap import FlashCue, PersonSegmenter, TrimapParams, build_fl
 from engine.errors import FlashNotSetError, ModelError
 from engine.frames import check_frame, fit_within, resize
 from engine.model import FlashModel
+from engine.temporal import TemporalSmoother
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class MattingSession:
 
     def __init__(self, model: str | Path | FlashModel | None = None, *, providers: Sequence[str] = ("cpu",),
                  threads: int | None = None, segmenter: str | PersonSegmenter | None = "mediapipe",
-                 max_side: int = 1280, trimap_params: TrimapParams | None = None) -> None:
+                 max_side: int = 1280, trimap_params: TrimapParams | None = None, temporal: float = 0.0) -> None:
         self.model = model if isinstance(model, FlashModel) else FlashModel(model, providers=providers, threads=threads)
         self.segmenter = create_segmenter(segmenter, threads)
         if self.model.info.person_mask and self.segmenter is None:
@@ -90,6 +91,8 @@ class MattingSession:
         self.max_side = max_side
         self.trimap_params = trimap_params or TrimapParams()
         self.times = StageTimes()
+        # Motion-aware alpha smoothing across consecutive matte() calls (0 = off); restarts with every flash.
+        self.smoother = TemporalSmoother(strength=temporal)
         self._flash: _FlashState | None = None
 
     # -- state --------------------------------------------------------------------------------------------
@@ -106,6 +109,7 @@ class MattingSession:
     def reset(self) -> None:
         """Forget the cached flash features; the next :meth:`matte` needs a new :meth:`set_flash`."""
         self._flash = None
+        self.smoother.reset()
 
     # -- the cached half ---------------------------------------------------------------------------------------
     def set_flash(self, flash: np.ndarray, noflash: np.ndarray) -> FlashCue:
@@ -126,6 +130,7 @@ class MattingSession:
         features = self.model.flash.run({"flash": flash_in, "flash_trimap": trimap_in})["flash_features"]
         self.times.record("flash", t1)
         self._flash = _FlashState(features=features, cue=cue, flash_input=flash_in, trimap_input=trimap_in)
+        self.smoother.reset()
         return cue
 
     # -- the per-frame half -------------------------------------------------------------------------------------
@@ -157,7 +162,7 @@ class MattingSession:
         t1 = self.times.record("pre", t0)
         out = self.model.frame.run(feeds)
         t2 = self.times.record("graph", t1)
-        alpha = out["alpha"][0, 0]
+        alpha = self.smoother(small, out["alpha"][0, 0])
         fg = (out["foreground"][0].transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
         if size != (h, w):
             alpha = resize(alpha, (h, w))

@@ -103,14 +103,15 @@ def load_splits(data: Path) -> tuple[Splits, Clips]:
 Method = Callable[[EvalSample], tuple[np.ndarray, np.ndarray | None]]  # -> alpha (H,W), fg (H,W,3) or None
 
 
-def session_method(model_dir: Path | None, segmenter: str = "mediapipe") -> Method:
-    """Our exported model through the engine session: trimap from the flash pair, T^f, per-frame graph."""
+def session_method(model_dir: Path | None, segmenter: str = "mediapipe", temporal: float = 0.0) -> Method:
+    """Our exported model through the engine session: trimap from the flash pair, T^f, per-frame graph
+    (``temporal``: the session's motion-aware alpha smoothing, which carries across a clip's frames)."""
     from engine.model import UntrainedModelWarning
     from engine.session import MattingSession
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedModelWarning)
-        session = MattingSession(model_dir, segmenter=segmenter)
+        session = MattingSession(model_dir, segmenter=segmenter, temporal=temporal)
 
     last_flash: list[np.ndarray] = []
 

@@ -13,6 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="sample folder (or folder of split sub-folders)")
     p.add_argument("--noflash-model", type=Path, help="a model trained with --no-flash-cue (paper ablation)")
     p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe")
+    p.add_argument("--temporal", type=float, default=0.0,
+                   help="also report ours with the session's alpha smoothing at this strength in (0, 1)")
     p.add_argument("--no-baselines", action="store_true", help="only our model")
     p.add_argument("--json", type=Path, help="write {split: {method: {metric: value}}} here")
 
@@ -32,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     splits, clips = load_splits(args.data)
     methods: dict[str, Method] = {"ours": session_method(args.model, args.segmenter)}
+    if args.temporal:
+        methods["ours-smoothed"] = session_method(args.model, args.segmenter, args.temporal)
     if not args.no_baselines:
         methods["classical"] = classical_method
         methods["mediapipe"] = mediapipe_method()
