@@ -15,6 +15,8 @@ import numpy as np
 
 from engine.errors import InputError
 
+VIDEO_SMOOTHING = 0.0  # the default strength for live video (server, virtual webcam, `cuematte matte` on videos)
+
 
 @dataclass
 class TemporalSmoother:

@@ -102,7 +102,8 @@ class Service:
         cfg = self.config
         try:  # off the loop: the segmenter loads its own ONNX graph
             engine = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: MattingSession(self.model, segmenter=self.segmenter, max_side=cfg.max_side))
+                None, lambda: MattingSession(self.model, segmenter=self.segmenter, max_side=cfg.max_side,
+                                     temporal=cfg.temporal))
         except CuematteError as exc:
             return _error(500, f"cannot start a matting session: {exc}")
         session = PeerSession(cfg, engine, background, self.metrics, self._closed)

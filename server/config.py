@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import CuematteError
+from engine.temporal import VIDEO_SMOOTHING
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
 SEGMENTERS = ("mediapipe", "grabcut")
@@ -47,6 +48,7 @@ class ServerConfig:
     threads: int | None = None  # ONNX Runtime intra-op threads; None: its default
     segmenter: str = "mediapipe"  # person segmenter for the flash trimap; "grabcut" needs no weights
     max_side: int = 1280  # frames are matted at most this long on their long side
+    temporal: float = VIDEO_SMOOTHING  # motion-aware alpha smoothing strength in [0, 1); 0 = off
     max_offer_bytes: int = 65536  # a browser offer is 3-10 kB; anything near this is not an offer
     max_message_bytes: int = 196608  # control messages (a background image as a data URL is the big one)
     flash_window_s: float = 5.0  # a window never closed by flash-end is closed by the server after this
@@ -73,6 +75,8 @@ class ServerConfig:
         if self.drift_every < 1 or self.max_side < 64:
             raise ConfigError("drift_every must be >= 1 and max_side >= 64")
         resolve_segmenter(self.segmenter)
+        if not 0.0 <= self.temporal < 1.0:
+            raise ConfigError(f"--temporal must be in [0, 1), got {self.temporal}")
         if not (self.web_dir / "index.html").is_file():
             raise ConfigError(f"the demo page is missing: {self.web_dir / 'index.html'}")
         return self

@@ -430,6 +430,8 @@ async def test_token_is_required_when_set(scenes: dict[str, np.ndarray], model: 
     with pytest.raises(ConfigError, match="--token"):
         ServerConfig(host="0.0.0.0").validate()
     ServerConfig(host="0.0.0.0", token="t").validate()  # any address with a token is fine
+    with pytest.raises(ConfigError, match="--temporal"):
+        ServerConfig(temporal=1.0).validate()
     config = replace(BASE, token="s3cret")
     async with serving(config, model) as (url, app):
         for headers, query in [({}, ""), ({"Authorization": "Bearer wrong"}, ""), ({}, "?token=wrong"),

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.temporal import VIDEO_SMOOTHING
+
 HELP = "matte an image, a folder of images or a video with a flash frame's cached features"
 
 
@@ -18,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
     p.add_argument("--background", default="blur", help="blur | green | none | #RRGGBB | an image file")
     p.add_argument("--trimap-out", action="store_true", help="also write the flash trimap and flash-ratio map")
+    p.add_argument("--temporal", type=float, default=VIDEO_SMOOTHING,
+                   help="videos: motion-aware alpha smoothing against flicker, strength in [0, 1); 0 = off")
     p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: up to 4)")
     p.add_argument("--providers", default="cpu", help="execution providers in order, e.g. tensorrt,cuda,cpu")
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         noflash = read_image(files[0], "input image")
     session = MattingSession(args.model, providers=args.providers.split(","), threads=args.threads,
-                             segmenter=args.segmenter)
+                             segmenter=args.segmenter, temporal=args.temporal if kind == "video" else 0.0)
     cue = session.set_flash(flash, noflash)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if args.trimap_out:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from engine.temporal import VIDEO_SMOOTHING
+
 HELP = "serve WebRTC matting and the browser demo (localhost by default; a token is required beyond it)"
 
 
@@ -20,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe",
                    help="person segmenter for the flash trimap (grabcut: the weight-free fallback)")
+    p.add_argument("--temporal", type=float, default=VIDEO_SMOOTHING,
+                   help="motion-aware alpha smoothing against flicker, strength in [0, 1); 0 = off")
     p.add_argument("--max-side", type=int, default=1280, help="matte frames at most this long on their long side")
 
 
@@ -36,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     config = ServerConfig(host=args.host, port=args.port, model=args.model, token=args.token,
                           max_sessions=args.max_sessions, cert=args.cert, key=args.key,
                           providers=tuple(args.providers.split(",")), threads=args.threads,
-                          segmenter=args.segmenter, max_side=args.max_side).validate()
+                          segmenter=args.segmenter, max_side=args.max_side, temporal=args.temporal).validate()
     ssl_context = config.ssl_context()
     app = create_app(config)  # loads the model: a missing one is an `error:` line before anything binds
 

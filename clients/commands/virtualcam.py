@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from engine.temporal import VIDEO_SMOOTHING
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -36,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flash", type=Path, metavar="FILE", help="a flash photo of the scene instead of a screen flash")
     p.add_argument("--noflash", type=Path, metavar="FILE",
                    help="the no-flash photo taken with --flash (default: the first frame)")
+    p.add_argument("--temporal", type=float, default=VIDEO_SMOOTHING,
+                   help="motion-aware alpha smoothing against flicker, strength in [0, 1); 0 = off")
     p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe",
                    help="person segmenter behind the flash trimap (grabcut: weight-free fallback)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: up to 4)")
@@ -78,7 +82,7 @@ def _session(args: argparse.Namespace) -> MattingSession:
     from engine.session import MattingSession
 
     return MattingSession(args.model, providers=args.providers.split(","), threads=args.threads,
-                          segmenter=args.segmenter)
+                          segmenter=args.segmenter, temporal=args.temporal)
 
 
 def _run_file(args: argparse.Namespace, background: Background, size: tuple[int, int] | None,
