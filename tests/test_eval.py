@@ -35,3 +35,14 @@ def test_eval_reports_every_method_and_split(lite_model_dir: Path, tmp_path: Pat
     assert table["video"]["ours"]["n"] == 1 and table["video"]["ours"]["dtssd"] >= 0
     printed = capsys.readouterr().out
     assert "classical" in printed and "dtssd" in printed
+
+
+def test_noflash_ablation_with_a_person_mask_model(lite_mask_model_dir: Path, tmp_path: Path) -> None:
+    """An ablation trained with the segmenter prior is fed MediaPipe's mask, as the shipped model is."""
+    from training.evaluate import load_split, noflash_method
+
+    make_eval(tmp_path / "static", 1, "static", replace(SynthConfig(), size=(144, 256)))
+    (sample,) = load_split(tmp_path / "static")
+    alpha, fg = noflash_method(lite_mask_model_dir)(sample)
+    assert alpha.shape == (144, 256) and fg is not None and fg.shape == (144, 256, 3)
+    assert alpha.min() >= 0.0 and alpha.max() <= 1.0

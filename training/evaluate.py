@@ -128,6 +128,7 @@ def session_method(model_dir: Path | None, segmenter: str = "mediapipe", tempora
 def noflash_method(model_dir: Path) -> Method:
     """A model trained without the flash cue (``cuematte train --no-flash-cue``): its 'flash' branch sees the
     no-flash frame and an all-unknown trimap, exactly as in its training."""
+    from engine.frames import resize
     from engine.model import FlashModel, UntrainedModelWarning
     from engine.session import to_nchw
 
@@ -135,12 +136,22 @@ def noflash_method(model_dir: Path) -> Method:
         warnings.simplefilter("ignore", UntrainedModelWarning)
         model = FlashModel(model_dir)
 
+    segmenter = None
+    if model.info.person_mask:  # trained with the segmenter prior: it gets MediaPipe's mask, as ours does
+        from engine.cues.segmenter import MediaPipeSegmenter
+
+        segmenter = MediaPipeSegmenter()
+
     def run(s: EvalSample) -> tuple[np.ndarray, np.ndarray | None]:
         x = to_nchw(s.noflash)
         unknown = np.zeros_like(x)
         unknown[:, 1] = 1.0
         feats = model.flash.run({"flash": x, "flash_trimap": unknown})["flash_features"]
-        out = model.frame.run({"frame": x, "flash_features": feats})
+        feeds = {"frame": x, "flash_features": feats}
+        if segmenter is not None:
+            small = resize(s.noflash, model.info.cmn_size)
+            feeds["person_mask"] = segmenter.segment(small)[None, None].astype(np.float32)
+        out = model.frame.run(feeds)
         return out["alpha"][0, 0], out["foreground"][0].transpose(1, 2, 0).astype(np.float64)
 
     return run
