@@ -51,3 +51,21 @@ def test_train_then_resume_continues_the_run(tmp_path: Path) -> None:
     assert read_metadata(run / "last.safetensors")["step"] == 5
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]
+
+
+def test_curves_plot_one_run_and_compare_several(tmp_path: Path) -> None:
+    import cv2
+
+    from training.curves import main as curves
+
+    for name, scale in (("a", 1.0), ("b", 0.5)):
+        run = tmp_path / name
+        run.mkdir()
+        rows = [{"step": s, "total": 2.0 / (s + 1)} | ({"eval_mse": scale * 0.02 / (s + 1)} if s % 5 == 4 else {})
+                for s in range(30)]
+        (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert curves([str(tmp_path / "a")]) == 0
+    assert curves([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "runs.png")]) == 0
+    for png in (tmp_path / "a" / "curve.png", tmp_path / "runs.png"):
+        img = cv2.imread(str(png))
+        assert img is not None and img.shape[0] > 100 and img.shape[1] > 100

@@ -1,4 +1,5 @@
-"""Training curve PNG from a run's log.jsonl: ``python -m training.curves RUN_DIR [--out curve.png]``."""
+"""Training curve PNG from a run's log.jsonl: ``python -m training.curves RUN_DIR [--out curve.png]``; with
+several run folders, their eval curves in one plot (equal-budget comparisons)."""
 
 from __future__ import annotations
 
@@ -42,12 +43,39 @@ def plot_curve(log_path: Path, out: Path, title: str = "") -> Path:
     return out
 
 
+def plot_eval_comparison(runs: list[Path], out: Path, title: str = "") -> Path:
+    """Eval alpha MSE against step for several runs (equal-budget ablations) in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for run in runs:
+        rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+        ev = [(r["step"], r["eval_mse"] * 1e3) for r in rows if "eval_mse" in r]
+        ax.plot([e[0] for e in ev], [e[1] for e in ev], "o-", label=run.name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("eval alpha MSE x1e3 (fixed-seed split)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "equal-budget runs")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, nargs="+", help="run folder(s); several: compare their eval curves")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
-    print(plot_curve(args.run / "log.jsonl", args.out or args.run / "curve.png"))
+    if len(args.run) > 1:
+        print(plot_eval_comparison(args.run, args.out or Path("runs.png")))
+    else:
+        print(plot_curve(args.run[0] / "log.jsonl", args.out or args.run[0] / "curve.png"))
     return 0
 
 
