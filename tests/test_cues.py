@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -119,3 +121,23 @@ def test_bad_pairs_are_named_errors() -> None:
         build_flash_trimap(flash[..., 0], noflash, None)
     with pytest.raises(FrameFormatError, match=r"4 channels|3 channels"):
         build_flash_trimap(np.dstack([flash, flash[..., :1]]), noflash, None)
+
+
+def test_a_flash_too_weak_to_find_the_subject_falls_back_to_the_segmenter_alone(tmp_path: Path) -> None:
+    """Evaluation sample 0 is a weak flash (far torch, bright room): the flash brightens the frame but the
+    flash-ratio map singles out nothing. With a person segmenter the trimap comes from its mask alone; without
+    one it is a named error."""
+    from dataclasses import replace
+
+    from engine.cues.segmenter import MediaPipeSegmenter
+    from training.data.config import SynthConfig
+    from training.data.make_eval import make_eval
+    from training.evaluate import load_split
+
+    make_eval(tmp_path, 1, "static", replace(SynthConfig(), size=(288, 512)))
+    (s,) = load_split(tmp_path)
+    cue = build_flash_trimap(s.flash, s.noflash, MediaPipeSegmenter())
+    assert cue.method == "segmenter-only"
+    assert iou(cue.person > 0.5, s.alpha > 0.5) > 0.8
+    with pytest.raises(FlashCueError, match="no foreground"):
+        build_flash_trimap(s.flash, s.noflash, None)

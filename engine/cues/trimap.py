@@ -23,6 +23,7 @@ from engine.frames import check_frame, luma, resize
 log = logging.getLogger(__name__)
 
 BG, UNKNOWN, FG = 0, 128, 255
+Method = Literal["segmenter", "segmenter-only", "grabcut"]
 
 
 class PersonSegmenter(Protocol):
@@ -51,7 +52,7 @@ class FlashCue:
     ratio: FlashRatio
     seeds: np.ndarray  # (k, 2) int32 (x, y)
     alignment: Alignment
-    method: Literal["segmenter", "grabcut"]
+    method: Method  # segmenter: fused with the flash evidence; segmenter-only: the flash was too weak
 
     def one_hot(self) -> np.ndarray:
         """(3, H, W) float32 one-hot [background, unknown, foreground] as the flash graph expects."""
@@ -147,7 +148,8 @@ def build_flash_trimap(flash: np.ndarray, noflash: np.ndarray, segmenter: Person
     h, w = flash.shape[:2]
     seeds = pick_seeds(ratio.confident, ratio.ratio * ratio.brightening, params.seeds, (h, w))
     person: np.ndarray | None = None
-    method: Literal["segmenter", "grabcut"] = "grabcut"
+    prob: np.ndarray | None = None
+    method: Method = "grabcut"
     if segmenter is not None:
         prob = segmenter.segment(flash)
         confident_full = resize(ratio.confident.astype(np.uint8), (h, w), nearest=True) > 0
@@ -158,6 +160,11 @@ def build_flash_trimap(flash: np.ndarray, noflash: np.ndarray, segmenter: Person
             log.info("segmenter found no flash-lit person; falling back to GrabCut")
     if person is None:
         person = _grabcut(flash, ratio, seeds)
+    if not (person > 0.5).any() and prob is not None and (prob > 0.5).any():
+        # The flash brightened the frame but too weakly to single out the subject (torch far away, strong
+        # daylight): the person segmenter's mask alone still gives a usable trimap, coarser at the edges.
+        log.info("flash too weak to locate the subject; trimap from the person segmenter alone")
+        person, method = prob.astype(np.float32), "segmenter-only"
     if not (person > 0.5).any():
         raise FlashCueError("no foreground found in the flash frame: the flash lit nothing that looks like a subject")
     trimap = trimap_from_mask(person > 0.5, params.band)
