@@ -45,7 +45,7 @@ class TemporalSmoother:
         y = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         prev_y, prev_a = self._luma, self._alpha
         if prev_y is None or prev_a is None or prev_y.shape != y.shape:
-            out = alpha.astype(np.float32, copy=False)
+            out: np.ndarray = alpha.astype(np.float32, copy=False)
         else:
             diff = cv2.blur(cv2.absdiff(y, prev_y), (5, 5))
             w = cv2.LUT(diff, self._table())
