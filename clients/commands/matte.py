@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.temporal import VIDEO_SMOOTHING
+from clients.commands import add_temporal_argument
 
 HELP = "matte an image, a folder of images or a video with a flash frame's cached features"
 
@@ -20,8 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
     p.add_argument("--background", default="blur", help="blur | green | none | #RRGGBB | an image file")
     p.add_argument("--trimap-out", action="store_true", help="also write the flash trimap and flash-ratio map")
-    p.add_argument("--temporal", type=float, default=VIDEO_SMOOTHING,
-                   help="videos: motion-aware alpha smoothing against flicker, strength in [0, 1); 0 = off")
+    add_temporal_argument(p, "videos: ")
     p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: up to 4)")
     p.add_argument("--providers", default="cpu", help="execution providers in order, e.g. tensorrt,cuda,cpu")

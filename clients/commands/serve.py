@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.temporal import VIDEO_SMOOTHING
+from clients.commands import add_temporal_argument
 
 HELP = "serve WebRTC matting and the browser demo (localhost by default; a token is required beyond it)"
 
@@ -22,8 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe",
                    help="person segmenter for the flash trimap (grabcut: the weight-free fallback)")
-    p.add_argument("--temporal", type=float, default=VIDEO_SMOOTHING,
-                   help="motion-aware alpha smoothing against flicker, strength in [0, 1); 0 = off")
+    add_temporal_argument(p)
     p.add_argument("--max-side", type=int, default=1280, help="matte frames at most this long on their long side")
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from engine.temporal import VIDEO_SMOOTHING
+from clients.commands import add_temporal_argument
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,8 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flash", type=Path, metavar="FILE", help="a flash photo of the scene instead of a screen flash")
     p.add_argument("--noflash", type=Path, metavar="FILE",
                    help="the no-flash photo taken with --flash (default: the first frame)")
-    p.add_argument("--temporal", type=float, default=VIDEO_SMOOTHING,
-                   help="motion-aware alpha smoothing against flicker, strength in [0, 1); 0 = off")
+    add_temporal_argument(p)
     p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe",
                    help="person segmenter behind the flash trimap (grabcut: weight-free fallback)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: up to 4)")
