@@ -51,6 +51,7 @@ class ModelInfo:
     trained: bool
     cmn_size: tuple[int, int]  # (H, W) the flash graph works at
     person_mask: bool
+    flash_prior: bool  # the flash graph also outputs ``flash_prior``, a per-frame graph input
     flash_features_shape: tuple[int, int]  # (N, C')
     manifest: dict[str, Any]
 
@@ -91,6 +92,7 @@ def read_model_info(model_dir: Path) -> ModelInfo:
         trained=bool(manifest.get("trained", False)),
         cmn_size=(int(cfg["cmn_size"][0]), int(cfg["cmn_size"][1])),
         person_mask=bool(cfg.get("person_mask", False)),
+        flash_prior=bool(cfg.get("flash_prior", False)),
         flash_features_shape=(int(n), int(c)),
         manifest=manifest,
     )
@@ -125,8 +127,18 @@ class FlashModel:
             self.frame = OrtGraph(self.info.path / graphs["frame"], providers=resolved, threads=threads)
         except Exception as exc:  # onnxruntime raises its own exception types for broken files
             raise ModelError(f"cannot load the graphs of {self.info.path}: {exc}") from exc
-        expected = {"frame", "flash_features"} | ({"person_mask"} if self.info.person_mask else set())
+        cached = set(self.cached_names)
+        if set(self.flash.output_names) != cached:
+            raise ModelError(
+                f"flash graph outputs {self.flash.output_names} do not match model.json ({sorted(cached)})"
+            )
+        expected = {"frame"} | cached | ({"person_mask"} if self.info.person_mask else set())
         if set(self.frame.input_names) != expected:
             raise ModelError(
                 f"frame graph inputs {self.frame.input_names} do not match model.json ({sorted(expected)})"
             )
+
+    @property
+    def cached_names(self) -> tuple[str, ...]:
+        """What the flash graph outputs and the session caches for the per-frame graph."""
+        return ("flash_features", "flash_prior") if self.info.flash_prior else ("flash_features",)

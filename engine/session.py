@@ -40,7 +40,7 @@ class Matte:
 
 @dataclass
 class _FlashState:
-    features: np.ndarray  # (1, N, C') float32: T^f
+    cache: dict[str, np.ndarray]  # the flash graph's outputs: flash_features (1, N, C') = T^f [, flash_prior]
     cue: FlashCue
     flash_input: np.ndarray  # (1, 3, H, W) float32, kept so the uncached path can recompute T^f
     trimap_input: np.ndarray  # (1, 3, H, W) float32 one-hot
@@ -122,16 +122,22 @@ class MattingSession:
         check_frame(noflash, "no-flash frame")
         size = fit_within(flash.shape[:2], self.max_side)
         flash_s = resize(flash, size)
+        # A model that sees the flash itself per frame can work from an all-unknown trimap when the engine
+        # cannot single the subject out; older models need a located subject.
         cue = build_flash_trimap(flash_s, resize(noflash, size) if noflash.shape == flash.shape else noflash,
-                                 self.segmenter, self.trimap_params)
+                                 self.segmenter, self.trimap_params, allow_unknown=self.model.info.flash_prior)
         t1 = self.times.record("trimap", t0)
         flash_in = to_nchw(flash_s)
         trimap_in = cue.one_hot()[None]
-        features = self.model.flash.run({"flash": flash_in, "flash_trimap": trimap_in})["flash_features"]
+        cache = self._run_flash(flash_in, trimap_in)
         self.times.record("flash", t1)
-        self._flash = _FlashState(features=features, cue=cue, flash_input=flash_in, trimap_input=trimap_in)
+        self._flash = _FlashState(cache=cache, cue=cue, flash_input=flash_in, trimap_input=trimap_in)
         self.smoother.reset()
         return cue
+
+    def _run_flash(self, flash_in: np.ndarray, trimap_in: np.ndarray) -> dict[str, np.ndarray]:
+        out = self.model.flash.run({"flash": flash_in, "flash_trimap": trimap_in})
+        return {name: out[name] for name in self.model.cached_names}
 
     # -- the per-frame half -------------------------------------------------------------------------------------
     def matte(self, frame: np.ndarray, *, reuse_flash: bool = True) -> Matte:
@@ -145,16 +151,14 @@ class MattingSession:
             raise FlashNotSetError("matte() called before set_flash(): flash once to cache the flash features")
         check_frame(frame)
         t0 = time.perf_counter()
-        features = state.features
+        cache = state.cache
         if not reuse_flash:
-            features = self.model.flash.run({"flash": state.flash_input, "flash_trimap": state.trimap_input})[
-                "flash_features"
-            ]
+            cache = self._run_flash(state.flash_input, state.trimap_input)
             t0 = self.times.record("flash", t0)
         h, w = frame.shape[:2]
         size = fit_within((h, w), self.max_side)
         small = resize(frame, size)
-        feeds = {"frame": to_nchw(small), "flash_features": features}
+        feeds = {"frame": to_nchw(small), **cache}
         if self.model.info.person_mask:
             assert self.segmenter is not None
             mask_in = resize(small, self.model.info.cmn_size)

@@ -2,7 +2,8 @@
 
 ``flash.onnx``: ``flash`` (1,3,H,W) + ``flash_trimap`` (1,3,H,W) -> ``flash_features`` (1,N,C') = T^f.
 ``frame.onnx``: ``frame`` (1,3,H,W) + ``flash_features`` (1,N,C') [+ ``person_mask`` (1,1,h,w)]
--> ``alpha`` (1,1,H,W), ``foreground`` (1,3,H,W). H and W are dynamic in both graphs.
+[+ ``flash_prior`` (1,6,h,w)] -> ``alpha`` (1,1,H,W), ``foreground`` (1,3,H,W). H and W are dynamic in both
+graphs. Models with ``flash_prior`` get it as a second output of ``flash.onnx`` (cached beside T^f).
 
 The folder also gets ``model.json`` (the engine's manifest); every graph carries the config and
 normalisation in its ONNX metadata too, so a lone .onnx file still says what it is.
@@ -44,7 +45,7 @@ class ExportError(CuematteError):
 @dataclass
 class ParityResult:
     size: tuple[int, int]
-    flash_features_max_abs: float
+    flash_features_max_abs: float  # with flash_prior: the larger of the two cached outputs' errors
     alpha_max_abs: float
     foreground_max_abs: float
 
@@ -76,7 +77,14 @@ def _normalization(net: FNFNet) -> dict[str, Any]:
         "applied": "in-graph",
         "flash_trimap": "one-hot float32 channels [background, unknown, foreground]",
         "person_mask": "float32 person probability in [0, 1]" if net.cfg.person_mask else None,
+        "flash_prior": "float32 (1, 6, h, w) at the CMN grid: normalised flash RGB, then the trimap"
+        if net.cfg.flash_prior else None,
     }
+
+
+def cached_names(net: FNFNet) -> list[str]:
+    """Outputs of the flash graph, cached by the engine and fed to the frame graph by name."""
+    return ["flash_features", "flash_prior"] if net.cfg.flash_prior else ["flash_features"]
 
 
 def _rename_dims(model: onnx.ModelProto, names: dict[str, dict[int, str]]) -> None:
@@ -142,11 +150,12 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
     w_dim = torch.export.Dim("width", min=32, max=4096)
     with torch.no_grad():
         tokens = net.encode_flash(ex["flash"], ex["flash_trimap"])
+        prior = net.flash_prior(ex["flash"], ex["flash_trimap"])
 
     flash_path, frame_path = out_dir / "flash.onnx", out_dir / "frame.onnx"
     t0 = time.perf_counter()
     _export(FlashGraph(net), (ex["flash"], ex["flash_trimap"]), flash_path, ["flash", "flash_trimap"],
-            ["flash_features"], {"flash": {2: h_dim, 3: w_dim}, "flash_trimap": {2: h_dim, 3: w_dim}})
+            cached_names(net), {"flash": {2: h_dim, 3: w_dim}, "flash_trimap": {2: h_dim, 3: w_dim}})
     frame_inputs = ["frame", "flash_features"]
     frame_args: tuple[Any, ...] = (ex["frame"], tokens)
     frame_dyn: dict[str, Any] = {"frame": {2: h_dim, 3: w_dim}, "flash_features": None}
@@ -159,6 +168,10 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
     else:
         frame_args = (*frame_args, None)
         frame_dyn["person_mask"] = None
+    if net.cfg.flash_prior:
+        frame_inputs.append("flash_prior")
+        frame_args = (*frame_args, prior)
+        frame_dyn["flash_prior"] = None
     _export(FrameGraph(net), frame_args, frame_path, frame_inputs, ["alpha", "foreground"], frame_dyn)
     log.info("exported in %.1f s", time.perf_counter() - t0)
 
@@ -210,16 +223,20 @@ def check_parity(net: FNFNet, out_dir: Path, size: tuple[int, int], seed: int = 
     flash_sess = ort.InferenceSession(str(out_dir / "flash.onnx"), opts, providers=["CPUExecutionProvider"])
     frame_sess = ort.InferenceSession(str(out_dir / "frame.onnx"), opts, providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        tokens = net.encode_flash(ex["flash"], ex["flash_trimap"])
-        out = net.forward_frame(ex["frame"], tokens, ex.get("person_mask"))
-    (ort_tokens,) = flash_sess.run(None, {"flash": ex["flash"].numpy(), "flash_trimap": ex["flash_trimap"].numpy()})
-    feeds = {"frame": ex["frame"].numpy(), "flash_features": ort_tokens}
+        cached = {"flash_features": net.encode_flash(ex["flash"], ex["flash_trimap"]),
+                  "flash_prior": net.flash_prior(ex["flash"], ex["flash_trimap"])}
+        out = net.forward_frame(ex["frame"], cached["flash_features"], ex.get("person_mask"),
+                                cached["flash_prior"] if net.cfg.flash_prior else None)
+    names = cached_names(net)
+    ort_cached = dict(zip(names, flash_sess.run(names, {"flash": ex["flash"].numpy(),
+                                                       "flash_trimap": ex["flash_trimap"].numpy()}), strict=True))
+    feeds = {"frame": ex["frame"].numpy(), **ort_cached}
     if net.cfg.person_mask:
         feeds["person_mask"] = ex["person_mask"].numpy()
     alpha, fg = frame_sess.run(None, feeds)
     return ParityResult(
         size=size,
-        flash_features_max_abs=float(np.abs(ort_tokens - tokens.numpy()).max()),
+        flash_features_max_abs=max(float(np.abs(ort_cached[k] - cached[k].numpy()).max()) for k in names),
         alpha_max_abs=float(np.abs(alpha - out["alpha"].numpy()).max()),
         foreground_max_abs=float(np.abs(fg - out["fg"].numpy()).max()),
     )

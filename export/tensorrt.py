@@ -60,8 +60,10 @@ def build_model_engines(model_dir: Path, *, max_size: tuple[int, int] = (1080, 1
         "frame": (lo, opt, hi),
         "flash_features": (feats, feats, feats),
     }
+    h, w = (int(v) for v in manifest["config"]["cmn_size"])
     if manifest["config"].get("person_mask"):
-        h, w = (int(v) for v in manifest["config"]["cmn_size"])
         frame_profiles["person_mask"] = ((1, 1, 16, 16), (1, 1, h, w), (1, 1, *max_size))
+    if manifest["config"].get("flash_prior"):
+        frame_profiles["flash_prior"] = ((1, 6, h, w),) * 3
     plans.append(build_engine(model_dir / "frame.onnx", model_dir / "frame.plan", fp16=fp16, profiles=frame_profiles))
     return plans

@@ -11,14 +11,14 @@ import pytest
 from clients.scenes import make_pair
 
 
-def _export(tmp: Path, config: str, person_mask: bool = False) -> Path:
+def _export(tmp: Path, config: str, person_mask: bool = False, flash_prior: bool = False) -> Path:
     torch = pytest.importorskip("torch")
     from export.onnx_export import export_onnx
     from training.models.config import get_config
     from training.models.fnfnet import build_model
 
     torch.manual_seed(0)
-    net = build_model(get_config(config, person_mask=person_mask))
+    net = build_model(get_config(config, person_mask=person_mask, flash_prior=flash_prior))
     export_onnx(net, tmp, trained=False, source="random-init seed 0 (tests)")
     return tmp
 
@@ -33,6 +33,12 @@ def lite_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def lite_mask_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init ``lite`` model with the per-frame person-mask input."""
     return _export(tmp_path_factory.mktemp("lite_mask"), "lite", person_mask=True)
+
+
+@pytest.fixture(scope="session")
+def lite_prior_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init ``lite`` model in the shipped configuration: person mask and the cached flash prior."""
+    return _export(tmp_path_factory.mktemp("lite_prior"), "lite", person_mask=True, flash_prior=True)
 
 
 @pytest.fixture(scope="session")

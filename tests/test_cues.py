@@ -141,3 +141,8 @@ def test_a_flash_too_weak_to_find_the_subject_falls_back_to_the_segmenter_alone(
     assert iou(cue.person > 0.5, s.alpha > 0.5) > 0.8
     with pytest.raises(FlashCueError, match="no foreground"):
         build_flash_trimap(s.flash, s.noflash, None)
+    # A model that reads the flash frame per frame takes an all-unknown trimap instead.
+    cue = build_flash_trimap(s.flash, s.noflash, None, allow_unknown=True)
+    assert cue.method == "unknown" and (cue.trimap == 128).all() and cue.one_hot()[1].all()
+    with pytest.raises(FlashCueError, match="no brighter"):
+        build_flash_trimap(s.noflash, s.noflash, None, allow_unknown=True)  # no flash at all is still an error

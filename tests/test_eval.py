@@ -37,12 +37,14 @@ def test_eval_reports_every_method_and_split(lite_model_dir: Path, tmp_path: Pat
     assert "classical" in printed and "dtssd" in printed
 
 
-def test_noflash_ablation_with_a_person_mask_model(lite_mask_model_dir: Path, tmp_path: Path) -> None:
-    """An ablation trained with the segmenter prior is fed MediaPipe's mask, as the shipped model is."""
+@pytest.mark.parametrize("model", ["lite_mask_model_dir", "lite_prior_model_dir"])
+def test_noflash_ablation_with_a_person_mask_model(model: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """An ablation trained with the segmenter prior is fed MediaPipe's mask, as the shipped model is (and, with
+    the flash prior, the flash graph's outputs for the no-flash frame, as in its training)."""
     from training.evaluate import load_split, noflash_method
 
     make_eval(tmp_path / "static", 1, "static", replace(SynthConfig(), size=(144, 256)))
     (sample,) = load_split(tmp_path / "static")
-    alpha, fg = noflash_method(lite_mask_model_dir)(sample)
+    alpha, fg = noflash_method(request.getfixturevalue(model))(sample)
     assert alpha.shape == (144, 256) and fg is not None and fg.shape == (144, 256, 3)
     assert alpha.min() >= 0.0 and alpha.max() <= 1.0

@@ -73,6 +73,34 @@ def test_person_mask_graph(lite_mask_model_dir: Path) -> None:
     assert info.person_mask and not info.trained
 
 
+def test_flash_prior_graphs(lite_prior_model_dir: Path) -> None:
+    """The flash graph also outputs the cached prior; the frame graph takes it by name; parity holds for both."""
+    flash = onnx.load(str(lite_prior_model_dir / "flash.onnx"))
+    frame = onnx.load(str(lite_prior_model_dir / "frame.onnx"))
+    assert [o.name for o in flash.graph.output] == ["flash_features", "flash_prior"]
+    assert [i.name for i in frame.graph.input] == ["frame", "flash_features", "person_mask", "flash_prior"]
+    prior = next(i for i in frame.graph.input if i.name == "flash_prior")
+    assert [d.dim_value for d in prior.type.tensor_type.shape.dim] == [1, 6, 144, 256]
+    info = read_model_info(lite_prior_model_dir)
+    assert info.flash_prior and info.person_mask
+    torch.manual_seed(0)
+    net = build_model(get_config("lite", person_mask=True, flash_prior=True)).eval()  # the fixture's weights
+    result = check_parity(net, lite_prior_model_dir, (271, 483))
+    assert result.ok(), result
+
+
+def test_frame_graph_that_does_not_take_the_cache_is_a_model_error(
+    lite_model_dir: Path, lite_prior_model_dir: Path, tmp_path: Path
+) -> None:
+    """A manifest that promises the flash prior with graphs that lack it is refused at load, not mid-call."""
+    mixed = tmp_path / "mixed"
+    shutil.copytree(lite_model_dir, mixed)
+    manifest = json.loads((lite_prior_model_dir / "model.json").read_text())
+    (mixed / "model.json").write_text(json.dumps(manifest))
+    with pytest.warns(UntrainedModelWarning), pytest.raises(ModelError, match="flash graph outputs"):
+        FlashModel(mixed)
+
+
 def test_untrained_model_warns(lite_model_dir: Path) -> None:
     with pytest.warns(UntrainedModelWarning, match="untrained"):
         FlashModel(lite_model_dir)

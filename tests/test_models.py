@@ -79,6 +79,28 @@ def test_person_mask_switch() -> None:
     assert net.noflash_encoder.body.conv_stem.in_channels == 4
 
 
+def test_flash_prior_reaches_the_per_frame_encoder() -> None:
+    """With ``flash_prior`` the cached flash input (normalised RGB + trimap at the CMN grid) is a per-frame input:
+    the cached path equals end to end, the prior is required, and the trimap changes alpha through it."""
+    torch.manual_seed(0)
+    net = build_model(get_config("lite", person_mask=True, flash_prior=True)).eval()
+    frame, flash, trimap = _inputs(180, 320, seed=3)
+    mask = torch.rand(1, 1, 144, 256)
+    with torch.no_grad():
+        tokens, prior = net.encode_flash(flash, trimap), net.flash_prior(flash, trimap)
+        cached = net.forward_frame(frame, tokens, mask, prior)["alpha"]
+        assert torch.equal(cached, net(frame, flash, trimap, mask)["alpha"])
+        with pytest.raises(ValueError, match="flash prior"):
+            net.forward_frame(frame, tokens, mask)
+    assert prior.shape == (1, 6, *net.cfg.cmn_size)
+    assert torch.equal(prior[:, 3:], torch.nn.functional.interpolate(trimap, size=net.cfg.cmn_size, mode="bilinear",
+                                                                      antialias=True))
+    assert net.noflash_encoder.body.conv_stem.in_channels == 3 + 1 + 6
+    prior = prior.detach().requires_grad_(True)
+    net.forward_frame(frame, tokens.detach(), mask, prior)["alpha"].sum().backward()
+    assert prior.grad is not None and float(prior.grad[:, 3:].abs().sum()) > 0
+
+
 def test_paper_config_matches_paper() -> None:
     cfg = get_config("paper")
     assert cfg.backbone == "resnet50" and cfg.aspp_dilations == (3, 6, 9)

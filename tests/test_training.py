@@ -69,3 +69,31 @@ def test_curves_plot_one_run_and_compare_several(tmp_path: Path) -> None:
     for png in (tmp_path / "a" / "curve.png", tmp_path / "runs.png"):
         img = cv2.imread(str(png))
         assert img is not None and img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_engine_cues_feed_the_batches(tmp_path: Path) -> None:
+    """The engine-cue cache holds MediaPipe's mask and the engine's flash trimap per sample; with
+    ``engine_cue_p = 1`` every person mask and flash trimap of a batch is the engine's own."""
+    import numpy as np
+
+    from training.cache import CUE_FIELDS, FIELDS, CacheSpec, build_cache, build_cue_cache
+    from training.train import Batches, TrainConfig
+
+    cache = build_cache(tmp_path / "c.npy", CacheSpec(n=4, size=(144, 256), split="train"), workers=1)
+    cues = build_cue_cache(tmp_path / "c-cues.npy", cache)
+    assert cues.shape == (4, 144, 256, 2) and cues.dtype == np.uint8
+    trimaps = cues[..., CUE_FIELDS["engine_trimap"].start]
+    assert set(np.unique(trimaps)) <= {0, 128, 255} and (trimaps == 255).any()
+    assert build_cue_cache(tmp_path / "c-cues.npy", cache) is not None  # found again, not recomputed
+    cfg = TrainConfig(batch_size=4, engine_cue_p=1.0)
+    with pytest.raises(ValueError, match="engine-cue cache"):
+        Batches(cache, cfg)
+    batch = Batches(cache, cfg, cues).get(0, torch.device("cpu"))
+    flipped = not torch.equal(batch["noflash"], torch.from_numpy(np.array(cache[..., FIELDS["noflash"]]))
+                              .permute(0, 3, 1, 2).float() / 255)
+    mp = torch.from_numpy(np.array(cues[..., CUE_FIELDS["mp_mask"]])).permute(0, 3, 1, 2).float() / 255
+    tri = torch.from_numpy(trimaps.copy())
+    if flipped:
+        mp, tri = mp.flip(-1), tri.flip(-1)
+    assert torch.equal(batch["prior"], mp)
+    assert torch.equal(batch["flash_trimap"].argmax(1), (tri // 127).long())

@@ -68,3 +68,46 @@ def build_cache(path: Path, spec: CacheSpec, *, workers: int = 2) -> np.memmap:
     arr.flush()
     meta_path.write_text(json.dumps(asdict(spec) | {"done": True}))
     return np.load(path, mmap_mode="r")
+
+
+# What the engine itself derives from a cached sample, side by side with it (H, W, 2) uint8: MediaPipe's person
+# mask of the no-flash frame (as the per-frame path computes it, at the CMN grid) and the engine's flash trimap
+# (flash-ratio map + MediaPipe, 0/128/255; all 128 where the engine finds no subject). Training on these, and not
+# only on imitations, teaches the network how the real segmenter fails on rendered people and when to overrule
+# it with the flash.
+CUE_FIELDS: dict[str, slice] = {"mp_mask": slice(0, 1), "engine_trimap": slice(1, 2)}
+
+
+def _engine_cues(sample: np.ndarray, segmenter: object, cmn_size: tuple[int, int]) -> np.ndarray:
+    from engine.cues.trimap import UNKNOWN, build_flash_trimap
+    from engine.errors import FlashCueError
+    from engine.frames import resize
+
+    noflash = np.ascontiguousarray(sample[..., FIELDS["noflash"]])
+    flash = np.ascontiguousarray(sample[..., FIELDS["flash"]])
+    h, w = noflash.shape[:2]
+    out = np.empty((h, w, 2), np.uint8)
+    mask = segmenter.segment(resize(noflash, cmn_size))  # type: ignore[attr-defined]
+    out[..., 0] = np.clip(resize(mask, (h, w)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    try:
+        out[..., 1] = build_flash_trimap(flash, noflash, segmenter).trimap  # type: ignore[arg-type]
+    except FlashCueError:
+        out[..., 1] = UNKNOWN
+    return out
+
+
+def build_cue_cache(path: Path, samples: np.ndarray, cmn_size: tuple[int, int] = (144, 256)) -> np.memmap:
+    """Engine cues (:data:`CUE_FIELDS`) for every sample of a rendered cache, into ``path`` unless present."""
+    from engine.cues.segmenter import MediaPipeSegmenter
+
+    meta_path = path.with_suffix(".json")
+    wanted = {"n": len(samples), "size": list(samples.shape[1:3]), "cmn_size": list(cmn_size), "done": True}
+    if path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == wanted:
+        return np.load(path, mmap_mode="r")
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(*samples.shape[:3], 2))
+    segmenter = MediaPipeSegmenter(threads=1)
+    for i in tqdm(range(len(samples)), desc="engine cues"):
+        arr[i] = _engine_cues(np.asarray(samples[i]), segmenter, cmn_size)
+    arr.flush()
+    meta_path.write_text(json.dumps(wanted))
+    return np.load(path, mmap_mode="r")

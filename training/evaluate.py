@@ -146,8 +146,8 @@ def noflash_method(model_dir: Path) -> Method:
         x = to_nchw(s.noflash)
         unknown = np.zeros_like(x)
         unknown[:, 1] = 1.0
-        feats = model.flash.run({"flash": x, "flash_trimap": unknown})["flash_features"]
-        feeds = {"frame": x, "flash_features": feats}
+        cached = model.flash.run({"flash": x, "flash_trimap": unknown})
+        feeds = {"frame": x, **{k: cached[k] for k in model.cached_names}}
         if segmenter is not None:
             small = resize(s.noflash, model.info.cmn_size)
             feeds["person_mask"] = segmenter.segment(small)[None, None].astype(np.float32)

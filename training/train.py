@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from training.cache import FIELDS, CacheSpec, build_cache
+from training.cache import CUE_FIELDS, FIELDS, CacheSpec, build_cache, build_cue_cache
 from training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from training.losses import fnf_loss
 from training.models.config import get_config
@@ -52,6 +52,10 @@ class TrainConfig:
     device: str = "cpu"
     prior_trimap_p: float = 0.5  # share of flash trimaps built from the imitation-segmenter prior, as at inference
     flash_cue: bool = True  # False: the paper's ablation, the flash branch sees the no-flash frame, trimap unknown
+    flash_prior: bool = False  # the per-frame encoder also takes the cached flash input (FNFConfig.flash_prior)
+    # Share of person masks, and independently of flash trimaps, that are the engine's own (MediaPipe on the
+    # rendered frame, the engine's flash trimap) instead of imitations; the rest are built as before.
+    engine_cue_p: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,26 +73,45 @@ def _trimap_onehot(mask: np.ndarray, kernel: int) -> np.ndarray:
     return np.stack([~maybe, maybe & ~fg, fg]).astype(np.float32)
 
 
-class Batches:
-    """Deterministic batches from the cache: batch ``step`` is a function of (seed, step) only."""
+def _engine_onehot(trimap: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 engine trimap 0/128/255 -> (3, H, W) float32 one-hot [bg, unknown, fg]."""
+    return np.stack([trimap < 64, (trimap >= 64) & (trimap < 192), trimap >= 192]).astype(np.float32)
 
-    def __init__(self, cache: np.ndarray, cfg: TrainConfig) -> None:
-        self.cache, self.cfg = cache, cfg
+
+class Batches:
+    """Deterministic batches from the cache: batch ``step`` is a function of (seed, step) only.
+
+    ``cues``: the engine cues of the same samples (:func:`training.cache.build_cue_cache`), used for a share
+    ``engine_cue_p`` of person masks and flash trimaps.
+    """
+
+    def __init__(self, cache: np.ndarray, cfg: TrainConfig, cues: np.ndarray | None = None) -> None:
+        if cfg.engine_cue_p > 0 and cues is None:
+            raise ValueError("engine_cue_p > 0 needs the engine-cue cache of the samples")
+        self.cache, self.cfg, self.cues = cache, cfg, cues
 
     def get(self, step: int, device: torch.device) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.cfg.seed, step])
         idx = np.sort(rng.choice(len(self.cache), self.cfg.batch_size, replace=False))
         raw = np.asarray(self.cache[idx])  # (B, H, W, 16)
+        cues = np.asarray(self.cues[idx]) if self.cues is not None else None  # (B, H, W, 2)
         if rng.random() < 0.5:
             raw = raw[:, :, ::-1]
+            cues = cues[:, :, ::-1] if cues is not None else None
         h = raw.shape[1]
         tri = []
         for b in range(len(raw)):
             use_prior = rng.random() < self.cfg.prior_trimap_p
             src = raw[b, ..., FIELDS["prior"]] if use_prior else raw[b, ..., FIELDS["flash_alpha"]]
             kernel = int(rng.integers(max(3, h // 40), max(5, h // 12))) | 1
-            tri.append(_trimap_onehot(src[..., 0] > 127, kernel))
+            if cues is not None and rng.random() < self.cfg.engine_cue_p:
+                tri.append(_engine_onehot(cues[b, ..., CUE_FIELDS["engine_trimap"].start]))
+            else:
+                tri.append(_trimap_onehot(src[..., 0] > 127, kernel))
         batch = {name: _to_tensor(raw[..., sl], device) for name, sl in FIELDS.items() if name != "dynamic"}
+        if cues is not None:
+            use_mp = torch.from_numpy(rng.random(len(raw)) < self.cfg.engine_cue_p).to(device).view(-1, 1, 1, 1)
+            batch["prior"] = torch.where(use_mp, _to_tensor(cues[..., CUE_FIELDS["mp_mask"]], device), batch["prior"])
         batch["flash_trimap"] = torch.from_numpy(np.stack(tri)).to(device)
         if not self.cfg.flash_cue:
             batch["flash"] = batch["noflash"]
@@ -170,7 +193,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
         start = int(meta["step"])
         log.info("resuming %s at step %d", out, start)
     else:
-        net = build_model(get_config(cfg.config, person_mask=cfg.person_mask))
+        net = build_model(get_config(cfg.config, person_mask=cfg.person_mask, flash_prior=cfg.flash_prior))
         log_path.unlink(missing_ok=True)
     (out / "train.json").write_text(json.dumps(asdict(cfg), indent=2))
     net.to(device).train()
@@ -183,9 +206,15 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
                         CacheSpec(n=cfg.cache_samples, size=cfg.size, split="train"))
     eval_cache = build_cache(out.parent / f"eval-{tag}-{cfg.eval_samples}.npy",
                              CacheSpec(n=cfg.eval_samples, size=cfg.size, split="eval"))
-    batches = Batches(cache, cfg)
-    eval_cfg = TrainConfig(**{**asdict(cfg), "batch_size": 8, "prior_trimap_p": 1.0, "seed": 12345})
-    eval_src = Batches(eval_cache, eval_cfg)
+    cues = eval_cues = None
+    if cfg.engine_cue_p > 0:
+        cues = build_cue_cache(out.parent / f"train-{tag}-{cfg.cache_samples}-cues.npy", cache)
+        eval_cues = build_cue_cache(out.parent / f"eval-{tag}-{cfg.eval_samples}-cues.npy", eval_cache)
+    batches = Batches(cache, cfg, cues)
+    # Evaluated as at inference: the engine's own cues when the run trains on them, else the imitations.
+    eval_cfg = TrainConfig(**{**asdict(cfg), "batch_size": 8, "prior_trimap_p": 1.0, "seed": 12345,
+                              "engine_cue_p": 1.0 if cues is not None else 0.0})
+    eval_src = Batches(eval_cache, eval_cfg, eval_cues)
     eval_batches = [eval_src.get(i, device) for i in range(max(1, cfg.eval_samples // 8))]
 
     cmn_steps = int(cfg.steps * cfg.cmn_fraction)

@@ -157,7 +157,7 @@ def _ours(session: MattingSession, flash: np.ndarray, noflash: np.ndarray, size:
     session.set_flash(f, n)
     state = session._flash  # the cached features, as the stage bench uses them
     assert state is not None
-    feeds = {"frame": to_nchw(n), "flash_features": state.features}
+    feeds = {"frame": to_nchw(n), **state.cache}
     if session.model.info.person_mask:
         feeds["person_mask"] = np.ones((1, 1, *session.model.info.cmn_size), np.float32)
     info = session.model.info

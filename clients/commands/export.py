@@ -14,6 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--config", choices=["lite", "paper"], help="export this config (with --random-init)")
     p.add_argument("--random-init", action="store_true", help="random weights, for latency work before training")
     p.add_argument("--person-mask", action="store_true", help="with --config: per-frame segmenter-mask input")
+    p.add_argument("--flash-prior", action="store_true", help="with --config: the cached flash input per frame too")
     p.add_argument("--seed", type=int, default=0, help="seed of the random init")
     p.add_argument("--out-dir", type=Path, required=True, help="model folder to write")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs a CUDA machine)")
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
         trained, source = True, f"checkpoint {args.checkpoint.name} step {meta['step']}"
     else:
         torch.manual_seed(args.seed)
-        net = build_model(get_config(args.config, person_mask=args.person_mask or None))
+        net = build_model(get_config(args.config, person_mask=args.person_mask or None,
+                                           flash_prior=args.flash_prior or None))
         trained, source = False, f"random-init seed {args.seed}"
     manifest = export_onnx(net, args.out_dir, trained=trained, source=source)
     for res in manifest["parity"]["results"]:

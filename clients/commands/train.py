@@ -11,6 +11,11 @@ HELP = "train a flash/no-flash matting model on generated data (CPU or CUDA), re
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", choices=["lite", "paper"], default="lite")
     p.add_argument("--person-mask", action="store_true", help="lite: segmenter person mask as an extra input")
+    p.add_argument("--flash-prior", action="store_true",
+                   help="the per-frame encoder also takes the cached flash frame and trimap (early fusion)")
+    p.add_argument("--engine-cues", type=float, default=0.0, metavar="P",
+                   help="share of person masks and flash trimaps taken from the engine itself (MediaPipe, the "
+                        "flash trimap) rather than imitations; computed once beside the sample cache")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl, train.json)")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=8)
@@ -40,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(config=args.config, person_mask=args.person_mask, steps=args.steps, batch_size=args.batch_size,
                       lr=args.lr, size=(h, w), cache_samples=args.cache_samples, eval_every=args.eval_every,
-                      seed=args.seed, threads=args.threads, device=args.device, flash_cue=not args.no_flash_cue)
+                      seed=args.seed, threads=args.threads, device=args.device, flash_cue=not args.no_flash_cue,
+                      flash_prior=args.flash_prior, engine_cue_p=args.engine_cues)
+    if not 0.0 <= cfg.engine_cue_p <= 1.0:
+        raise CuematteError(f"--engine-cues {cfg.engine_cue_p} is not a share in [0, 1]")
     last = train(cfg, args.out, resume=args.resume)
     print(f"checkpoint: {last}")
     return 0

@@ -23,7 +23,7 @@ from engine.frames import check_frame, luma, resize
 log = logging.getLogger(__name__)
 
 BG, UNKNOWN, FG = 0, 128, 255
-Method = Literal["segmenter", "segmenter-only", "grabcut"]
+Method = Literal["segmenter", "segmenter-only", "grabcut", "unknown"]
 
 
 class PersonSegmenter(Protocol):
@@ -52,7 +52,9 @@ class FlashCue:
     ratio: FlashRatio
     seeds: np.ndarray  # (k, 2) int32 (x, y)
     alignment: Alignment
-    method: Method  # segmenter: fused with the flash evidence; segmenter-only: the flash was too weak
+    # segmenter: fused with the flash evidence; segmenter-only: the flash was too weak to locate the subject;
+    # unknown: nothing located at all, every pixel unknown (only when the caller allows it)
+    method: Method
 
     def one_hot(self) -> np.ndarray:
         """(3, H, W) float32 one-hot [background, unknown, foreground] as the flash graph expects."""
@@ -122,11 +124,13 @@ def _keep_lit_components(person: np.ndarray, confident_full: np.ndarray, support
 
 
 def build_flash_trimap(flash: np.ndarray, noflash: np.ndarray, segmenter: PersonSegmenter | None,
-                       params: TrimapParams = TrimapParams()) -> FlashCue:
+                       params: TrimapParams = TrimapParams(), *, allow_unknown: bool = False) -> FlashCue:
     """Flash and no-flash frames, (H, W, 3) uint8 RGB of the same size -> :class:`FlashCue`.
 
     Raises :class:`SizeMismatchError` for different sizes and :class:`FlashCueError` when the flash frame is
-    no brighter than the no-flash frame (after exposure compensation).
+    no brighter than the no-flash frame (after exposure compensation), or when it lit nothing that looks like
+    a subject, unless ``allow_unknown`` (a model that reads the flash frame per frame): then the trimap is all
+    unknown and ``method`` is ``"unknown"``.
     """
     check_frame(flash, "flash frame")
     check_frame(noflash, "no-flash frame")
@@ -166,6 +170,12 @@ def build_flash_trimap(flash: np.ndarray, noflash: np.ndarray, segmenter: Person
         log.info("flash too weak to locate the subject; trimap from the person segmenter alone")
         person, method = prob.astype(np.float32), "segmenter-only"
     if not (person > 0.5).any():
-        raise FlashCueError("no foreground found in the flash frame: the flash lit nothing that looks like a subject")
+        if not allow_unknown:
+            raise FlashCueError(
+                "no foreground found in the flash frame: the flash lit nothing that looks like a subject"
+            )
+        log.info("no subject located in the flash frame; the trimap is all unknown")
+        return FlashCue(trimap=np.full((h, w), UNKNOWN, np.uint8), person=np.zeros((h, w), np.float32),
+                        ratio=ratio, seeds=seeds, alignment=alignment, method="unknown")
     trimap = trimap_from_mask(person > 0.5, params.band)
     return FlashCue(trimap=trimap, person=person, ratio=ratio, seeds=seeds, alignment=alignment, method=method)

@@ -33,6 +33,10 @@ class FNFConfig:
     refine: Refine = "bmn"  # paper BMN (full-res convs) or a guided-filter upsampler (cheap)
     bmn_channels: tuple[int, int] = (32, 16)  # half-res and full-res widths of BMN
     person_mask: bool = False  # per-frame graph takes a segmenter person mask as a 4th input channel
+    # The flash half also caches its own input at the CMN grid (normalised flash RGB + trimap, 6 channels) and
+    # the per-frame encoder takes it as extra input channels: the flash cue reaches every pixel from the first
+    # conv on, not only through the 1/16-resolution cross-attention (which lite, trained from scratch, barely uses).
+    flash_prior: bool = False
     norm_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     norm_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     stride: int = field(default=16, init=False)  # encoder output stride (timm output_stride)
@@ -93,12 +97,14 @@ LITE = FNFConfig(
 CONFIGS: dict[str, FNFConfig] = {"paper": PAPER, "lite": LITE}
 
 
-def get_config(name: str, *, person_mask: bool | None = None) -> FNFConfig:
-    """Look a named config up; ``person_mask`` overrides the segmenter-mask input switch."""
+def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool | None = None) -> FNFConfig:
+    """Look a named config up; ``person_mask`` / ``flash_prior`` override those input switches."""
     try:
         cfg = CONFIGS[name]
     except KeyError:
         raise ValueError(f"unknown config {name!r}; choose one of {sorted(CONFIGS)}") from None
     if person_mask is not None:
         cfg = replace(cfg, person_mask=person_mask)
+    if flash_prior is not None:
+        cfg = replace(cfg, flash_prior=flash_prior)
     return cfg

@@ -8,6 +8,9 @@ The network splits in two halves, exactly where the product caches:
   cached T^f, CBAM, the three decoders (trimap / detail / foreground) and the refinement to full resolution
   (paper BMN, or a guided-filter upsampler in ``lite``). Runs on every frame.
 
+With ``flash_prior`` the cache also holds the flash half's own input at the CMN grid (normalised flash RGB +
+trimap, :meth:`FNFNet.flash_prior`), which the per-frame encoder takes as extra input channels.
+
 All images are RGB float in [0, 1]; normalisation happens inside the network so exported graphs take raw
 [0, 1] pixels.
 """
@@ -93,7 +96,7 @@ class FNFNet(nn.Module):
         self.cfg = cfg
         a, e = cfg.aspp_channels, cfg.embed_dim
         self.flash_encoder = Encoder(cfg.backbone, 6, cfg.stride)
-        self.noflash_encoder = Encoder(cfg.backbone, 4 if cfg.person_mask else 3, cfg.stride)
+        self.noflash_encoder = Encoder(cfg.backbone, 3 + cfg.person_mask + 6 * cfg.flash_prior, cfg.stride)
         c = self.noflash_encoder.channels
         s2, s4, s8 = c[0], c[1], c[2]
         n_tokens = cfg.token_grid[0] * cfg.token_grid[1]
@@ -156,10 +159,18 @@ class FNFNet(nn.Module):
         return embed(x).flatten(2).transpose(1, 2) + pos
 
     # -- the flash half (cached) -----------------------------------------------------------------------------
+    def flash_prior(self, flash: Tensor, flash_trimap: Tensor) -> Tensor:
+        """Flash frame (B, 3, H, W) in [0,1] and one-hot flash trimap (B, 3, H, W) [bg, unknown, fg]
+        -> the flash encoder's input (B, 6, h, w) at the CMN resolution: normalised RGB, then the trimap."""
+        return torch.cat([self._normalize(self._to_cmn(flash)), self._to_cmn(flash_trimap)], dim=1)
+
     def encode_flash(self, flash: Tensor, flash_trimap: Tensor) -> Tensor:
         """Flash frame (B, 3, H, W) in [0,1] and one-hot flash trimap (B, 3, H, W) [bg, unknown, fg]
         -> flash tokens T^f (B, N, C') with N = (h/16)(w/16) at the CMN resolution."""
-        x = torch.cat([self._normalize(self._to_cmn(flash)), self._to_cmn(flash_trimap)], dim=1)
+        return self._encode_prior(self.flash_prior(flash, flash_trimap))
+
+    def _encode_prior(self, x: Tensor) -> Tensor:
+        """(B, 6, h, w) from :meth:`flash_prior` -> T^f (B, N, C')."""
         feats = self.flash_encoder(x)
         z = self._tokens(self.flash_aspp(feats[-1]), self.flash_embed, self.flash_pos)
         for layer in self.flash_layers:
@@ -168,12 +179,13 @@ class FNFNet(nn.Module):
 
     # -- the per-frame half --------------------------------------------------------------------------------
     def forward_frame(
-        self, frame: Tensor, flash_tokens: Tensor, person_mask: Tensor | None = None
+        self, frame: Tensor, flash_tokens: Tensor, person_mask: Tensor | None = None,
+        flash_prior: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """No-flash frame (B, 3, H, W) in [0,1], cached T^f (B, N, C'), optional person mask (B, 1, h', w')
-        -> dict with CMN-resolution outputs ``trimap_logits`` (B,3,h,w), ``detail_c`` (B,1,h,w),
-        ``alpha_c`` (B,1,h,w), ``fg_c`` (B,3,h,w) and full-resolution ``trimap_up`` (B,3,H,W),
-        ``detail`` (B,1,H,W), ``alpha`` (B,1,H,W), ``fg`` (B,3,H,W)."""
+        """No-flash frame (B, 3, H, W) in [0,1], cached T^f (B, N, C'), optional person mask (B, 1, h', w'),
+        cached flash prior (B, 6, h, w) (models with ``flash_prior``) -> dict with CMN-resolution outputs
+        ``trimap_logits`` (B,3,h,w), ``detail_c`` (B,1,h,w), ``alpha_c`` (B,1,h,w), ``fg_c`` (B,3,h,w) and
+        full-resolution ``trimap_up`` (B,3,H,W), ``detail`` (B,1,H,W), ``alpha`` (B,1,H,W), ``fg`` (B,3,H,W)."""
         cfg = self.cfg
         if cfg.person_mask and person_mask is None:
             raise ValueError("this model was configured with person_mask=True and needs a person mask")
@@ -184,6 +196,10 @@ class FNFNet(nn.Module):
             assert person_mask is not None
             mask_c = F.interpolate(person_mask, size=cfg.cmn_size, mode="bilinear", align_corners=False)
             x = torch.cat([x, mask_c], dim=1)
+        if cfg.flash_prior:
+            if flash_prior is None:
+                raise ValueError("this model was configured with flash_prior=True and needs the cached flash prior")
+            x = torch.cat([x, flash_prior], dim=1)
         s2, s4, s8, _, deep = self.noflash_encoder(x)
 
         x_nf = self.noflash_aspp(deep)
@@ -242,31 +258,37 @@ class FNFNet(nn.Module):
         self, noflash: Tensor, flash: Tensor, flash_trimap: Tensor, person_mask: Tensor | None = None
     ) -> dict[str, Tensor]:
         """End to end (training, first frame): both halves; shapes as in the two methods."""
-        return self.forward_frame(noflash, self.encode_flash(flash, flash_trimap), person_mask)
+        prior = self.flash_prior(flash, flash_trimap)
+        return self.forward_frame(noflash, self._encode_prior(prior), person_mask,
+                                  prior if self.cfg.flash_prior else None)
 
 
 class FlashGraph(nn.Module):
-    """Export wrapper of the cached half: (flash, flash_trimap) -> flash_features."""
+    """Export wrapper of the cached half: (flash, flash_trimap) -> flash_features[, flash_prior]."""
 
     def __init__(self, net: FNFNet) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, flash: Tensor, flash_trimap: Tensor) -> Tensor:
-        return self.net.encode_flash(flash, flash_trimap)
+    def forward(self, flash: Tensor, flash_trimap: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        prior = self.net.flash_prior(flash, flash_trimap)
+        tokens = self.net._encode_prior(prior)
+        return (tokens, prior) if self.net.cfg.flash_prior else tokens
 
 
 class FrameGraph(nn.Module):
-    """Export wrapper of the per-frame half: (frame, flash_features[, person_mask]) -> (alpha, foreground)."""
+    """Export wrapper of the per-frame half: (frame, flash_features[, person_mask][, flash_prior])
+    -> (alpha, foreground)."""
 
     def __init__(self, net: FNFNet) -> None:
         super().__init__()
         self.net = net
 
     def forward(
-        self, frame: Tensor, flash_features: Tensor, person_mask: Tensor | None = None
+        self, frame: Tensor, flash_features: Tensor, person_mask: Tensor | None = None,
+        flash_prior: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        out = self.net.forward_frame(frame, flash_features, person_mask)
+        out = self.net.forward_frame(frame, flash_features, person_mask, flash_prior)
         return out["alpha"], out["fg"]
 
 
