@@ -97,3 +97,9 @@ def test_engine_cues_feed_the_batches(tmp_path: Path) -> None:
         mp, tri = mp.flip(-1), tri.flip(-1)
     assert torch.equal(batch["prior"], mp)
     assert torch.equal(batch["flash_trimap"].argmax(1), (tri // 127).long())
+    # The trimap share on its own: engine trimaps, imitation masks.
+    batch = Batches(cache, TrainConfig(batch_size=4, engine_cue_p=0.0, engine_trimap_p=1.0), cues).get(0,
+                                                                                                  torch.device("cpu"))
+    imitation = torch.from_numpy(np.array(cache[..., FIELDS["prior"]])).permute(0, 3, 1, 2).float() / 255
+    assert torch.equal(batch["prior"], imitation.flip(-1) if flipped else imitation)
+    assert torch.equal(batch["flash_trimap"].argmax(1), (tri // 127).long())

@@ -56,6 +56,7 @@ class TrainConfig:
     # Share of person masks, and independently of flash trimaps, that are the engine's own (MediaPipe on the
     # rendered frame, the engine's flash trimap) instead of imitations; the rest are built as before.
     engine_cue_p: float = 0.0
+    engine_trimap_p: float | None = None  # the flash-trimap share on its own (None: engine_cue_p)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -86,9 +87,10 @@ class Batches:
     """
 
     def __init__(self, cache: np.ndarray, cfg: TrainConfig, cues: np.ndarray | None = None) -> None:
-        if cfg.engine_cue_p > 0 and cues is None:
+        if (cfg.engine_cue_p > 0 or cfg.engine_trimap_p) and cues is None:
             raise ValueError("engine_cue_p > 0 needs the engine-cue cache of the samples")
         self.cache, self.cfg, self.cues = cache, cfg, cues
+        self._trimap_p = cfg.engine_cue_p if cfg.engine_trimap_p is None else cfg.engine_trimap_p
 
     def get(self, step: int, device: torch.device) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.cfg.seed, step])
@@ -104,7 +106,7 @@ class Batches:
             use_prior = rng.random() < self.cfg.prior_trimap_p
             src = raw[b, ..., FIELDS["prior"]] if use_prior else raw[b, ..., FIELDS["flash_alpha"]]
             kernel = int(rng.integers(max(3, h // 40), max(5, h // 12))) | 1
-            if cues is not None and rng.random() < self.cfg.engine_cue_p:
+            if cues is not None and rng.random() < self._trimap_p:
                 tri.append(_engine_onehot(cues[b, ..., CUE_FIELDS["engine_trimap"].start]))
             else:
                 tri.append(_trimap_onehot(src[..., 0] > 127, kernel))
@@ -207,13 +209,13 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
     eval_cache = build_cache(out.parent / f"eval-{tag}-{cfg.eval_samples}.npy",
                              CacheSpec(n=cfg.eval_samples, size=cfg.size, split="eval"))
     cues = eval_cues = None
-    if cfg.engine_cue_p > 0:
+    if cfg.engine_cue_p > 0 or cfg.engine_trimap_p:
         cues = build_cue_cache(out.parent / f"train-{tag}-{cfg.cache_samples}-cues.npy", cache)
         eval_cues = build_cue_cache(out.parent / f"eval-{tag}-{cfg.eval_samples}-cues.npy", eval_cache)
     batches = Batches(cache, cfg, cues)
     # Evaluated as at inference: the engine's own cues when the run trains on them, else the imitations.
     eval_cfg = TrainConfig(**{**asdict(cfg), "batch_size": 8, "prior_trimap_p": 1.0, "seed": 12345,
-                              "engine_cue_p": 1.0 if cues is not None else 0.0})
+                              "engine_cue_p": 1.0 if cues is not None else 0.0, "engine_trimap_p": None})
     eval_src = Batches(eval_cache, eval_cfg, eval_cues)
     eval_batches = [eval_src.get(i, device) for i in range(max(1, cfg.eval_samples // 8))]
 

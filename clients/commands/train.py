@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine-cues", type=float, default=0.0, metavar="P",
                    help="share of person masks and flash trimaps taken from the engine itself (MediaPipe, the "
                         "flash trimap) rather than imitations; computed once beside the sample cache")
+    p.add_argument("--engine-trimaps", type=float, default=None, metavar="P",
+                   help="the share of flash trimaps from the engine on its own (default: --engine-cues)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl, train.json)")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=8)
@@ -46,9 +48,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(config=args.config, person_mask=args.person_mask, steps=args.steps, batch_size=args.batch_size,
                       lr=args.lr, size=(h, w), cache_samples=args.cache_samples, eval_every=args.eval_every,
                       seed=args.seed, threads=args.threads, device=args.device, flash_cue=not args.no_flash_cue,
-                      flash_prior=args.flash_prior, engine_cue_p=args.engine_cues)
-    if not 0.0 <= cfg.engine_cue_p <= 1.0:
-        raise CuematteError(f"--engine-cues {cfg.engine_cue_p} is not a share in [0, 1]")
+                      flash_prior=args.flash_prior, engine_cue_p=args.engine_cues,
+                      engine_trimap_p=args.engine_trimaps)
+    for flag, share in (("--engine-cues", cfg.engine_cue_p), ("--engine-trimaps", cfg.engine_trimap_p)):
+        if share is not None and not 0.0 <= share <= 1.0:
+            raise CuematteError(f"{flag} {share} is not a share in [0, 1]")
     last = train(cfg, args.out, resume=args.resume)
     print(f"checkpoint: {last}")
     return 0
