@@ -47,6 +47,8 @@ def test_train_then_resume_continues_the_run(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(_tiny_config(tmp_path, 3), run)  # type: ignore[arg-type]
     assert read_metadata(run / "last.safetensors")["step"] == 3
+    with (run / "log.jsonl").open("a") as f:  # a step logged after the last checkpoint, then the run was killed
+        f.write(json.dumps({"step": 4, "total": 1.0}) + "\n")
     train(_tiny_config(tmp_path, 5), run, resume=True)  # type: ignore[arg-type]
     assert read_metadata(run / "last.safetensors")["step"] == 5
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]

@@ -83,12 +83,12 @@ class Batches:
     """Deterministic batches from the cache: batch ``step`` is a function of (seed, step) only.
 
     ``cues``: the engine cues of the same samples (:func:`training.cache.build_cue_cache`), used for a share
-    ``engine_cue_p`` of person masks and flash trimaps.
+    ``engine_cue_p`` of person masks and ``engine_trimap_p`` (default: the same) of flash trimaps.
     """
 
     def __init__(self, cache: np.ndarray, cfg: TrainConfig, cues: np.ndarray | None = None) -> None:
         if (cfg.engine_cue_p > 0 or cfg.engine_trimap_p) and cues is None:
-            raise ValueError("engine_cue_p > 0 needs the engine-cue cache of the samples")
+            raise ValueError("engine cues (engine_cue_p or engine_trimap_p > 0) need the engine-cue cache")
         self.cache, self.cfg, self.cues = cache, cfg, cues
         self._trimap_p = cfg.engine_cue_p if cfg.engine_trimap_p is None else cfg.engine_trimap_p
 
@@ -194,6 +194,9 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
         net, meta = load_checkpoint(last)
         start = int(meta["step"])
         log.info("resuming %s at step %d", out, start)
+        if log_path.is_file():  # steps logged after the last checkpoint are run again: drop their old lines
+            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start]
+            log_path.write_text("".join(line + "\n" for line in kept))
     else:
         net = build_model(get_config(cfg.config, person_mask=cfg.person_mask, flash_prior=cfg.flash_prior))
         log_path.unlink(missing_ok=True)
