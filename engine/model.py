@@ -29,6 +29,11 @@ HOW_TO_GET_A_MODEL = (
 )
 
 
+def cached_names(flash_prior: bool) -> tuple[str, ...]:
+    """Outputs of the flash graph that the session caches and feeds to the frame graph by name."""
+    return ("flash_features", "flash_prior") if flash_prior else ("flash_features",)
+
+
 class Graph(Protocol):
     """A runnable graph with named inputs and outputs (ONNX Runtime or a native TensorRT engine)."""
 
@@ -141,4 +146,4 @@ class FlashModel:
     @property
     def cached_names(self) -> tuple[str, ...]:
         """What the flash graph outputs and the session caches for the per-frame graph."""
-        return ("flash_features", "flash_prior") if self.info.flash_prior else ("flash_features",)
+        return cached_names(self.info.flash_prior)

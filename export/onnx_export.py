@@ -25,6 +25,7 @@ import onnxruntime as ort
 import torch
 
 from engine.errors import CuematteError
+from engine.model import cached_names
 from training.models.fnfnet import FlashGraph, FNFNet, FrameGraph
 
 log = logging.getLogger(__name__)
@@ -81,10 +82,6 @@ def _normalization(net: FNFNet) -> dict[str, Any]:
         if net.cfg.flash_prior else None,
     }
 
-
-def cached_names(net: FNFNet) -> list[str]:
-    """Outputs of the flash graph, cached by the engine and fed to the frame graph by name."""
-    return ["flash_features", "flash_prior"] if net.cfg.flash_prior else ["flash_features"]
 
 
 def _rename_dims(model: onnx.ModelProto, names: dict[str, dict[int, str]]) -> None:
@@ -155,7 +152,8 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
     flash_path, frame_path = out_dir / "flash.onnx", out_dir / "frame.onnx"
     t0 = time.perf_counter()
     _export(FlashGraph(net), (ex["flash"], ex["flash_trimap"]), flash_path, ["flash", "flash_trimap"],
-            cached_names(net), {"flash": {2: h_dim, 3: w_dim}, "flash_trimap": {2: h_dim, 3: w_dim}})
+            list(cached_names(net.cfg.flash_prior)),
+            {"flash": {2: h_dim, 3: w_dim}, "flash_trimap": {2: h_dim, 3: w_dim}})
     frame_inputs = ["frame", "flash_features"]
     frame_args: tuple[Any, ...] = (ex["frame"], tokens)
     frame_dyn: dict[str, Any] = {"frame": {2: h_dim, 3: w_dim}, "flash_features": None}
@@ -227,7 +225,7 @@ def check_parity(net: FNFNet, out_dir: Path, size: tuple[int, int], seed: int = 
                   "flash_prior": net.flash_prior(ex["flash"], ex["flash_trimap"])}
         out = net.forward_frame(ex["frame"], cached["flash_features"], ex.get("person_mask"),
                                 cached["flash_prior"] if net.cfg.flash_prior else None)
-    names = cached_names(net)
+    names = list(cached_names(net.cfg.flash_prior))
     ort_cached = dict(zip(names, flash_sess.run(names, {"flash": ex["flash"].numpy(),
                                                        "flash_trimap": ex["flash_trimap"].numpy()}), strict=True))
     feeds = {"frame": ex["frame"].numpy(), **ort_cached}

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from engine.cues.trimap import PersonSegmenter
 from training.data import SynthConfig, eval_seed, render_sample, train_seed
 
 # Channel layout of one cached sample (H, W, 16) uint8.
@@ -78,7 +79,7 @@ def build_cache(path: Path, spec: CacheSpec, *, workers: int = 2) -> np.memmap:
 CUE_FIELDS: dict[str, slice] = {"mp_mask": slice(0, 1), "engine_trimap": slice(1, 2)}
 
 
-def _engine_cues(sample: np.ndarray, segmenter: object, cmn_size: tuple[int, int]) -> np.ndarray:
+def _engine_cues(sample: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple[int, int]) -> np.ndarray:
     from engine.cues.trimap import UNKNOWN, build_flash_trimap
     from engine.errors import FlashCueError
     from engine.frames import resize
@@ -87,10 +88,10 @@ def _engine_cues(sample: np.ndarray, segmenter: object, cmn_size: tuple[int, int
     flash = np.ascontiguousarray(sample[..., FIELDS["flash"]])
     h, w = noflash.shape[:2]
     out = np.empty((h, w, 2), np.uint8)
-    mask = segmenter.segment(resize(noflash, cmn_size))  # type: ignore[attr-defined]
+    mask = segmenter.segment(resize(noflash, cmn_size))
     out[..., 0] = np.clip(resize(mask, (h, w)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     try:
-        out[..., 1] = build_flash_trimap(flash, noflash, segmenter).trimap  # type: ignore[arg-type]
+        out[..., 1] = build_flash_trimap(flash, noflash, segmenter).trimap
     except FlashCueError:
         out[..., 1] = UNKNOWN
     return out

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from engine.cues.trimap import trimap_one_hot
 from training.cache import CUE_FIELDS, FIELDS, CacheSpec, build_cache, build_cue_cache
 from training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from training.losses import fnf_loss
@@ -59,6 +60,10 @@ class TrainConfig:
     engine_trimap_p: float | None = None  # the flash-trimap share on its own (None: engine_cue_p)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def uses_engine_cues(self) -> bool:
+        return self.engine_cue_p > 0 or bool(self.engine_trimap_p)
+
 
 def _to_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B, H, W, C) uint8 -> (B, C, H, W) float32 in [0, 1]."""
@@ -74,11 +79,6 @@ def _trimap_onehot(mask: np.ndarray, kernel: int) -> np.ndarray:
     return np.stack([~maybe, maybe & ~fg, fg]).astype(np.float32)
 
 
-def _engine_onehot(trimap: np.ndarray) -> np.ndarray:
-    """(H, W) uint8 engine trimap 0/128/255 -> (3, H, W) float32 one-hot [bg, unknown, fg]."""
-    return np.stack([trimap < 64, (trimap >= 64) & (trimap < 192), trimap >= 192]).astype(np.float32)
-
-
 class Batches:
     """Deterministic batches from the cache: batch ``step`` is a function of (seed, step) only.
 
@@ -87,7 +87,7 @@ class Batches:
     """
 
     def __init__(self, cache: np.ndarray, cfg: TrainConfig, cues: np.ndarray | None = None) -> None:
-        if (cfg.engine_cue_p > 0 or cfg.engine_trimap_p) and cues is None:
+        if cfg.uses_engine_cues and cues is None:
             raise ValueError("engine cues (engine_cue_p or engine_trimap_p > 0) need the engine-cue cache")
         self.cache, self.cfg, self.cues = cache, cfg, cues
         self._trimap_p = cfg.engine_cue_p if cfg.engine_trimap_p is None else cfg.engine_trimap_p
@@ -107,7 +107,7 @@ class Batches:
             src = raw[b, ..., FIELDS["prior"]] if use_prior else raw[b, ..., FIELDS["flash_alpha"]]
             kernel = int(rng.integers(max(3, h // 40), max(5, h // 12))) | 1
             if cues is not None and rng.random() < self._trimap_p:
-                tri.append(_engine_onehot(cues[b, ..., CUE_FIELDS["engine_trimap"].start]))
+                tri.append(trimap_one_hot(cues[b, ..., CUE_FIELDS["engine_trimap"].start]))
             else:
                 tri.append(_trimap_onehot(src[..., 0] > 127, kernel))
         batch = {name: _to_tensor(raw[..., sl], device) for name, sl in FIELDS.items() if name != "dynamic"}
@@ -212,7 +212,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
     eval_cache = build_cache(out.parent / f"eval-{tag}-{cfg.eval_samples}.npy",
                              CacheSpec(n=cfg.eval_samples, size=cfg.size, split="eval"))
     cues = eval_cues = None
-    if cfg.engine_cue_p > 0 or cfg.engine_trimap_p:
+    if cfg.uses_engine_cues:
         cues = build_cue_cache(out.parent / f"train-{tag}-{cfg.cache_samples}-cues.npy", cache)
         eval_cues = build_cue_cache(out.parent / f"eval-{tag}-{cfg.eval_samples}-cues.npy", eval_cache)
     batches = Batches(cache, cfg, cues)

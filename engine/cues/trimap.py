@@ -58,8 +58,12 @@ class FlashCue:
 
     def one_hot(self) -> np.ndarray:
         """(3, H, W) float32 one-hot [background, unknown, foreground] as the flash graph expects."""
-        t = self.trimap
-        return np.stack([t == BG, t == UNKNOWN, t == FG]).astype(np.float32)
+        return trimap_one_hot(self.trimap)
+
+
+def trimap_one_hot(trimap: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 trimap (0 / 128 / 255) -> (3, H, W) float32 one-hot [background, unknown, foreground]."""
+    return np.stack([trimap == BG, trimap == UNKNOWN, trimap == FG]).astype(np.float32)
 
 
 def _kernel(size: tuple[int, int], band: float) -> np.ndarray:

@@ -167,9 +167,9 @@ class FNFNet(nn.Module):
     def encode_flash(self, flash: Tensor, flash_trimap: Tensor) -> Tensor:
         """Flash frame (B, 3, H, W) in [0,1] and one-hot flash trimap (B, 3, H, W) [bg, unknown, fg]
         -> flash tokens T^f (B, N, C') with N = (h/16)(w/16) at the CMN resolution."""
-        return self._encode_prior(self.flash_prior(flash, flash_trimap))
+        return self.encode_prior(self.flash_prior(flash, flash_trimap))
 
-    def _encode_prior(self, x: Tensor) -> Tensor:
+    def encode_prior(self, x: Tensor) -> Tensor:
         """(B, 6, h, w) from :meth:`flash_prior` -> T^f (B, N, C')."""
         feats = self.flash_encoder(x)
         z = self._tokens(self.flash_aspp(feats[-1]), self.flash_embed, self.flash_pos)
@@ -259,7 +259,7 @@ class FNFNet(nn.Module):
     ) -> dict[str, Tensor]:
         """End to end (training, first frame): both halves; shapes as in the two methods."""
         prior = self.flash_prior(flash, flash_trimap)
-        return self.forward_frame(noflash, self._encode_prior(prior), person_mask,
+        return self.forward_frame(noflash, self.encode_prior(prior), person_mask,
                                   prior if self.cfg.flash_prior else None)
 
 
@@ -272,7 +272,7 @@ class FlashGraph(nn.Module):
 
     def forward(self, flash: Tensor, flash_trimap: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         prior = self.net.flash_prior(flash, flash_trimap)
-        tokens = self.net._encode_prior(prior)
+        tokens = self.net.encode_prior(prior)
         return (tokens, prior) if self.net.cfg.flash_prior else tokens
 
 
