@@ -47,3 +47,17 @@ def make_pair(h: int = 360, w: int = 640, seed: int = 0, shift: int = 0, exposur
     flash = render(alpha_f, body_f, flash_gain, flash_gain / 20)
     flash = np.clip(flash.astype(np.float32) * exposure, 0, 255).astype(np.uint8)
     return flash, noflash, alpha_nf
+
+
+def make_glint_pair(h: int = 360, w: int = 640, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(flash, noflash) of an empty room whose flash lit only a small glint (a mirror far away): the frame got
+    brighter, yet nothing in it looks like a subject, to the flash or to a person segmenter."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    wall = np.stack([0.3 + 0.3 * xx / w + 0.02 * c + 0 * yy for c in range(3)], -1)  # a plain lit wall
+    wall += rng.normal(0, 0.01, (h, w, 3)).astype(np.float32)
+    noflash = (np.clip(wall, 0, 1) * 255 + 0.5).astype(np.uint8)
+    flash = noflash.copy()
+    y, x, ph, pw = int(0.2 * h), int(0.75 * w), h // 12, w // 16
+    flash[y:y + ph, x:x + pw] = np.clip(flash[y:y + ph, x:x + pw].astype(np.float32) * 1.6, 0, 255).astype(np.uint8)
+    return flash, noflash

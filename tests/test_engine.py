@@ -148,26 +148,21 @@ def test_serving_code_imports_without_torch() -> None:
 
 
 def test_a_flash_prior_model_caches_its_prior_and_mattes_when_no_subject_is_located(
-    lite_prior_model_dir: Path, lite_mask_model_dir: Path, tmp_path: Path
+    lite_prior_model_dir: Path, lite_mask_model_dir: Path
 ) -> None:
-    """Evaluation dynamic sample 33: MediaPipe sees no person in the flash frame and the flash-ratio map singles
-    out nothing. A model that reads the flash frame per frame still mattes, from an all-unknown trimap; the
-    cached flash prior is the flash graph's output and the cached path equals the uncached one."""
-    from dataclasses import replace
+    """A flash that lit only a glint in an empty room: neither the flash nor MediaPipe locates a subject. A model
+    that reads the flash frame per frame still mattes, from an all-unknown trimap; the cached flash prior is the
+    flash graph's output and the cached path equals the uncached one."""
+    from clients.scenes import make_glint_pair
 
-    from training.data.config import SynthConfig
-    from training.data.make_eval import make_eval
-    from training.evaluate import load_split
-
-    make_eval(tmp_path, 1, "dynamic", replace(SynthConfig(), size=(288, 512)), start=33)
-    (s,) = load_split(tmp_path)
+    flash, noflash = make_glint_pair(288, 512)
     session = MattingSession(lite_prior_model_dir, threads=2)
-    cue = session.set_flash(s.flash, s.noflash)
+    cue = session.set_flash(flash, noflash)
     assert cue.method == "unknown" and (cue.trimap == 128).all()
     cache = session._flash.cache if session._flash else {}
     assert sorted(cache) == ["flash_features", "flash_prior"] and cache["flash_prior"].shape == (1, 6, 144, 256)
-    cached, uncached = session.matte(s.noflash), session.matte(s.noflash, reuse_flash=False)
-    assert np.array_equal(cached.alpha, uncached.alpha) and cached.alpha.shape == s.alpha.shape
+    cached, uncached = session.matte(noflash), session.matte(noflash, reuse_flash=False)
+    assert np.array_equal(cached.alpha, uncached.alpha) and cached.alpha.shape == noflash.shape[:2]
     # An older model without the prior needs a located subject: the same flash is a named error there.
     with pytest.raises(FlashCueError, match="no foreground"):
-        MattingSession(lite_mask_model_dir).set_flash(s.flash, s.noflash)
+        MattingSession(lite_mask_model_dir).set_flash(flash, noflash)

@@ -77,6 +77,9 @@ def build_cache(path: Path, spec: CacheSpec, *, workers: int = 2) -> np.memmap:
 # only on imitations, teaches the network how the real segmenter fails on rendered people and when to overrule
 # it with the flash.
 CUE_FIELDS: dict[str, slice] = {"mp_mask": slice(0, 1), "engine_trimap": slice(1, 2)}
+# Bumped when the engine's flash trimap changes, so a cue cache of the old trimaps is rebuilt, not reused.
+# 2: component lighting judged relative to the background's gain; flash/segmenter disagreement is unknown.
+TRIMAP_VERSION = 2
 
 
 def _engine_cues(sample: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple[int, int]) -> np.ndarray:
@@ -102,7 +105,8 @@ def build_cue_cache(path: Path, samples: np.ndarray, cmn_size: tuple[int, int] =
     from engine.cues.segmenter import MediaPipeSegmenter
 
     meta_path = path.with_suffix(".json")
-    wanted = {"n": len(samples), "size": list(samples.shape[1:3]), "cmn_size": list(cmn_size), "done": True}
+    wanted = {"n": len(samples), "size": list(samples.shape[1:3]), "cmn_size": list(cmn_size),
+              "trimap": TRIMAP_VERSION, "done": True}
     if path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == wanted:
         return np.load(path, mmap_mode="r")
     arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(*samples.shape[:3], 2))
