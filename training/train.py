@@ -201,7 +201,8 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
         net = build_model(get_config(cfg.config, person_mask=cfg.person_mask, flash_prior=cfg.flash_prior))
         log_path.unlink(missing_ok=True)
     (out / "train.json").write_text(json.dumps(asdict(cfg), indent=2))
-    net.to(device).train()
+    # NHWC: the CPU's depthwise convolutions run ~20 % faster; batches come NHWC already (a permuted view).
+    net.to(device).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if start and optim_path.is_file():
         _load_optimizer(optim_path, opt)
