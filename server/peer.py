@@ -52,6 +52,8 @@ DETAIL = {
     "matting": "matting",
 }
 DRIFT_DETAIL = "scene changed: flash again"
+# Matting goes on from the person segmenter's mask, but a flash that lit the subject clearly gives sharper edges.
+WEAK_FLASH_HINT = "; the flash barely lit you: flash again closer to the screen or camera for a better cut-out"
 
 
 class _Closed(Exception):
@@ -320,7 +322,7 @@ class PeerSession:
                 raise ProtocolError("no camera frame arrived before the flash window; start the camera first")
             if cap.best is None:
                 raise ProtocolError("no camera frame arrived during the flash window; flash for longer")
-            ms = await self._in_worker(self._set_flash, cap.best, cap.noflash)
+            ms, method = await self._in_worker(self._set_flash, cap.best, cap.noflash)
         except CuematteError as exc:
             self.metrics.flashes.inc(result="error")
             self._fail(f"flash failed: {exc}", cap.previous)
@@ -335,11 +337,13 @@ class PeerSession:
         self.metrics.flashes.inc(result="ok")
         for stage in ("trimap", "flash"):
             self.metrics.stage.observe(ms[stage] / 1000.0, stage=stage)
-        self._set_state("matting", f"flash cached (trimap {ms['trimap']:.0f} ms, flash graph {ms['flash']:.0f} ms,"
-                                   f" {cap.frames} frames in the window)")
+        weak = WEAK_FLASH_HINT if method in ("segmenter-only", "unknown") else ""
+        self._set_state("matting", f"flash cached (trimap by {method} {ms['trimap']:.0f} ms, flash graph "
+                                   f"{ms['flash']:.0f} ms, {cap.frames} frames in the window){weak}")
 
-    def _set_flash(self, flash_frame: VideoFrame, noflash_frame: VideoFrame) -> dict[str, float]:
-        """Worker thread: trimap + flash graph once; the no-flash frame becomes the drift reference."""
+    def _set_flash(self, flash_frame: VideoFrame, noflash_frame: VideoFrame) -> tuple[dict[str, float], str]:
+        """Worker thread: trimap + flash graph once; the no-flash frame becomes the drift reference.
+        Returns the stage times (ms) and how the trimap was made."""
         flash = flash_frame.to_ndarray(format="rgb24")
         noflash = noflash_frame.to_ndarray(format="rgb24")
         if noflash.shape != flash.shape and _same_aspect(noflash.shape, flash.shape):
@@ -347,7 +351,7 @@ class PeerSession:
         cue = self.engine.set_flash(flash, noflash)
         background = resize((cue.trimap == 0).astype(np.uint8), noflash.shape[:2], nearest=True).astype(bool)
         self.drift.set_reference(noflash, background)
-        return dict(self.engine.times.ms)
+        return dict(self.engine.times.ms), cue.method
 
     async def _reset(self) -> None:
         cap, self._capture = self._capture, None
