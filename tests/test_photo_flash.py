@@ -32,3 +32,16 @@ def test_photo_sheet_runs_the_pipeline(lite_model_dir: Path, tmp_path: Path) -> 
     assert alpha is not None and alpha.shape == (512, 512)
     for tag in ("noflash", "flash", "green"):
         assert (tmp_path / f"astronaut_{tag}.png").is_file()
+
+
+def test_photo_sheet_compares_models_row_by_row(lite_model_dir: Path, tmp_path: Path) -> None:
+    """Two --model folders: one labelled row per model, and each model's alpha kept under its folder name."""
+    other = tmp_path / "other"
+    other.symlink_to(lite_model_dir, target_is_directory=True)
+    out = tmp_path / "out"
+    assert main(["--model", str(lite_model_dir), "--model", str(other), "--out", str(out)]) == 0
+    sheet = cv2.imread(str(out / "photos.png"))
+    assert sheet is not None and sheet.shape[:2] == (2 * 256, 5 * 256)
+    a = cv2.imread(str(out / f"astronaut_{lite_model_dir.name}_alpha.png"), cv2.IMREAD_UNCHANGED)
+    b = cv2.imread(str(out / "astronaut_other_alpha.png"), cv2.IMREAD_UNCHANGED)
+    assert a is not None and b is not None and np.array_equal(a, b)  # the same weights matte alike

@@ -11,6 +11,7 @@ noise and a small shift of the subject (she moved) follow, as in ``training.data
 No ground truth exists for these photos, so the output is a contact sheet for people to judge, not a metric:
 
     python -m training.photo_flash --model engine/models/flash-lite --out runs/photos
+    python -m training.photo_flash --model engine/models/flash-lite --model runs/models/new --out runs/photos
 """
 
 from __future__ import annotations
@@ -56,31 +57,40 @@ def main(argv: list[str] | None = None) -> int:
     from engine.session import MattingSession
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
+    p.add_argument("--model", type=Path, action="append", default=None,
+                   help="model folder (default: the shipped model); repeat it for one labelled row per model")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--bg-distance", type=float, default=2.5)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    models: list[Path | None] = list(args.model) if args.model else [None]
     seg = MediaPipeSegmenter()
     rows = []
     for name in PHOTOS:
         noflash = skimage_photo(name)
         flash = render_flash(noflash, seg.segment(noflash), bg_distance=args.bg_distance)
-        session = MattingSession(args.model, segmenter=seg)
-        cue = session.set_flash(flash, noflash)
-        m = session.matte(noflash)
-        trimap = cue.trimap  # 0 / 128 / 255
-        green = composite(noflash, m.alpha, m.foreground, Background(mode="green"))
-        alpha = (m.alpha * 255.0 + 0.5).astype(np.uint8)
-        tiles = [noflash, flash, np.repeat(cv2.resize(trimap, noflash.shape[1::-1],
-                                                      interpolation=cv2.INTER_NEAREST)[..., None], 3, 2),
-                 np.repeat(alpha[..., None], 3, 2), green]
-        h = 256
-        rows.append(np.concatenate([cv2.resize(t, (int(t.shape[1] * h / t.shape[0]), h)) for t in tiles], 1))
         stem = Path(name).stem
-        for tag, img in (("noflash", noflash), ("flash", flash), ("green", green)):  # inputs kept for `cuematte matte`
+        for tag, img in (("noflash", noflash), ("flash", flash)):  # inputs kept for `cuematte matte`
             cv2.imwrite(str(args.out / f"{stem}_{tag}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(args.out / f"{stem}_alpha.png"), alpha)
+        for model in models:
+            session = MattingSession(model, segmenter=seg)
+            cue = session.set_flash(flash, noflash)
+            m = session.matte(noflash)
+            trimap = cue.trimap  # 0 / 128 / 255
+            green = composite(noflash, m.alpha, m.foreground, Background(mode="green"))
+            alpha = (m.alpha * 255.0 + 0.5).astype(np.uint8)
+            tiles = [noflash, flash, np.repeat(cv2.resize(trimap, noflash.shape[1::-1],
+                                                          interpolation=cv2.INTER_NEAREST)[..., None], 3, 2),
+                     np.repeat(alpha[..., None], 3, 2), green]
+            h = 256
+            row = np.concatenate([cv2.resize(t, (int(t.shape[1] * h / t.shape[0]), h)) for t in tiles], 1)
+            suffix = "" if len(models) == 1 else f"_{model.name if model else 'shipped'}"
+            if len(models) > 1:  # say which model the row is
+                label = model.name if model else "shipped"
+                cv2.putText(row, label, (6, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 40, 40), 2, cv2.LINE_AA)
+            rows.append(row)
+            cv2.imwrite(str(args.out / f"{stem}{suffix}_green.png"), cv2.cvtColor(green, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(args.out / f"{stem}{suffix}_alpha.png"), alpha)
     sheet = np.concatenate(rows, 0)
     cv2.imwrite(str(args.out / "photos.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     print(f"wrote {args.out / 'photos.png'} (columns: no-flash, rendered flash, trimap, alpha, on green)")
