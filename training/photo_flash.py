@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                      np.repeat(alpha[..., None], 3, 2), green]
             h = 256
             row = np.concatenate([cv2.resize(t, (int(t.shape[1] * h / t.shape[0]), h)) for t in tiles], 1)
-            suffix = "" if len(models) == 1 else f"_{model.name if model else 'shipped'}"
+            label = model.name if model else "shipped"
+            suffix = "" if len(models) == 1 else f"_{label}"
             if len(models) > 1:  # say which model the row is
-                label = model.name if model else "shipped"
                 cv2.putText(row, label, (6, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 40, 40), 2, cv2.LINE_AA)
             rows.append(row)
             cv2.imwrite(str(args.out / f"{stem}{suffix}_green.png"), cv2.cvtColor(green, cv2.COLOR_RGB2BGR))

@@ -183,16 +183,22 @@ def _lit_components(person: np.ndarray, excess_full: np.ndarray, evidence: Flash
     return np.where(grown, person, 0.0).astype(np.float32), reference
 
 
-def _flash_grabcut(flash: np.ndarray, evidence: FlashEvidence, params: TrimapParams) -> np.ndarray | None:
-    """The subject from the flash evidence alone (no segmenter, or it sees no person) -> (H, W) {0, 1}, or None
-    when the flash singles out too little to seed GrabCut."""
-    strong = evidence.lit(params.strong_noise, params.strong_floor)
-    if strong.mean() < params.strong_min_share:
-        return None
+def _flash_seeds(evidence: FlashEvidence, params: TrimapParams,
+                 size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sure, probable) (h', w') bool cells relative to the most lit ones, and the q point seeds in the sure
+    cells ((k, 2) int32 full-resolution (x, y))."""
     top = float(np.percentile(evidence.excess, 98))
     sure = evidence.lit(params.strong_noise, max(params.strong_floor, 0.5 * top))
     probable = evidence.lit(params.lit_noise, max(params.lit_floor, 0.25 * top))
-    seeds = pick_seeds(sure, evidence.excess, params.seeds, flash.shape[:2])
+    return sure, probable, pick_seeds(sure, evidence.excess, params.seeds, size)
+
+
+def _flash_grabcut(flash: np.ndarray, evidence: FlashEvidence, sure: np.ndarray, probable: np.ndarray,
+                   seeds: np.ndarray, params: TrimapParams) -> np.ndarray | None:
+    """The subject from the flash evidence alone (no segmenter, or it sees no person) -> (H, W) {0, 1}, or None
+    when the flash singles out too little to seed GrabCut."""
+    if evidence.lit(params.strong_noise, params.strong_floor).mean() < params.strong_min_share:
+        return None
     return _grabcut(flash, probable, sure, seeds)
 
 
@@ -240,6 +246,7 @@ def build_flash_trimap(flash: np.ndarray, noflash: np.ndarray, segmenter: Person
             "take the flash frame with the torch or screen flash on, close to the subject"
         )
     excess_full = resize(evidence.excess, (h, w))
+    sure, probable, seeds = _flash_seeds(evidence, params, (h, w))
     person: np.ndarray | None = None
     gain: float | None = None
     method: Method = "grabcut"
@@ -253,8 +260,7 @@ def build_flash_trimap(flash: np.ndarray, noflash: np.ndarray, segmenter: Person
             log.info("flash too weak to confirm the segmenter's person; trimap from the segmenter alone")
             method = "segmenter-only"
     else:
-        person = _flash_grabcut(flash, evidence, params)
-    seeds = pick_seeds(evidence.lit(params.strong_noise, params.strong_floor), evidence.excess, params.seeds, (h, w))
+        person = _flash_grabcut(flash, evidence, sure, probable, seeds, params)
     if person is None or not (person > 0.5).any():
         if not allow_unknown:
             raise FlashCueError(
