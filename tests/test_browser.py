@@ -164,13 +164,15 @@ async def start_and_flash(page: Any, logs: list[str], url: str, background: str)
         await page.wait_for_selector('[data-testid="flash"]:not([disabled])', timeout=30_000)
         await page.get_by_test_id("flash").click()
         await page.wait_for_selector('[data-testid="state"][data-state="capturing"]', timeout=10_000)
-        await page.wait_for_selector('[data-testid="state"]:is([data-state="matting"], [data-state="error"])',
-                                     timeout=60_000)
+        # A failed flash is an ``error`` message at once followed by the state it returns to, so the error
+        # state can be gone before a poll sees it: wait for the window to close, then look where it went.
+        await page.wait_for_selector('[data-testid="state"]:not([data-state="capturing"])', timeout=60_000)
         if await state.get_attribute("data-state") == "matting":
             break
         await page.wait_for_selector('[data-testid="state"]:not([data-state="error"])', timeout=10_000)
     else:
-        raise AssertionError(f"never reached matting: {await state.inner_text()}\n" + "\n".join(logs))
+        message = await page.get_by_test_id("message").inner_text()
+        raise AssertionError(f"never reached matting: {await state.inner_text()} ({message})\n" + "\n".join(logs))
     await page.wait_for_function(
         "() => (document.querySelector('[data-testid=\"stats\"]').dataset.fps || 0) > 0", timeout=30_000)
 
