@@ -79,7 +79,9 @@ def build_cache(path: Path, spec: CacheSpec, *, workers: int = 2) -> np.memmap:
 CUE_FIELDS: dict[str, slice] = {"mp_mask": slice(0, 1), "engine_trimap": slice(1, 2)}
 # Bumped when the engine's flash trimap changes, so a cue cache of the old trimaps is rebuilt, not reused.
 # 2: component lighting judged relative to the background's gain; flash/segmenter disagreement is unknown.
-TRIMAP_VERSION = 2
+# 3: a flash too weak to confirm the segmenter's person gives an all-unknown trimap (as the engine does for
+#    flash-prior models, the ones that train on these trimaps).
+TRIMAP_VERSION = 3
 
 
 def _engine_cues(sample: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple[int, int]) -> np.ndarray:
@@ -94,8 +96,8 @@ def _engine_cues(sample: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple
     mask = segmenter.segment(resize(noflash, cmn_size))
     out[..., 0] = np.clip(resize(mask, (h, w)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     try:
-        out[..., 1] = build_flash_trimap(flash, noflash, segmenter).trimap
-    except FlashCueError:
+        out[..., 1] = build_flash_trimap(flash, noflash, segmenter, allow_unknown=True).trimap
+    except FlashCueError:  # no brighter at all: the session refuses such a flash; train on it as unknown
         out[..., 1] = UNKNOWN
     return out
 
