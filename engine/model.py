@@ -34,6 +34,11 @@ def cached_names(flash_prior: bool) -> tuple[str, ...]:
     return ("flash_features", "flash_prior") if flash_prior else ("flash_features",)
 
 
+def flash_input_names(flash_evidence: bool) -> tuple[str, ...]:
+    """Inputs of the flash graph, by name."""
+    return ("flash", "flash_trimap", "flash_evidence") if flash_evidence else ("flash", "flash_trimap")
+
+
 class Graph(Protocol):
     """A runnable graph with named inputs and outputs (ONNX Runtime or a native TensorRT engine)."""
 
@@ -57,6 +62,7 @@ class ModelInfo:
     cmn_size: tuple[int, int]  # (H, W) the flash graph works at
     person_mask: bool
     flash_prior: bool  # the flash graph also outputs ``flash_prior``, a per-frame graph input
+    flash_evidence: bool  # the flash graph also takes ``flash_evidence`` (FlashCue.evidence_map)
     flash_features_shape: tuple[int, int]  # (N, C')
     manifest: dict[str, Any]
 
@@ -98,6 +104,7 @@ def read_model_info(model_dir: Path) -> ModelInfo:
         cmn_size=(int(cfg["cmn_size"][0]), int(cfg["cmn_size"][1])),
         person_mask=bool(cfg.get("person_mask", False)),
         flash_prior=bool(cfg.get("flash_prior", False)),
+        flash_evidence=bool(cfg.get("flash_evidence", False)),
         flash_features_shape=(int(n), int(c)),
         manifest=manifest,
     )
@@ -133,6 +140,11 @@ class FlashModel:
         except Exception as exc:  # onnxruntime raises its own exception types for broken files
             raise ModelError(f"cannot load the graphs of {self.info.path}: {exc}") from exc
         cached = set(self.cached_names)
+        if set(self.flash.input_names) != set(flash_input_names(self.info.flash_evidence)):
+            raise ModelError(
+                f"flash graph inputs {self.flash.input_names} do not match model.json "
+                f"({sorted(flash_input_names(self.info.flash_evidence))})"
+            )
         if set(self.flash.output_names) != cached:
             raise ModelError(
                 f"flash graph outputs {self.flash.output_names} do not match model.json ({sorted(cached)})"

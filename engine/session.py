@@ -42,8 +42,9 @@ class Matte:
 class _FlashState:
     cache: dict[str, np.ndarray]  # the flash graph's outputs: flash_features (1, N, C') = T^f [, flash_prior]
     cue: FlashCue
-    flash_input: np.ndarray  # (1, 3, H, W) float32, kept so the uncached path can recompute T^f
-    trimap_input: np.ndarray  # (1, 3, H, W) float32 one-hot
+    # The flash graph's feeds, kept so the uncached path can recompute T^f: flash (1, 3, H, W) float32,
+    # flash_trimap (1, 3, H, W) one-hot[, flash_evidence (1, 1, H, W)].
+    inputs: dict[str, np.ndarray]
 
 
 def create_segmenter(kind: str | PersonSegmenter | None, threads: int | None = None) -> PersonSegmenter | None:
@@ -127,16 +128,17 @@ class MattingSession:
         cue = build_flash_trimap(flash_s, resize(noflash, size) if noflash.shape == flash.shape else noflash,
                                  self.segmenter, self.trimap_params, allow_unknown=self.model.info.flash_prior)
         t1 = self.times.record("trimap", t0)
-        flash_in = to_nchw(flash_s)
-        trimap_in = cue.one_hot()[None]
-        cache = self._run_flash(flash_in, trimap_in)
+        inputs = {"flash": to_nchw(flash_s), "flash_trimap": cue.one_hot()[None]}
+        if self.model.info.flash_evidence:
+            inputs["flash_evidence"] = cue.evidence_map()[None, None]
+        cache = self._run_flash(inputs)
         self.times.record("flash", t1)
-        self._flash = _FlashState(cache=cache, cue=cue, flash_input=flash_in, trimap_input=trimap_in)
+        self._flash = _FlashState(cache=cache, cue=cue, inputs=inputs)
         self.smoother.reset()
         return cue
 
-    def _run_flash(self, flash_in: np.ndarray, trimap_in: np.ndarray) -> dict[str, np.ndarray]:
-        out = self.model.flash.run({"flash": flash_in, "flash_trimap": trimap_in})
+    def _run_flash(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.model.flash.run(inputs)
         return {name: out[name] for name in self.model.cached_names}
 
     # -- the per-frame half -------------------------------------------------------------------------------------
@@ -153,7 +155,7 @@ class MattingSession:
         t0 = time.perf_counter()
         cache = state.cache
         if not reuse_flash:
-            cache = self._run_flash(state.flash_input, state.trimap_input)
+            cache = self._run_flash(state.inputs)
             t0 = self.times.record("flash", t0)
         h, w = frame.shape[:2]
         size = fit_within((h, w), self.max_side)

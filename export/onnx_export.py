@@ -1,9 +1,10 @@
 """PyTorch FNFNet -> two ONNX graphs split at the cache boundary, checked and compared to PyTorch.
 
-``flash.onnx``: ``flash`` (1,3,H,W) + ``flash_trimap`` (1,3,H,W) -> ``flash_features`` (1,N,C') = T^f.
+``flash.onnx``: ``flash`` (1,3,H,W) + ``flash_trimap`` (1,3,H,W) [+ ``flash_evidence`` (1,1,H,W)]
+-> ``flash_features`` (1,N,C') = T^f.
 ``frame.onnx``: ``frame`` (1,3,H,W) + ``flash_features`` (1,N,C') [+ ``person_mask`` (1,1,h,w)]
-[+ ``flash_prior`` (1,6,h,w)] -> ``alpha`` (1,1,H,W), ``foreground`` (1,3,H,W). H and W are dynamic in both
-graphs. Models with ``flash_prior`` get it as a second output of ``flash.onnx`` (cached beside T^f).
+[+ ``flash_prior`` (1,6 or 7,h,w)] -> ``alpha`` (1,1,H,W), ``foreground`` (1,3,H,W). H and W are dynamic in
+both graphs. Models with ``flash_prior`` get it as a second output of ``flash.onnx`` (cached beside T^f).
 
 The folder also gets ``model.json`` (the engine's manifest); every graph carries the config and
 normalisation in its ONNX metadata too, so a lone .onnx file still says what it is.
@@ -25,7 +26,7 @@ import onnxruntime as ort
 import torch
 
 from engine.errors import CuematteError
-from engine.model import cached_names
+from engine.model import cached_names, flash_input_names
 from training.models.fnfnet import FlashGraph, FNFNet, FrameGraph
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,12 @@ def _normalization(net: FNFNet) -> dict[str, Any]:
         "applied": "in-graph",
         "flash_trimap": "one-hot float32 channels [background, unknown, foreground]",
         "person_mask": "float32 person probability in [0, 1]" if net.cfg.person_mask else None,
-        "flash_prior": "float32 (1, 6, h, w) at the CMN grid: normalised flash RGB, then the trimap"
+        "flash_prior": f"float32 (1, {net.cfg.prior_channels}, h, w) at the CMN grid: normalised flash RGB, then "
+        f"the trimap{', then the flash evidence' if net.cfg.flash_evidence else ''}"
         if net.cfg.flash_prior else None,
+        "flash_evidence": "float32 (1, 1, H, W) in (-1, 1): the flash's brightening over the background's, in "
+        "background noise units, tanh-squashed (engine.cues.trimap.FlashCue.evidence_map)"
+        if net.cfg.flash_evidence else None,
     }
 
 
@@ -129,6 +134,8 @@ def example_inputs(net: FNFNet, size: tuple[int, int], seed: int = 0) -> dict[st
     r = (xx**2 + yy**2).sqrt()
     trimap = torch.stack([(r > 0.7), (r > 0.4) & (r <= 0.7), (r <= 0.4)]).float()[None]
     inputs = {"frame": frame, "flash": flash, "flash_trimap": trimap}
+    if net.cfg.flash_evidence:
+        inputs["flash_evidence"] = (1.0 - 2.0 * r).clamp(-1, 1)[None, None]
     if net.cfg.person_mask:
         inputs["person_mask"] = (r <= 0.6).float()[None, None]
     return inputs
@@ -145,15 +152,15 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
     ex = example_inputs(net, export_size)
     h_dim = torch.export.Dim("height", min=32, max=4096)
     w_dim = torch.export.Dim("width", min=32, max=4096)
+    flash_inputs = flash_input_names(net.cfg.flash_evidence)
     with torch.no_grad():
-        tokens = net.encode_flash(ex["flash"], ex["flash_trimap"])
-        prior = net.flash_prior(ex["flash"], ex["flash_trimap"])
+        tokens = net.encode_flash(*(ex[k] for k in flash_inputs))
+        prior = net.flash_prior(*(ex[k] for k in flash_inputs))
 
     flash_path, frame_path = out_dir / "flash.onnx", out_dir / "frame.onnx"
     t0 = time.perf_counter()
-    _export(FlashGraph(net), (ex["flash"], ex["flash_trimap"]), flash_path, ["flash", "flash_trimap"],
-            list(cached_names(net.cfg.flash_prior)),
-            {"flash": {2: h_dim, 3: w_dim}, "flash_trimap": {2: h_dim, 3: w_dim}})
+    _export(FlashGraph(net), tuple(ex[k] for k in flash_inputs), flash_path, list(flash_inputs),
+            list(cached_names(net.cfg.flash_prior)), {k: {2: h_dim, 3: w_dim} for k in flash_inputs})
     frame_inputs = ["frame", "flash_features"]
     frame_args: tuple[Any, ...] = (ex["frame"], tokens)
     frame_dyn: dict[str, Any] = {"frame": {2: h_dim, 3: w_dim}, "flash_features": None}
@@ -175,7 +182,7 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
 
     hw = {2: "height", 3: "width"}
     dims = {
-        "flash": {"flash": hw, "flash_trimap": hw},
+        "flash": {"flash": hw, "flash_trimap": hw, "flash_evidence": hw},
         "frame": {"frame": hw, "alpha": hw, "foreground": hw, "person_mask": {2: "mask_height", 3: "mask_width"}},
     }
     for graph, path in (("flash", flash_path), ("frame", frame_path)):
@@ -220,14 +227,14 @@ def check_parity(net: FNFNet, out_dir: Path, size: tuple[int, int], seed: int = 
     opts.log_severity_level = 3
     flash_sess = ort.InferenceSession(str(out_dir / "flash.onnx"), opts, providers=["CPUExecutionProvider"])
     frame_sess = ort.InferenceSession(str(out_dir / "frame.onnx"), opts, providers=["CPUExecutionProvider"])
+    flash_inputs = flash_input_names(net.cfg.flash_evidence)
     with torch.no_grad():
-        cached = {"flash_features": net.encode_flash(ex["flash"], ex["flash_trimap"]),
-                  "flash_prior": net.flash_prior(ex["flash"], ex["flash_trimap"])}
+        cached = {"flash_features": net.encode_flash(*(ex[k] for k in flash_inputs)),
+                  "flash_prior": net.flash_prior(*(ex[k] for k in flash_inputs))}
         out = net.forward_frame(ex["frame"], cached["flash_features"], ex.get("person_mask"),
                                 cached["flash_prior"] if net.cfg.flash_prior else None)
     names = list(cached_names(net.cfg.flash_prior))
-    ort_cached = dict(zip(names, flash_sess.run(names, {"flash": ex["flash"].numpy(),
-                                                       "flash_trimap": ex["flash_trimap"].numpy()}), strict=True))
+    ort_cached = dict(zip(names, flash_sess.run(names, {k: ex[k].numpy() for k in flash_inputs}), strict=True))
     feeds = {"frame": ex["frame"].numpy(), **ort_cached}
     if net.cfg.person_mask:
         feeds["person_mask"] = ex["person_mask"].numpy()

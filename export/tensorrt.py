@@ -52,10 +52,10 @@ def build_model_engines(model_dir: Path, *, max_size: tuple[int, int] = (1080, 1
     n, c = manifest["flash_features_shape"]
     lo, opt, hi = (1, 3, 64, 64), (1, 3, *opt_size), (1, 3, *max_size)
     feats = (1, n, c)
-    plans = [
-        build_engine(model_dir / "flash.onnx", model_dir / "flash.plan", fp16=fp16,
-                     profiles={"flash": (lo, opt, hi), "flash_trimap": (lo, opt, hi)}),
-    ]
+    flash_profiles: dict[str, tuple[tuple[int, ...], ...]] = {"flash": (lo, opt, hi), "flash_trimap": (lo, opt, hi)}
+    if manifest["config"].get("flash_evidence"):
+        flash_profiles["flash_evidence"] = ((1, 1, *lo[2:]), (1, 1, *opt[2:]), (1, 1, *hi[2:]))
+    plans = [build_engine(model_dir / "flash.onnx", model_dir / "flash.plan", fp16=fp16, profiles=flash_profiles)]
     frame_profiles: dict[str, tuple[tuple[int, ...], ...]] = {
         "frame": (lo, opt, hi),
         "flash_features": (feats, feats, feats),
@@ -64,6 +64,7 @@ def build_model_engines(model_dir: Path, *, max_size: tuple[int, int] = (1080, 1
     if manifest["config"].get("person_mask"):
         frame_profiles["person_mask"] = ((1, 1, 16, 16), (1, 1, h, w), (1, 1, *max_size))
     if manifest["config"].get("flash_prior"):
-        frame_profiles["flash_prior"] = ((1, 6, h, w),) * 3
+        channels = 6 + bool(manifest["config"].get("flash_evidence"))
+        frame_profiles["flash_prior"] = ((1, channels, h, w),) * 3
     plans.append(build_engine(model_dir / "frame.onnx", model_dir / "frame.plan", fp16=fp16, profiles=frame_profiles))
     return plans

@@ -11,14 +11,16 @@ import pytest
 from clients.scenes import make_pair
 
 
-def _export(tmp: Path, config: str, person_mask: bool = False, flash_prior: bool = False) -> Path:
+def _export(tmp: Path, config: str, person_mask: bool = False, flash_prior: bool = False,
+            flash_evidence: bool = False) -> Path:
     torch = pytest.importorskip("torch")
     from export.onnx_export import export_onnx
     from training.models.config import get_config
     from training.models.fnfnet import build_model
 
     torch.manual_seed(0)
-    net = build_model(get_config(config, person_mask=person_mask, flash_prior=flash_prior))
+    net = build_model(get_config(config, person_mask=person_mask, flash_prior=flash_prior,
+                                 flash_evidence=flash_evidence))
     export_onnx(net, tmp, trained=False, source="random-init seed 0 (tests)")
     return tmp
 

@@ -76,6 +76,8 @@ def test_curves_plot_one_run_and_compare_several(tmp_path: Path) -> None:
 def test_engine_cues_feed_the_batches(tmp_path: Path) -> None:
     """The engine-cue cache holds MediaPipe's mask and the engine's flash trimap per sample; with
     ``engine_cue_p = 1`` every person mask and flash trimap of a batch is the engine's own."""
+    from dataclasses import replace
+
     import numpy as np
 
     from training.cache import CUE_FIELDS, FIELDS, CacheSpec, build_cache, build_cue_cache
@@ -83,7 +85,7 @@ def test_engine_cues_feed_the_batches(tmp_path: Path) -> None:
 
     cache = build_cache(tmp_path / "c.npy", CacheSpec(n=4, size=(144, 256), split="train"), workers=1)
     cues = build_cue_cache(tmp_path / "c-cues.npy", cache)
-    assert cues.shape == (4, 144, 256, 2) and cues.dtype == np.uint8
+    assert cues.shape == (4, 144, 256, 3) and cues.dtype == np.uint8
     trimaps = cues[..., CUE_FIELDS["engine_trimap"].start]
     assert set(np.unique(trimaps)) <= {0, 128, 255} and (trimaps == 255).any()
     assert build_cue_cache(tmp_path / "c-cues.npy", cache) is not None  # found again, not recomputed
@@ -105,3 +107,23 @@ def test_engine_cues_feed_the_batches(tmp_path: Path) -> None:
     imitation = torch.from_numpy(np.array(cache[..., FIELDS["prior"]])).permute(0, 3, 1, 2).float() / 255
     assert torch.equal(batch["prior"], imitation.flip(-1) if flipped else imitation)
     assert torch.equal(batch["flash_trimap"].argmax(1), (tri // 127).long())
+    # The flash evidence map: higher on the rendered subject than on its background, (-1, 1) in the batches,
+    # zeros for the no-flash ablation; a flash-evidence model trains on it.
+    evidence = cues[..., CUE_FIELDS["engine_evidence"].start].astype(np.float64)
+    alpha = np.asarray(cache[..., FIELDS["flash_alpha"]])[..., 0]
+    assert evidence[alpha > 230].mean() > evidence[alpha < 25].mean() + 40
+    cfg = TrainConfig(batch_size=4, flash_prior=True, flash_evidence=True, person_mask=True)
+    batch = Batches(cache, cfg, cues).get(0, torch.device("cpu"))
+    ev = torch.from_numpy(evidence.astype(np.float32) / 255.0 * 2.0 - 1.0)[:, None]
+    assert torch.allclose(batch["flash_evidence"], ev.flip(-1) if flipped else ev, atol=1e-6)
+    ablation = Batches(cache, replace(cfg, flash_cue=False), cues).get(0, torch.device("cpu"))
+    assert not ablation["flash_evidence"].any()
+    from training.losses import fnf_loss
+    from training.models.config import get_config
+    from training.models.fnfnet import build_model
+    from training.train import forward
+
+    net = build_model(get_config("lite", person_mask=True, flash_prior=True, flash_evidence=True))
+    assert torch.isfinite(fnf_loss(forward(net, batch), batch, "full")["total"])
+    with pytest.raises(ValueError, match="evidence"):
+        net(batch["noflash"], batch["flash"], batch["flash_trimap"], batch["prior"])

@@ -146,7 +146,10 @@ def noflash_method(model_dir: Path) -> Method:
         x = to_nchw(s.noflash)
         unknown = np.zeros_like(x)
         unknown[:, 1] = 1.0
-        cached = model.flash.run({"flash": x, "flash_trimap": unknown})
+        flash_feeds = {"flash": x, "flash_trimap": unknown}
+        if model.info.flash_evidence:  # as in its training: no flash, no evidence
+            flash_feeds["flash_evidence"] = np.zeros_like(x[:, :1])
+        cached = model.flash.run(flash_feeds)
         feeds = {"frame": x, **{k: cached[k] for k in model.cached_names}}
         if segmenter is not None:
             small = resize(s.noflash, model.info.cmn_size)

@@ -54,6 +54,7 @@ class TrainConfig:
     prior_trimap_p: float = 0.5  # share of flash trimaps built from the imitation-segmenter prior, as at inference
     flash_cue: bool = True  # False: the paper's ablation, the flash branch sees the no-flash frame, trimap unknown
     flash_prior: bool = False  # the per-frame encoder also takes the cached flash input (FNFConfig.flash_prior)
+    flash_evidence: bool = False  # the flash half also takes the engine's evidence map (needs the cue cache)
     # Share of person masks, and independently of flash trimaps, that are the engine's own (MediaPipe on the
     # rendered frame, the engine's flash trimap) instead of imitations; the rest are built as before.
     engine_cue_p: float = 0.0
@@ -62,7 +63,7 @@ class TrainConfig:
 
     @property
     def uses_engine_cues(self) -> bool:
-        return self.engine_cue_p > 0 or bool(self.engine_trimap_p)
+        return self.engine_cue_p > 0 or bool(self.engine_trimap_p) or self.flash_evidence
 
 
 def _to_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -88,7 +89,8 @@ class Batches:
 
     def __init__(self, cache: np.ndarray, cfg: TrainConfig, cues: np.ndarray | None = None) -> None:
         if cfg.uses_engine_cues and cues is None:
-            raise ValueError("engine cues (engine_cue_p or engine_trimap_p > 0) need the engine-cue cache")
+            raise ValueError("engine cues (engine_cue_p or engine_trimap_p > 0, flash_evidence) need the "
+                             "engine-cue cache")
         self.cache, self.cfg, self.cues = cache, cfg, cues
         self._trimap_p = cfg.engine_cue_p if cfg.engine_trimap_p is None else cfg.engine_trimap_p
 
@@ -96,7 +98,7 @@ class Batches:
         rng = np.random.default_rng([self.cfg.seed, step])
         idx = np.sort(rng.choice(len(self.cache), self.cfg.batch_size, replace=False))
         raw = np.asarray(self.cache[idx])  # (B, H, W, 16)
-        cues = np.asarray(self.cues[idx]) if self.cues is not None else None  # (B, H, W, 2)
+        cues = np.asarray(self.cues[idx]) if self.cues is not None else None  # (B, H, W, 3)
         if rng.random() < 0.5:
             raw = raw[:, :, ::-1]
             cues = cues[:, :, ::-1] if cues is not None else None
@@ -115,16 +117,22 @@ class Batches:
             use_mp = torch.from_numpy(rng.random(len(raw)) < self.cfg.engine_cue_p).to(device).view(-1, 1, 1, 1)
             batch["prior"] = torch.where(use_mp, _to_tensor(cues[..., CUE_FIELDS["mp_mask"]], device), batch["prior"])
         batch["flash_trimap"] = torch.from_numpy(np.stack(tri)).to(device)
+        if self.cfg.flash_evidence:
+            assert cues is not None
+            ev = _to_tensor(cues[..., CUE_FIELDS["engine_evidence"]], device)
+            batch["flash_evidence"] = ev * 2.0 - 1.0
         if not self.cfg.flash_cue:
             batch["flash"] = batch["noflash"]
             batch["flash_trimap"] = torch.zeros_like(batch["flash_trimap"])
             batch["flash_trimap"][:, 1] = 1.0
+            if "flash_evidence" in batch:
+                batch["flash_evidence"] = torch.zeros_like(batch["flash_evidence"])
         return batch
 
 
 def forward(net: FNFNet, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     prior = batch["prior"] if net.cfg.person_mask else None
-    return net(batch["noflash"], batch["flash"], batch["flash_trimap"], prior)
+    return net(batch["noflash"], batch["flash"], batch["flash_trimap"], prior, batch.get("flash_evidence"))
 
 
 def _save_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
@@ -198,7 +206,8 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
             kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start]
             log_path.write_text("".join(line + "\n" for line in kept))
     else:
-        net = build_model(get_config(cfg.config, person_mask=cfg.person_mask, flash_prior=cfg.flash_prior))
+        net = build_model(get_config(cfg.config, person_mask=cfg.person_mask, flash_prior=cfg.flash_prior,
+                                     flash_evidence=cfg.flash_evidence))
         log_path.unlink(missing_ok=True)
     (out / "train.json").write_text(json.dumps(asdict(cfg), indent=2))
     # NHWC: the CPU's depthwise convolutions run ~20 % faster; batches come NHWC already (a permuted view).

@@ -101,7 +101,7 @@ def bench_stages(session: MattingSession, flash: np.ndarray, noflash: np.ndarray
     session.set_flash(f, n)
     state_flash = session._flash
     assert state_flash is not None
-    feeds = {"flash": state_flash.flash_input, "flash_trimap": state_flash.trimap_input}
+    feeds = state_flash.inputs
     records.append(_rec("flash", size, _time(lambda: session.model.flash.run(feeds), warmup, repeat)))
 
     parts: dict[str, list[float]] = {"frame_pre": [], "frame_graph": [], "frame_post": []}

@@ -13,6 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--person-mask", action="store_true", help="lite: segmenter person mask as an extra input")
     p.add_argument("--flash-prior", action="store_true",
                    help="the per-frame encoder also takes the cached flash frame and trimap (early fusion)")
+    p.add_argument("--flash-evidence", action="store_true",
+                   help="with --flash-prior: the flash half also takes the engine's flash evidence map "
+                        "(computed once beside the sample cache)")
     p.add_argument("--engine-cues", type=float, default=0.0, metavar="P",
                    help="share of person masks and flash trimaps taken from the engine itself (MediaPipe, the "
                         "flash trimap) rather than imitations; computed once beside the sample cache")
@@ -48,8 +51,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(config=args.config, person_mask=args.person_mask, steps=args.steps, batch_size=args.batch_size,
                       lr=args.lr, size=(h, w), cache_samples=args.cache_samples, eval_every=args.eval_every,
                       seed=args.seed, threads=args.threads, device=args.device, flash_cue=not args.no_flash_cue,
-                      flash_prior=args.flash_prior, engine_cue_p=args.engine_cues,
+                      flash_prior=args.flash_prior, flash_evidence=args.flash_evidence,
+                      engine_cue_p=args.engine_cues,
                       engine_trimap_p=args.engine_trimaps)
+    if cfg.flash_evidence and not cfg.flash_prior:
+        raise CuematteError("--flash-evidence reaches the per-frame graph through the flash prior: add --flash-prior")
     for flag, share in (("--engine-cues", cfg.engine_cue_p), ("--engine-trimaps", cfg.engine_trimap_p)):
         if share is not None and not 0.0 <= share <= 1.0:
             raise CuematteError(f"{flag} {share} is not a share in [0, 1]")

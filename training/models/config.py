@@ -37,6 +37,11 @@ class FNFConfig:
     # the per-frame encoder takes it as extra input channels: the flash cue reaches every pixel from the first
     # conv on, not only through the 1/16-resolution cross-attention (which lite, trained from scratch, barely uses).
     flash_prior: bool = False
+    # The flash half also takes the engine's flash evidence (B, 1, H, W): how much more than the background
+    # each pixel brightened, in the background's noise units, squashed to (-1, 1) (engine/cues/trimap.py). It
+    # joins the flash encoder's input and the cached prior, so the per-frame encoder sees where the flash
+    # reached instead of having to infer it from the flash and no-flash colours.
+    flash_evidence: bool = False
     norm_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     norm_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     stride: int = field(default=16, init=False)  # encoder output stride (timm output_stride)
@@ -65,6 +70,13 @@ class FNFConfig:
             raise ValueError(f"cmn_size {self.cmn_size} must be a multiple of {self.stride}")
         if self.embed_dim % self.heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by heads {self.heads}")
+        if self.flash_evidence and not self.flash_prior:
+            raise ValueError("flash_evidence reaches the per-frame graph through the flash prior: set flash_prior")
+
+    @property
+    def prior_channels(self) -> int:
+        """Channels of the flash half's input and cached prior: flash RGB, trimap one-hot[, evidence]."""
+        return 6 + self.flash_evidence
 
 
 # The paper: two non-shared ResNet-50 encoders, ASPP 3/6/9, L_f = L_nf = 2, BMN to full resolution.
@@ -97,8 +109,10 @@ LITE = FNFConfig(
 CONFIGS: dict[str, FNFConfig] = {"paper": PAPER, "lite": LITE}
 
 
-def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool | None = None) -> FNFConfig:
-    """Look a named config up; ``person_mask`` / ``flash_prior`` override those input switches."""
+def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool | None = None,
+               flash_evidence: bool | None = None) -> FNFConfig:
+    """Look a named config up; ``person_mask`` / ``flash_prior`` / ``flash_evidence`` override those input
+    switches."""
     try:
         cfg = CONFIGS[name]
     except KeyError:
@@ -107,4 +121,6 @@ def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool 
         cfg = replace(cfg, person_mask=person_mask)
     if flash_prior is not None:
         cfg = replace(cfg, flash_prior=flash_prior)
+    if flash_evidence is not None:
+        cfg = replace(cfg, flash_evidence=flash_evidence)
     return cfg

@@ -9,7 +9,8 @@ The network splits in two halves, exactly where the product caches:
   (paper BMN, or a guided-filter upsampler in ``lite``). Runs on every frame.
 
 With ``flash_prior`` the cache also holds the flash half's own input at the CMN grid (normalised flash RGB +
-trimap, :meth:`FNFNet.flash_prior`), which the per-frame encoder takes as extra input channels.
+trimap, :meth:`FNFNet.flash_prior`), which the per-frame encoder takes as extra input channels; with
+``flash_evidence`` the flash half takes the engine's flash evidence map as a third input and the prior holds it.
 
 All images are RGB float in [0, 1]; normalisation happens inside the network so exported graphs take raw
 [0, 1] pixels.
@@ -95,8 +96,9 @@ class FNFNet(nn.Module):
         cfg.validate()
         self.cfg = cfg
         a, e = cfg.aspp_channels, cfg.embed_dim
-        self.flash_encoder = Encoder(cfg.backbone, 6, cfg.stride)
-        self.noflash_encoder = Encoder(cfg.backbone, 3 + cfg.person_mask + 6 * cfg.flash_prior, cfg.stride)
+        self.flash_encoder = Encoder(cfg.backbone, cfg.prior_channels, cfg.stride)
+        self.noflash_encoder = Encoder(cfg.backbone, 3 + cfg.person_mask + cfg.prior_channels * cfg.flash_prior,
+                                       cfg.stride)
         c = self.noflash_encoder.channels
         s2, s4, s8 = c[0], c[1], c[2]
         n_tokens = cfg.token_grid[0] * cfg.token_grid[1]
@@ -159,18 +161,24 @@ class FNFNet(nn.Module):
         return embed(x).flatten(2).transpose(1, 2) + pos
 
     # -- the flash half (cached) -----------------------------------------------------------------------------
-    def flash_prior(self, flash: Tensor, flash_trimap: Tensor) -> Tensor:
-        """Flash frame (B, 3, H, W) in [0,1] and one-hot flash trimap (B, 3, H, W) [bg, unknown, fg]
-        -> the flash encoder's input (B, 6, h, w) at the CMN resolution: normalised RGB, then the trimap."""
-        return torch.cat([self._normalize(self._to_cmn(flash)), self._to_cmn(flash_trimap)], dim=1)
+    def flash_prior(self, flash: Tensor, flash_trimap: Tensor, flash_evidence: Tensor | None = None) -> Tensor:
+        """Flash frame (B, 3, H, W) in [0,1], one-hot flash trimap (B, 3, H, W) [bg, unknown, fg] and, for
+        models with ``flash_evidence``, the evidence map (B, 1, H, W) in (-1, 1) -> the flash encoder's input
+        (B, 6 or 7, h, w) at the CMN resolution: normalised RGB, the trimap, the evidence."""
+        parts = [self._normalize(self._to_cmn(flash)), self._to_cmn(flash_trimap)]
+        if self.cfg.flash_evidence:
+            if flash_evidence is None:
+                raise ValueError("this model was configured with flash_evidence=True and needs the evidence map")
+            parts.append(self._to_cmn(flash_evidence))
+        return torch.cat(parts, dim=1)
 
-    def encode_flash(self, flash: Tensor, flash_trimap: Tensor) -> Tensor:
-        """Flash frame (B, 3, H, W) in [0,1] and one-hot flash trimap (B, 3, H, W) [bg, unknown, fg]
-        -> flash tokens T^f (B, N, C') with N = (h/16)(w/16) at the CMN resolution."""
-        return self.encode_prior(self.flash_prior(flash, flash_trimap))
+    def encode_flash(self, flash: Tensor, flash_trimap: Tensor, flash_evidence: Tensor | None = None) -> Tensor:
+        """Inputs as :meth:`flash_prior` -> flash tokens T^f (B, N, C') with N = (h/16)(w/16) at the CMN
+        resolution."""
+        return self.encode_prior(self.flash_prior(flash, flash_trimap, flash_evidence))
 
     def encode_prior(self, x: Tensor) -> Tensor:
-        """(B, 6, h, w) from :meth:`flash_prior` -> T^f (B, N, C')."""
+        """(B, 6 or 7, h, w) from :meth:`flash_prior` -> T^f (B, N, C')."""
         feats = self.flash_encoder(x)
         z = self._tokens(self.flash_aspp(feats[-1]), self.flash_embed, self.flash_pos)
         for layer in self.flash_layers:
@@ -183,7 +191,7 @@ class FNFNet(nn.Module):
         flash_prior: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """No-flash frame (B, 3, H, W) in [0,1], cached T^f (B, N, C'), optional person mask (B, 1, h', w'),
-        cached flash prior (B, 6, h, w) (models with ``flash_prior``) -> dict with CMN-resolution outputs
+        cached flash prior (B, 6 or 7, h, w) (models with ``flash_prior``) -> dict with CMN-resolution outputs
         ``trimap_logits`` (B,3,h,w), ``detail_c`` (B,1,h,w), ``alpha_c`` (B,1,h,w), ``fg_c`` (B,3,h,w) and
         full-resolution ``trimap_up`` (B,3,H,W), ``detail`` (B,1,H,W), ``alpha`` (B,1,H,W), ``fg`` (B,3,H,W)."""
         cfg = self.cfg
@@ -255,23 +263,26 @@ class FNFNet(nn.Module):
         }
 
     def forward(
-        self, noflash: Tensor, flash: Tensor, flash_trimap: Tensor, person_mask: Tensor | None = None
+        self, noflash: Tensor, flash: Tensor, flash_trimap: Tensor, person_mask: Tensor | None = None,
+        flash_evidence: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """End to end (training, first frame): both halves; shapes as in the two methods."""
-        prior = self.flash_prior(flash, flash_trimap)
+        prior = self.flash_prior(flash, flash_trimap, flash_evidence)
         return self.forward_frame(noflash, self.encode_prior(prior), person_mask,
                                   prior if self.cfg.flash_prior else None)
 
 
 class FlashGraph(nn.Module):
-    """Export wrapper of the cached half: (flash, flash_trimap) -> flash_features[, flash_prior]."""
+    """Export wrapper of the cached half: (flash, flash_trimap[, flash_evidence]) -> flash_features[,
+    flash_prior]."""
 
     def __init__(self, net: FNFNet) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, flash: Tensor, flash_trimap: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        prior = self.net.flash_prior(flash, flash_trimap)
+    def forward(self, flash: Tensor, flash_trimap: Tensor,
+                flash_evidence: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        prior = self.net.flash_prior(flash, flash_trimap, flash_evidence)
         tokens = self.net.encode_prior(prior)
         return (tokens, prior) if self.net.cfg.flash_prior else tokens
 
