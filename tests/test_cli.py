@@ -126,6 +126,7 @@ def _bad_inputs(tmp: Path, files: dict[str, Path], model: Path) -> list[tuple[li
         ([*base, "--flash", files["flash"], "--input", files["noflash"], "--background", "#12"], "#RRGGBB"),
         (["bench", "--model", model, "--sizes", "big"], "WIDTHxHEIGHT"),
         (["export", "--config", "lite", "--out-dir", tmp / "x"], "--random-init"),
+        (["train", "--flash-evidence", "--out", tmp / "run"], "add --flash-prior"),
     ]
 
 
