@@ -154,8 +154,8 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
     w_dim = torch.export.Dim("width", min=32, max=4096)
     flash_inputs = flash_input_names(net.cfg.flash_evidence)
     with torch.no_grad():
-        tokens = net.encode_flash(*(ex[k] for k in flash_inputs))
         prior = net.flash_prior(*(ex[k] for k in flash_inputs))
+        tokens = net.encode_prior(prior)
 
     flash_path, frame_path = out_dir / "flash.onnx", out_dir / "frame.onnx"
     t0 = time.perf_counter()
@@ -229,8 +229,8 @@ def check_parity(net: FNFNet, out_dir: Path, size: tuple[int, int], seed: int = 
     frame_sess = ort.InferenceSession(str(out_dir / "frame.onnx"), opts, providers=["CPUExecutionProvider"])
     flash_inputs = flash_input_names(net.cfg.flash_evidence)
     with torch.no_grad():
-        cached = {"flash_features": net.encode_flash(*(ex[k] for k in flash_inputs)),
-                  "flash_prior": net.flash_prior(*(ex[k] for k in flash_inputs))}
+        prior = net.flash_prior(*(ex[k] for k in flash_inputs))
+        cached = {"flash_features": net.encode_prior(prior), "flash_prior": prior}
         out = net.forward_frame(ex["frame"], cached["flash_features"], ex.get("person_mask"),
                                 cached["flash_prior"] if net.cfg.flash_prior else None)
     names = list(cached_names(net.cfg.flash_prior))

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from engine.errors import BackendError
+from training.models.config import FNFConfig
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def build_model_engines(model_dir: Path, *, max_size: tuple[int, int] = (1080, 1
     if manifest["config"].get("person_mask"):
         frame_profiles["person_mask"] = ((1, 1, 16, 16), (1, 1, h, w), (1, 1, *max_size))
     if manifest["config"].get("flash_prior"):
-        channels = 6 + bool(manifest["config"].get("flash_evidence"))
+        channels = FNFConfig.from_dict(manifest["config"]).prior_channels
         frame_profiles["flash_prior"] = ((1, channels, h, w),) * 3
     plans.append(build_engine(model_dir / "frame.onnx", model_dir / "frame.plan", fp16=fp16, profiles=frame_profiles))
     return plans
