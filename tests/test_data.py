@@ -177,6 +177,33 @@ def test_parallax_pair_moves_layers_independently() -> None:
     assert np.abs(p.background0 - p.background1).mean() > 0.001
 
 
+def test_segmenter_failures_are_gross_and_stay_masks() -> None:
+    """Each failure kind changes a large share of the mask the way a segmenter gets a frame wrong: the subject
+    (mostly) gone, a part of it cut away, or a large region outside it called a person; values stay in [0, 1]
+    and a seed gives the same failure."""
+    from training.data.prior import segmenter_failure
+
+    mask = np.zeros((144, 256), np.float32)
+    mask[50:, 80:180] = 1.0
+    mask[20:50, 110:150] = 1.0  # a head
+    seen = set()
+    for seed in range(40):
+        out = segmenter_failure(np.random.default_rng(seed), mask)
+        assert out.shape == mask.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+        assert np.array_equal(out, segmenter_failure(np.random.default_rng(seed), mask))
+        inside, outside = out[mask > 0.5], out[mask < 0.5]
+        if inside.mean() < 0.31:
+            seen.add("missed")  # scaled down everywhere: the subject is all but gone
+            assert outside.max() == 0
+        elif (inside < 0.5).mean() > 0.03:
+            seen.add("part")  # a part of the subject cut away, nothing added
+            assert outside.max() == 0 and (inside < 0.5).mean() < 0.9
+        else:
+            seen.add("false")  # a blob outside the subject, the subject kept
+            assert (outside > 0.5).sum() > 0.005 * mask.size and inside.min() >= 1.0 - 1e-6
+    assert seen == {"missed", "part", "false"}
+
+
 def test_contact_sheet_png(tmp_path: Path) -> None:
     out = tmp_path / "sheet.png"
     contact_sheet_main(["--out", str(out), "--n", "2", "--seed", "0", "--scale", "0.25", "--size", "144x256"])

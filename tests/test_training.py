@@ -116,6 +116,13 @@ def test_engine_cues_feed_the_batches(tmp_path: Path) -> None:
     batch = Batches(cache, cfg, cues).get(0, torch.device("cpu"))
     ev = torch.from_numpy(evidence.astype(np.float32) / 255.0 * 2.0 - 1.0)[:, None]
     assert torch.allclose(batch["flash_evidence"], ev.flip(-1) if flipped else ev, atol=1e-6)
+    # Segmenter failures: only the imitation masks change, the rest of the batch is the same as without them.
+    plain_cfg = TrainConfig(batch_size=4, engine_cue_p=0.0, engine_trimap_p=1.0)
+    plain = Batches(cache, plain_cfg, cues).get(3, torch.device("cpu"))
+    failed = Batches(cache, replace(plain_cfg, mask_failure_p=1.0), cues).get(3, torch.device("cpu"))
+    assert all(torch.equal(plain[k], failed[k]) for k in plain if k != "prior")
+    changed = (plain["prior"] - failed["prior"]).abs().flatten(1).gt(0.5).float().mean(1)
+    assert bool((changed > 0.005).all()) and failed["prior"].min() >= 0 and failed["prior"].max() <= 1
     ablation = Batches(cache, replace(cfg, flash_cue=False), cues).get(0, torch.device("cpu"))
     assert not ablation["flash_evidence"].any()
     from training.losses import fnf_loss

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from engine.cues.trimap import trimap_one_hot
 from training.cache import CUE_FIELDS, FIELDS, CacheSpec, build_cache, build_cue_cache
 from training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from training.data.prior import segmenter_failure
 from training.losses import fnf_loss
 from training.models.config import get_config
 from training.models.fnfnet import FNFNet, build_model
@@ -59,6 +60,9 @@ class TrainConfig:
     # rendered frame, the engine's flash trimap) instead of imitations; the rest are built as before.
     engine_cue_p: float = 0.0
     engine_trimap_p: float | None = None  # the flash-trimap share on its own (None: engine_cue_p)
+    # Share of imitation person masks given one gross segmenter failure (training/data/prior.py), drawn from
+    # its own generator so the rest of a batch is the same as without it.
+    mask_failure_p: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -112,6 +116,8 @@ class Batches:
                 tri.append(trimap_one_hot(cues[b, ..., CUE_FIELDS["engine_trimap"].start]))
             else:
                 tri.append(_trimap_onehot(src[..., 0] > 127, kernel))
+        if self.cfg.mask_failure_p > 0:
+            raw = self._fail_masks(raw, step)
         batch = {name: _to_tensor(raw[..., sl], device) for name, sl in FIELDS.items() if name != "dynamic"}
         if cues is not None:
             use_mp = torch.from_numpy(rng.random(len(raw)) < self.cfg.engine_cue_p).to(device).view(-1, 1, 1, 1)
@@ -128,6 +134,17 @@ class Batches:
             if "flash_evidence" in batch:
                 batch["flash_evidence"] = torch.zeros_like(batch["flash_evidence"])
         return batch
+
+    def _fail_masks(self, raw: np.ndarray, step: int) -> np.ndarray:
+        """(B, H, W, C) uint8 -> a copy with a share ``mask_failure_p`` of imitation person masks grossly wrong."""
+        rng = np.random.default_rng([self.cfg.seed, step, 1])
+        raw = raw.copy()
+        ch = FIELDS["prior"].start
+        for b in range(len(raw)):
+            if rng.random() < self.cfg.mask_failure_p:
+                mask = (raw[b, ..., ch] / 255.0).astype(np.float32)
+                raw[b, ..., ch] = np.round(segmenter_failure(rng, mask) * 255).astype(np.uint8)
+        return raw
 
 
 def forward(net: FNFNet, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -228,7 +245,8 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
     batches = Batches(cache, cfg, cues)
     # Evaluated as at inference: the engine's own cues when the run trains on them, else the imitations.
     eval_cfg = TrainConfig(**{**asdict(cfg), "batch_size": 8, "prior_trimap_p": 1.0, "seed": 12345,
-                              "engine_cue_p": 1.0 if cues is not None else 0.0, "engine_trimap_p": None})
+                              "engine_cue_p": 1.0 if cues is not None else 0.0, "engine_trimap_p": None,
+                              "mask_failure_p": 0.0})
     eval_src = Batches(eval_cache, eval_cfg, eval_cues)
     eval_batches = [eval_src.get(i, device) for i in range(max(1, cfg.eval_samples // 8))]
 

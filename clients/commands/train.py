@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "flash trimap) rather than imitations; computed once beside the sample cache")
     p.add_argument("--engine-trimaps", type=float, default=None, metavar="P",
                    help="the share of flash trimaps from the engine on its own (default: --engine-cues)")
+    p.add_argument("--mask-failures", type=float, default=0.0, metavar="P",
+                   help="share of imitation person masks given a gross segmenter failure (subject missed, a wall "
+                        "or a person behind called the subject), so the network learns to check the mask")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl, train.json)")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=8)
@@ -53,10 +56,11 @@ def run(args: argparse.Namespace) -> int:
                       seed=args.seed, threads=args.threads, device=args.device, flash_cue=not args.no_flash_cue,
                       flash_prior=args.flash_prior, flash_evidence=args.flash_evidence,
                       engine_cue_p=args.engine_cues,
-                      engine_trimap_p=args.engine_trimaps)
+                      engine_trimap_p=args.engine_trimaps, mask_failure_p=args.mask_failures)
     if cfg.flash_evidence and not cfg.flash_prior:
         raise CuematteError("--flash-evidence reaches the per-frame graph through the flash prior: add --flash-prior")
-    for flag, share in (("--engine-cues", cfg.engine_cue_p), ("--engine-trimaps", cfg.engine_trimap_p)):
+    for flag, share in (("--engine-cues", cfg.engine_cue_p), ("--engine-trimaps", cfg.engine_trimap_p),
+                        ("--mask-failures", cfg.mask_failure_p)):
         if share is not None and not 0.0 <= share <= 1.0:
             raise CuematteError(f"{flag} {share} is not a share in [0, 1]")
     last = train(cfg, args.out, resume=args.resume)

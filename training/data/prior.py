@@ -47,3 +47,34 @@ def person_prior(
         cv2.circle(soft, c, int(rng.integers(2, max(3, sh // 6))), float(rng.uniform(0.4, 1.0)), -1)
     out = cv2.resize(soft.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return np.clip(np.asarray(out, np.float32), 0, 1)
+
+
+def segmenter_failure(rng: np.random.Generator, mask: F32) -> F32:
+    """(H, W) person mask in [0, 1] -> the same mask with one gross segmenter failure.
+
+    MediaPipe sometimes misses the subject (all of it, or a shoulder, the torso), or calls a wall, a monitor or
+    a person behind the subject a person. :func:`person_prior`'s mild errors never teach a network that the mask
+    can be that wrong, so it follows the mask wherever the mask is confident. These failures are drawn without
+    looking at the image, so what can overrule them is another cue (the flash), not how a rendered person looks.
+    """
+    h, w = mask.shape
+    kind = rng.choice(3, p=[0.15, 0.45, 0.40])  # miss all, miss a part, a false region
+    if kind == 0:
+        return (mask * rng.uniform(0.0, 0.3)).astype(np.float32)
+    canvas = np.zeros((h, w), np.uint8)
+    # A part is cut around a point of the subject; a false region grows from a point outside it.
+    ys, xs = np.nonzero(mask > 0.5) if kind == 1 else np.nonzero(mask < 0.5)
+    if not len(ys):
+        return mask
+    i = int(rng.integers(len(ys)))
+    centre = (int(xs[i]), int(ys[i]))
+    axes = (int(rng.uniform(0.08, 0.3) * w), int(rng.uniform(0.12, 0.45) * h))
+    if kind == 2 and rng.random() < 0.5:  # a monitor, a door, a picture frame
+        x0, y0 = centre[0] - axes[0], centre[1] - axes[1]
+        cv2.rectangle(canvas, (x0, y0), (centre[0] + axes[0], centre[1] + axes[1]), 255, -1)
+    else:
+        cv2.ellipse(canvas, centre, axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
+    blob = cv2.GaussianBlur(canvas.astype(np.float32) / 255, (0, 0), max(1.0, 0.015 * h))
+    if kind == 1:
+        return (mask * (1 - blob * rng.uniform(0.7, 1.0))).astype(np.float32)
+    return np.maximum(mask, blob * rng.uniform(0.6, 1.0)).astype(np.float32)
