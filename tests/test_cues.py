@@ -157,6 +157,22 @@ def test_a_weak_flash_still_confirms_the_segmenters_person(tmp_path: Path, media
     assert cue.method == "grabcut" and iou(cue.person > 0.5, alpha > 0.5) > 0.6
 
 
+def test_grabcut_trimap_does_not_depend_on_what_ran_before(tmp_path: Path, mediapipe: PersonSegmenter) -> None:
+    """GrabCut starts its colour models from OpenCV's global RNG. On evaluation sample dynamic/36 (a GrabCut
+    trimap) the matte flipped between right and empty with the RNG's state, i.e. with whatever ran earlier in
+    the process; the engine seeds it, so a flash pair always gives the same trimap."""
+    import cv2
+
+    flash, noflash, _ = _eval_pair(tmp_path, "dynamic", 36)
+    trimaps = []
+    for seed in (1, 2, 3, 4):
+        cv2.setRNGSeed(seed)
+        cue = build_flash_trimap(flash, noflash, mediapipe)
+        assert cue.method == "grabcut"
+        trimaps.append(cue.trimap)
+    assert all(np.array_equal(t, trimaps[0]) for t in trimaps[1:])
+
+
 def test_a_flash_that_lit_no_subject_is_unknown_or_an_error(mediapipe: PersonSegmenter) -> None:
     """An empty room whose flash lit one small glint: brighter, but no subject for the flash or MediaPipe."""
     flash, noflash = make_glint_pair()

@@ -159,6 +159,9 @@ def _grabcut(flash: np.ndarray, probable: np.ndarray, sure: np.ndarray, seeds: n
     if not (mask == cv2.GC_FGD).any():
         return np.zeros((h, w), np.float32)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    # GrabCut starts its colour models with k-means on OpenCV's global RNG: without a fixed seed the same flash
+    # pair gives a different trimap depending on what ran before in the process (seen flipping a whole matte).
+    cv2.setRNGSeed(0)
     try:
         cv2.grabCut(img, mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
     except cv2.error as exc:  # degenerate colour models (a flat frame): keep the flash evidence alone
