@@ -202,6 +202,10 @@ def test_segmenter_failures_are_gross_and_stay_masks() -> None:
             seen.add("false")  # a blob outside the subject, the subject kept
             assert (outside > 0.5).sum() > 0.005 * mask.size and inside.min() >= 1.0 - 1e-6
     assert seen == {"missed", "part", "false"}
+    # Restricted kinds: only parts cut away and false regions, the subject never all but gone.
+    for seed in range(20):
+        out = segmenter_failure(np.random.default_rng(seed), mask, ("part", "false"))
+        assert out[mask > 0.5].mean() > 0.31
 
 
 def test_contact_sheet_png(tmp_path: Path) -> None:

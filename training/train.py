@@ -63,6 +63,7 @@ class TrainConfig:
     # Share of imitation person masks given one gross segmenter failure (training/data/prior.py), drawn from
     # its own generator so the rest of a batch is the same as without it.
     mask_failure_p: float = 0.0
+    mask_failure_kinds: tuple[str, ...] = ("missed", "part", "false")  # keys of prior.FAILURE_WEIGHTS
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -143,7 +144,8 @@ class Batches:
         for b in range(len(raw)):
             if rng.random() < self.cfg.mask_failure_p:
                 mask = (raw[b, ..., ch] / 255.0).astype(np.float32)
-                raw[b, ..., ch] = np.round(segmenter_failure(rng, mask) * 255).astype(np.uint8)
+                failed = segmenter_failure(rng, mask, self.cfg.mask_failure_kinds)
+                raw[b, ..., ch] = np.round(failed * 255).astype(np.uint8)
         return raw
 
 
@@ -215,6 +217,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
     if resume and last.is_file():
         saved = json.loads((out / "train.json").read_text())
         saved["size"] = tuple(saved["size"])
+        saved["mask_failure_kinds"] = tuple(saved.get("mask_failure_kinds", TrainConfig.mask_failure_kinds))
         cfg = TrainConfig(**{**saved, "steps": max(cfg.steps, saved["steps"])})
         net, meta = load_checkpoint(last)
         start = int(meta["step"])

@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-failures", type=float, default=0.0, metavar="P",
                    help="share of imitation person masks given a gross segmenter failure (subject missed, a wall "
                         "or a person behind called the subject), so the network learns to check the mask")
+    p.add_argument("--mask-failure-kinds", default="missed,part,false",
+                   help="comma-separated kinds of --mask-failures: missed (the subject all but gone), part (a "
+                        "part cut away), false (a region outside the subject called a person)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl, train.json)")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=8)
@@ -45,6 +48,13 @@ def run(args: argparse.Namespace) -> int:
         w, h = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise CuematteError(f"--size {args.size!r} is not WIDTHxHEIGHT") from None
+    from training.data.prior import FAILURE_WEIGHTS
+
+    kinds = tuple(k.strip() for k in args.mask_failure_kinds.split(",") if k.strip())
+    unknown = sorted(set(kinds) - set(FAILURE_WEIGHTS))
+    if not kinds or unknown:
+        raise CuematteError(f"--mask-failure-kinds {args.mask_failure_kinds!r}: choose from "
+                            f"{', '.join(FAILURE_WEIGHTS)}")
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -56,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
                       seed=args.seed, threads=args.threads, device=args.device, flash_cue=not args.no_flash_cue,
                       flash_prior=args.flash_prior, flash_evidence=args.flash_evidence,
                       engine_cue_p=args.engine_cues,
-                      engine_trimap_p=args.engine_trimaps, mask_failure_p=args.mask_failures)
+                      engine_trimap_p=args.engine_trimaps, mask_failure_p=args.mask_failures,
+                      mask_failure_kinds=kinds)
     if cfg.flash_evidence and not cfg.flash_prior:
         raise CuematteError("--flash-evidence reaches the per-frame graph through the flash prior: add --flash-prior")
     for flag, share in (("--engine-cues", cfg.engine_cue_p), ("--engine-trimaps", cfg.engine_trimap_p),

@@ -49,8 +49,13 @@ def person_prior(
     return np.clip(np.asarray(out, np.float32), 0, 1)
 
 
-def segmenter_failure(rng: np.random.Generator, mask: F32) -> F32:
-    """(H, W) person mask in [0, 1] -> the same mask with one gross segmenter failure.
+# Kinds of gross failure and their relative weights.
+FAILURE_WEIGHTS = {"missed": 0.15, "part": 0.45, "false": 0.40}
+
+
+def segmenter_failure(rng: np.random.Generator, mask: F32, kinds: tuple[str, ...] = tuple(FAILURE_WEIGHTS)) -> F32:
+    """(H, W) person mask in [0, 1] -> the same mask with one gross segmenter failure of one of ``kinds``
+    (keys of :data:`FAILURE_WEIGHTS`).
 
     MediaPipe sometimes misses the subject (all of it, or a shoulder, the torso), or calls a wall, a monitor or
     a person behind the subject a person. :func:`person_prior`'s mild errors never teach a network that the mask
@@ -58,7 +63,8 @@ def segmenter_failure(rng: np.random.Generator, mask: F32) -> F32:
     looking at the image, so what can overrule them is another cue (the flash), not how a rendered person looks.
     """
     h, w = mask.shape
-    kind = rng.choice(3, p=[0.15, 0.45, 0.40])  # miss all, miss a part, a false region
+    weights = np.array([FAILURE_WEIGHTS[k] if k in kinds else 0.0 for k in FAILURE_WEIGHTS])
+    kind = int(rng.choice(3, p=weights / weights.sum()))  # miss all, miss a part, a false region
     if kind == 0:
         return (mask * rng.uniform(0.0, 0.3)).astype(np.float32)
     canvas = np.zeros((h, w), np.uint8)
