@@ -25,7 +25,7 @@ from tqdm import tqdm
 from engine.cues.trimap import trimap_one_hot
 from training.cache import CUE_FIELDS, FIELDS, CacheSpec, build_cache, build_cue_cache
 from training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from training.data.prior import segmenter_failure
+from training.data.prior import FAILURE_WEIGHTS, segmenter_failure
 from training.losses import fnf_loss
 from training.models.config import get_config
 from training.models.fnfnet import FNFNet, build_model
@@ -63,7 +63,7 @@ class TrainConfig:
     # Share of imitation person masks given one gross segmenter failure (training/data/prior.py), drawn from
     # its own generator so the rest of a batch is the same as without it.
     mask_failure_p: float = 0.0
-    mask_failure_kinds: tuple[str, ...] = ("missed", "part", "false")  # keys of prior.FAILURE_WEIGHTS
+    mask_failure_kinds: tuple[str, ...] = tuple(FAILURE_WEIGHTS)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -24,9 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-failures", type=float, default=0.0, metavar="P",
                    help="share of imitation person masks given a gross segmenter failure (subject missed, a wall "
                         "or a person behind called the subject), so the network learns to check the mask")
-    p.add_argument("--mask-failure-kinds", default="missed,part,false",
+    p.add_argument("--mask-failure-kinds", default=None,
                    help="comma-separated kinds of --mask-failures: missed (the subject all but gone), part (a "
-                        "part cut away), false (a region outside the subject called a person)")
+                        "part cut away), false (a region outside the subject called a person); default: all")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl, train.json)")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=8)
@@ -50,11 +50,12 @@ def run(args: argparse.Namespace) -> int:
         raise CuematteError(f"--size {args.size!r} is not WIDTHxHEIGHT") from None
     from training.data.prior import FAILURE_WEIGHTS
 
-    kinds = tuple(k.strip() for k in args.mask_failure_kinds.split(",") if k.strip())
-    unknown = sorted(set(kinds) - set(FAILURE_WEIGHTS))
-    if not kinds or unknown:
-        raise CuematteError(f"--mask-failure-kinds {args.mask_failure_kinds!r}: choose from "
-                            f"{', '.join(FAILURE_WEIGHTS)}")
+    kinds = tuple(FAILURE_WEIGHTS)
+    if args.mask_failure_kinds is not None:
+        kinds = tuple(k.strip() for k in args.mask_failure_kinds.split(",") if k.strip())
+        if not kinds or not set(kinds) <= set(FAILURE_WEIGHTS):
+            raise CuematteError(f"--mask-failure-kinds {args.mask_failure_kinds!r}: choose from "
+                                f"{', '.join(FAILURE_WEIGHTS)}")
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -64,23 +64,22 @@ def segmenter_failure(rng: np.random.Generator, mask: F32, kinds: tuple[str, ...
     """
     h, w = mask.shape
     weights = np.array([FAILURE_WEIGHTS[k] if k in kinds else 0.0 for k in FAILURE_WEIGHTS])
-    kind = int(rng.choice(3, p=weights / weights.sum()))  # miss all, miss a part, a false region
-    if kind == 0:
+    kind = list(FAILURE_WEIGHTS)[int(rng.choice(len(weights), p=weights / weights.sum()))]
+    if kind == "missed":
         return (mask * rng.uniform(0.0, 0.3)).astype(np.float32)
-    canvas = np.zeros((h, w), np.uint8)
     # A part is cut around a point of the subject; a false region grows from a point outside it.
-    ys, xs = np.nonzero(mask > 0.5) if kind == 1 else np.nonzero(mask < 0.5)
+    ys, xs = np.nonzero(mask > 0.5) if kind == "part" else np.nonzero(mask < 0.5)
     if not len(ys):
         return mask
     i = int(rng.integers(len(ys)))
-    centre = (int(xs[i]), int(ys[i]))
-    axes = (int(rng.uniform(0.08, 0.3) * w), int(rng.uniform(0.12, 0.45) * h))
-    if kind == 2 and rng.random() < 0.5:  # a monitor, a door, a picture frame
-        x0, y0 = centre[0] - axes[0], centre[1] - axes[1]
-        cv2.rectangle(canvas, (x0, y0), (centre[0] + axes[0], centre[1] + axes[1]), 255, -1)
+    cx, cy = int(xs[i]), int(ys[i])
+    ax, ay = int(rng.uniform(0.08, 0.3) * w), int(rng.uniform(0.12, 0.45) * h)
+    canvas = np.zeros((h, w), np.uint8)
+    if kind == "false" and rng.random() < 0.5:  # a monitor, a door, a picture frame
+        cv2.rectangle(canvas, (cx - ax, cy - ay), (cx + ax, cy + ay), 255, -1)
     else:
-        cv2.ellipse(canvas, centre, axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
+        cv2.ellipse(canvas, (cx, cy), (ax, ay), float(rng.uniform(0, 180)), 0, 360, 255, -1)
     blob = cv2.GaussianBlur(canvas.astype(np.float32) / 255, (0, 0), max(1.0, 0.015 * h))
-    if kind == 1:
+    if kind == "part":
         return (mask * (1 - blob * rng.uniform(0.7, 1.0))).astype(np.float32)
     return np.maximum(mask, blob * rng.uniform(0.6, 1.0)).astype(np.float32)
