@@ -19,6 +19,7 @@ from training.data import (
     render_sequence,
     train_seed,
 )
+from training.data.camouflage import CAMOUFLAGE_KINDS
 from training.data.contact_sheet import main as contact_sheet_main
 from training.data.contact_sheet import sheet_size
 from training.data.io import read_matte, read_rgb
@@ -206,6 +207,35 @@ def test_segmenter_failures_are_gross_and_stay_masks() -> None:
     for seed in range(20):
         out = segmenter_failure(np.random.default_rng(seed), mask, ("part", "false"))
         assert out[mask > 0.5].mean() > 0.31
+
+
+def test_camouflage_dresses_the_subject_like_the_room_and_changes_nothing_else() -> None:
+    plain_cfg = replace(CLEAN, p_dynamic=0.0, p_pseudo_flash=0.0)
+    camo_cfg = replace(plain_cfg, p_camouflage=1.0)
+    closer = 0
+    for seed in range(6):
+        plain, camo = render_sample(seed, plain_cfg), render_sample(seed, camo_cfg)
+        assert camo.meta["person"]["camouflage"] in CAMOUFLAGE_KINDS
+        assert "camouflage" not in plain.meta["person"]
+        # Its own random stream: the scene, the silhouette and the light are the same sample; only the
+        # camera's auto exposure (it meters the subject too) scales the room.
+        for name in ("alpha", "flash_alpha"):
+            assert np.array_equal(getattr(plain, name), getattr(camo, name)), name
+        same = ("seed", "background", "wall_depth_m", "person_depth_m", "flash", "flash_ratio", "events")
+        assert {k: plain.meta[k] for k in same} == {k: camo.meta[k] for k in same}
+        lit = (plain.background > 0.05) & (plain.background < 0.9) & (camo.background < 0.9)
+        scale = camo.background[lit] / plain.background[lit]
+        assert scale.std() < 0.01 * scale.mean()
+        core = plain.alpha > 0.99
+        assert not np.allclose(plain.foreground[core], camo.foreground[core], atol=0.02)
+        # Colour distance between the subject and the room (means over the subject and the background).
+        room = plain.background[plain.alpha < 0.01].mean(0)
+        closer += int(np.abs(camo.foreground[core].mean(0) - room).sum()
+                      < np.abs(plain.foreground[core].mean(0) - room).sum())
+        # The flash still tells them apart: the nearer subject gains more than the room.
+        gain = (camo.flash.mean(-1) + 0.02) / (camo.noflash.mean(-1) + 0.02)
+        assert np.median(gain[core & (camo.flash_alpha > 0.99)]) > np.median(gain[camo.alpha < 0.01])
+    assert closer >= 5
 
 
 def test_contact_sheet_png(tmp_path: Path) -> None:

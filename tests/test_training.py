@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -38,6 +40,20 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tmp_path: Path) -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_camouflaged_cache_is_its_own_and_keeps_the_mattes(tmp_path: Path) -> None:
+    from training.cache import FIELDS, CacheSpec, build_cache
+
+    spec = CacheSpec(n=2, size=(144, 256), split="train")
+    plain = build_cache(tmp_path / "p.npy", spec, workers=1)
+    camo = build_cache(tmp_path / "c.npy", replace(spec, camouflage=1.0), workers=1)
+    assert json.loads((tmp_path / "c.json").read_text())["camouflage"] == 1.0
+    assert np.array_equal(plain[..., FIELDS["alpha"]], camo[..., FIELDS["alpha"]])
+    assert not np.array_equal(plain[..., FIELDS["fg"]], camo[..., FIELDS["fg"]])
+    # A cache of the other kind at the same path is rendered again, not reused.
+    again = build_cache(tmp_path / "p.npy", replace(spec, camouflage=1.0), workers=1)
+    assert np.array_equal(np.asarray(again), np.asarray(camo))
 
 
 def test_train_then_resume_continues_the_run(tmp_path: Path) -> None:

@@ -34,6 +34,11 @@ class CacheSpec:
     size: tuple[int, int]
     split: str  # "train" (training seeds) or "eval" (the fixed evaluation namespace, never trained on)
     generator: str = "training.data"
+    camouflage: float = 0.0  # SynthConfig.p_camouflage of the rendered samples
+
+    @property
+    def synth(self) -> SynthConfig:
+        return SynthConfig(size=self.size, p_camouflage=self.camouflage)
 
     def seed(self, i: int) -> int:
         return train_seed(i) if self.split == "train" else eval_seed(i)
@@ -61,7 +66,7 @@ def build_cache(path: Path, spec: CacheSpec, *, workers: int = 2) -> np.memmap:
         return np.load(path, mmap_mode="r")
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(spec.n, h, w, CHANNELS))
-    cfg = SynthConfig(size=spec.size)
+    cfg = spec.synth
     jobs = [(spec.seed(i), cfg) for i in range(spec.n)]
     with mp.get_context("fork").Pool(workers) as pool:
         for i, sample in enumerate(tqdm(pool.imap(_render, jobs, chunksize=8), total=spec.n, desc="render cache")):

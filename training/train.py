@@ -64,6 +64,9 @@ class TrainConfig:
     # its own generator so the rest of a batch is the same as without it.
     mask_failure_p: float = 0.0
     mask_failure_kinds: tuple[str, ...] = tuple(FAILURE_WEIGHTS)
+    # Share of training subjects rendered camouflaged (SynthConfig.p_camouflage); its own cache, never the
+    # evaluation samples.
+    camouflage_p: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -237,13 +240,14 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
         _load_optimizer(optim_path, opt)
 
     tag = f"{cfg.size[0]}x{cfg.size[1]}"
-    cache = build_cache(out.parent / f"train-{tag}-{cfg.cache_samples}.npy",
-                        CacheSpec(n=cfg.cache_samples, size=cfg.size, split="train"))
+    camo = f"-camo{cfg.camouflage_p:g}" if cfg.camouflage_p > 0 else ""
+    cache = build_cache(out.parent / f"train-{tag}-{cfg.cache_samples}{camo}.npy",
+                        CacheSpec(n=cfg.cache_samples, size=cfg.size, split="train", camouflage=cfg.camouflage_p))
     eval_cache = build_cache(out.parent / f"eval-{tag}-{cfg.eval_samples}.npy",
                              CacheSpec(n=cfg.eval_samples, size=cfg.size, split="eval"))
     cues = eval_cues = None
     if cfg.uses_engine_cues:
-        cues = build_cue_cache(out.parent / f"train-{tag}-{cfg.cache_samples}-cues.npy", cache)
+        cues = build_cue_cache(out.parent / f"train-{tag}-{cfg.cache_samples}{camo}-cues.npy", cache)
         eval_cues = build_cue_cache(out.parent / f"eval-{tag}-{cfg.eval_samples}-cues.npy", eval_cache)
     batches = Batches(cache, cfg, cues)
     # Evaluated as at inference: the engine's own cues when the run trains on them, else the imitations.

@@ -55,6 +55,9 @@ class SynthConfig:
     # Person prior (imitation of an off-the-shelf segmenter).
     p_prior_miss_hand: float = 0.3
     p_prior_second_person: float = 0.5  # given a second person is present
+    # Subjects dressed in the background's colours/textures (training/data/camouflage.py), drawn from their own
+    # stream, so every other draw of a sample is the same at any value; 0 keeps the evaluation splits as they are.
+    p_camouflage: float = 0.0
 
 
 @dataclass(frozen=True)

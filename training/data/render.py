@@ -20,6 +20,7 @@ import numpy as np
 
 from training.data import camera as camlib
 from training.data.background import BgMaps, build_background
+from training.data.camouflage import camouflage_albedo
 from training.data.color import F32
 from training.data.config import (
     DEFAULT_CONFIG,
@@ -60,7 +61,11 @@ from training.data.samples import FlashSample, FlashSequence, ParallaxSample
 from training.data.seeds import streams
 
 FOCAL = 0.7  # focal length / frame width: a ~70 degree horizontal field of view, typical of webcams
-_STREAMS = ("person", "background", "dynamics", "light", "motion", "camera", "noise", "prior", "extra")
+# Append new streams at the end: SeedSequence.spawn(n) gives the same first children for any n, so a new stream
+# leaves every existing sample as it was.
+_STREAMS = (
+    "person", "background", "dynamics", "light", "motion", "camera", "noise", "prior", "extra", "camouflage",
+)
 
 
 @dataclass
@@ -119,6 +124,10 @@ def _setup(seed: int, cfg: SynthConfig, margin: int, dynamic: bool | None) -> _S
     if info.wall_depth <= person_depth + 0.3:  # the wall stays behind the subject
         info.wall_depth = person_depth + 0.3
         maps.depth = np.maximum(maps.depth, np.float32(person_depth + 0.3))
+    camo = rng["camouflage"]
+    if camo.random() < cfg.p_camouflage:
+        person.albedo, kind = camouflage_albedo(camo, person.albedo, person.alpha, maps.albedo)
+        person.meta["camouflage"] = kind
     is_dynamic = bool(rng["dynamics"].random() < cfg.p_dynamic) if dynamic is None else dynamic
     scene = BgScene(base=maps, info=info, margin=margin)
     names: list[str] = []
