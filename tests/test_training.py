@@ -49,6 +49,7 @@ def test_camouflaged_cache_is_its_own_and_keeps_the_mattes(tmp_path: Path) -> No
     plain = build_cache(tmp_path / "p.npy", spec, workers=1)
     camo = build_cache(tmp_path / "c.npy", replace(spec, camouflage=1.0), workers=1)
     assert json.loads((tmp_path / "c.json").read_text())["camouflage"] == 1.0
+    assert (spec.stem, replace(spec, camouflage=1.0).stem) == ("train-144x256-2", "train-144x256-2-camo1")
     assert np.array_equal(plain[..., FIELDS["alpha"]], camo[..., FIELDS["alpha"]])
     assert not np.array_equal(plain[..., FIELDS["fg"]], camo[..., FIELDS["fg"]])
     # A cache of the other kind at the same path is rendered again, not reused.

@@ -40,6 +40,12 @@ class CacheSpec:
     def synth(self) -> SynthConfig:
         return SynthConfig(size=self.size, p_camouflage=self.camouflage)
 
+    @property
+    def stem(self) -> str:
+        """File stem of this cache (and of its cue cache, ``<stem>-cues``): what was rendered, by name."""
+        camo = f"-camo{self.camouflage:g}" if self.camouflage > 0 else ""
+        return f"{self.split}-{self.size[0]}x{self.size[1]}-{self.n}{camo}"
+
     def seed(self, i: int) -> int:
         return train_seed(i) if self.split == "train" else eval_seed(i)
 

@@ -239,16 +239,14 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
     if start and optim_path.is_file():
         _load_optimizer(optim_path, opt)
 
-    tag = f"{cfg.size[0]}x{cfg.size[1]}"
-    camo = f"-camo{cfg.camouflage_p:g}" if cfg.camouflage_p > 0 else ""
-    cache = build_cache(out.parent / f"train-{tag}-{cfg.cache_samples}{camo}.npy",
-                        CacheSpec(n=cfg.cache_samples, size=cfg.size, split="train", camouflage=cfg.camouflage_p))
-    eval_cache = build_cache(out.parent / f"eval-{tag}-{cfg.eval_samples}.npy",
-                             CacheSpec(n=cfg.eval_samples, size=cfg.size, split="eval"))
+    spec = CacheSpec(n=cfg.cache_samples, size=cfg.size, split="train", camouflage=cfg.camouflage_p)
+    eval_spec = CacheSpec(n=cfg.eval_samples, size=cfg.size, split="eval")
+    cache = build_cache(out.parent / f"{spec.stem}.npy", spec)
+    eval_cache = build_cache(out.parent / f"{eval_spec.stem}.npy", eval_spec)
     cues = eval_cues = None
     if cfg.uses_engine_cues:
-        cues = build_cue_cache(out.parent / f"train-{tag}-{cfg.cache_samples}{camo}-cues.npy", cache)
-        eval_cues = build_cue_cache(out.parent / f"eval-{tag}-{cfg.eval_samples}-cues.npy", eval_cache)
+        cues = build_cue_cache(out.parent / f"{spec.stem}-cues.npy", cache)
+        eval_cues = build_cue_cache(out.parent / f"{eval_spec.stem}-cues.npy", eval_cache)
     batches = Batches(cache, cfg, cues)
     # Evaluated as at inference: the engine's own cues when the run trains on them, else the imitations.
     eval_cfg = TrainConfig(**{**asdict(cfg), "batch_size": 8, "prior_trimap_p": 1.0, "seed": 12345,
