@@ -57,6 +57,29 @@ def test_camouflaged_cache_is_its_own_and_keeps_the_mattes(tmp_path: Path) -> No
     assert np.array_equal(np.asarray(again), np.asarray(camo))
 
 
+def test_drifted_cache_keeps_the_frame_to_matte_and_builds_the_trimap_from_the_reference(tmp_path: Path) -> None:
+    from training.cache import CHANNELS, CUE_FIELDS, FIELDS, REFERENCE, CacheSpec, build_cache, build_cue_cache
+
+    spec = CacheSpec(n=3, size=(144, 256), split="train")
+    drift_spec = replace(spec, drift=1.0)
+    assert drift_spec.stem == "train-144x256-3-drift1" and "drift" not in spec.meta()
+    plain = build_cache(tmp_path / "p.npy", spec, workers=1)
+    drifted = build_cache(tmp_path / "d.npy", drift_spec, workers=1)
+    assert plain.shape[-1] == CHANNELS and drifted.shape[-1] == REFERENCE.stop
+    for name in ("noflash", "alpha", "fg", "bg", "prior"):  # the no-flash ablation sees the same samples
+        assert np.array_equal(plain[..., FIELDS[name]], drifted[..., FIELDS[name]]), name
+    assert not np.array_equal(drifted[..., REFERENCE], drifted[..., FIELDS["noflash"]])
+    # The engine's trimap comes from the flash and its reference, as set_flash builds it: where it calls
+    # foreground, the subject stood at the flash, not (only) where it stands now.
+    cues = build_cue_cache(tmp_path / "d-cues.npy", drifted)
+    tri = np.asarray(cues[..., CUE_FIELDS["engine_trimap"].start])
+    flash_alpha = np.asarray(drifted[..., FIELDS["flash_alpha"].start]) / 255.0
+    alpha = np.asarray(drifted[..., FIELDS["alpha"].start]) / 255.0
+    fg = tri == 255
+    assert fg.any()
+    assert flash_alpha[fg].mean() > 0.9 and flash_alpha[fg].mean() > alpha[fg].mean()
+
+
 def test_train_then_resume_continues_the_run(tmp_path: Path) -> None:
     from training.checkpoint import read_metadata
     from training.train import train

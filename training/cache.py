@@ -26,6 +26,9 @@ FIELDS: dict[str, slice] = {
     "dynamic": slice(15, 16),
 }
 CHANNELS = 16
+# Drifted caches (CacheSpec.drift > 0) carry three more: the no-flash reference taken with the flash (the
+# no-flash frame itself where the sample did not drift), from which the engine builds its flash trimap.
+REFERENCE = slice(16, 19)
 
 
 @dataclass(frozen=True)
@@ -35,16 +38,29 @@ class CacheSpec:
     split: str  # "train" (training seeds) or "eval" (the fixed evaluation namespace, never trained on)
     generator: str = "training.data"
     camouflage: float = 0.0  # SynthConfig.p_camouflage of the rendered samples
+    drift: float = 0.0  # SynthConfig.p_drift of the rendered samples
 
     @property
     def synth(self) -> SynthConfig:
-        return SynthConfig(size=self.size, p_camouflage=self.camouflage)
+        return SynthConfig(size=self.size, p_camouflage=self.camouflage, p_drift=self.drift)
+
+    @property
+    def channels(self) -> int:
+        return REFERENCE.stop if self.drift > 0 else CHANNELS
 
     @property
     def stem(self) -> str:
         """File stem of this cache (and of its cue cache, ``<stem>-cues``): what was rendered, by name."""
         camo = f"-camo{self.camouflage:g}" if self.camouflage > 0 else ""
-        return f"{self.split}-{self.size[0]}x{self.size[1]}-{self.n}{camo}"
+        drift = f"-drift{self.drift:g}" if self.drift > 0 else ""
+        return f"{self.split}-{self.size[0]}x{self.size[1]}-{self.n}{camo}{drift}"
+
+    def meta(self) -> dict[str, object]:
+        """What the cache's .json records; drift only when set, so caches made before it are still found."""
+        out = json.loads(json.dumps(asdict(self)))  # tuples compare as JSON lists
+        if not self.drift:
+            del out["drift"]
+        return out | {"done": True}
 
     def seed(self, i: int) -> int:
         return train_seed(i) if self.split == "train" else eval_seed(i)
@@ -54,12 +70,16 @@ def _render(args: tuple[int, SynthConfig]) -> np.ndarray:
     seed, cfg = args
     s = render_sample(seed, cfg)
     h, w = s.alpha.shape
-    out = np.empty((h, w, CHANNELS), np.uint8)
-    for name, arr in (("noflash", s.noflash), ("flash", s.flash), ("alpha", s.alpha), ("fg", s.foreground),
-                      ("bg", s.background), ("flash_alpha", s.flash_alpha), ("prior", s.person_prior)):
+    out = np.empty((h, w, REFERENCE.stop if cfg.p_drift > 0 else CHANNELS), np.uint8)
+    fields = [("noflash", s.noflash), ("flash", s.flash), ("alpha", s.alpha), ("fg", s.foreground),
+              ("bg", s.background), ("flash_alpha", s.flash_alpha), ("prior", s.person_prior)]
+    for name, arr in fields:
         a = arr if arr.ndim == 3 else arr[..., None]
         out[..., FIELDS[name]] = np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8)
     out[..., 15] = 255 if s.dynamic else 0
+    if cfg.p_drift > 0:
+        out[..., REFERENCE] = out[..., FIELDS["noflash"]] if s.reference is None else (
+            np.clip(s.reference * 255.0 + 0.5, 0, 255).astype(np.uint8))
     return out
 
 
@@ -67,18 +87,18 @@ def build_cache(path: Path, spec: CacheSpec, *, workers: int = 2) -> np.memmap:
     """Render ``spec.n`` samples into ``path`` (.npy memmap) unless a matching cache already exists."""
     meta_path = path.with_suffix(".json")
     h, w = spec.size
-    wanted = json.loads(json.dumps(asdict(spec) | {"done": True}))  # tuples compare as JSON lists
+    wanted = spec.meta()
     if path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == wanted:
         return np.load(path, mmap_mode="r")
     path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(spec.n, h, w, CHANNELS))
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(spec.n, h, w, spec.channels))
     cfg = spec.synth
     jobs = [(spec.seed(i), cfg) for i in range(spec.n)]
     with mp.get_context("fork").Pool(workers) as pool:
         for i, sample in enumerate(tqdm(pool.imap(_render, jobs, chunksize=8), total=spec.n, desc="render cache")):
             arr[i] = sample
     arr.flush()
-    meta_path.write_text(json.dumps(asdict(spec) | {"done": True}))
+    meta_path.write_text(json.dumps(wanted))
     return np.load(path, mmap_mode="r")
 
 
@@ -105,12 +125,15 @@ def _engine_cues(sample: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple
 
     noflash = np.ascontiguousarray(sample[..., FIELDS["noflash"]])
     flash = np.ascontiguousarray(sample[..., FIELDS["flash"]])
+    # The session builds its trimap once, from the flash and the no-flash frame taken with it; the person mask
+    # comes from each frame it mattes.
+    reference = np.ascontiguousarray(sample[..., REFERENCE]) if sample.shape[-1] > CHANNELS else noflash
     h, w = noflash.shape[:2]
     out = np.empty((h, w, len(CUE_FIELDS)), np.uint8)
     mask = segmenter.segment(resize(noflash, cmn_size))
     out[..., 0] = np.clip(resize(mask, (h, w)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     try:
-        cue = build_flash_trimap(flash, noflash, segmenter, allow_unknown=True)
+        cue = build_flash_trimap(flash, reference, segmenter, allow_unknown=True)
         out[..., 1] = cue.trimap
         out[..., 2] = np.clip((cue.evidence_map() + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
     except FlashCueError:  # no brighter at all: the session refuses such a flash; train on it as unknown

@@ -67,6 +67,9 @@ class TrainConfig:
     # Share of training subjects rendered camouflaged (SynthConfig.p_camouflage); its own cache, never the
     # evaluation samples.
     camouflage_p: float = 0.0
+    # Share of training pairs whose flash (and its no-flash reference) caught the subject far from where it is
+    # now (SynthConfig.p_drift), as in a session that moves after its one flash; its own cache.
+    drift_p: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -239,7 +242,8 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
     if start and optim_path.is_file():
         _load_optimizer(optim_path, opt)
 
-    spec = CacheSpec(n=cfg.cache_samples, size=cfg.size, split="train", camouflage=cfg.camouflage_p)
+    spec = CacheSpec(n=cfg.cache_samples, size=cfg.size, split="train", camouflage=cfg.camouflage_p,
+                     drift=cfg.drift_p)
     eval_spec = CacheSpec(n=cfg.eval_samples, size=cfg.size, split="eval")
     cache = build_cache(out.parent / f"{spec.stem}.npy", spec)
     eval_cache = build_cache(out.parent / f"{eval_spec.stem}.npy", eval_spec)

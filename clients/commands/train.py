@@ -30,6 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camouflage", type=float, default=0.0, metavar="P",
                    help="share of training subjects rendered in the background's colours or textures, so the "
                         "network cannot tell the person by looks alone and learns to use the flash (own cache)")
+    p.add_argument("--drift", type=float, default=0.0, metavar="P",
+                   help="share of training pairs whose flash caught the subject far from where it is now, as "
+                        "after minutes of a session with one flash, so the network learns when the cached flash "
+                        "no longer lines up (own cache)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl, train.json)")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=8)
@@ -71,11 +75,13 @@ def run(args: argparse.Namespace) -> int:
                       flash_prior=args.flash_prior, flash_evidence=args.flash_evidence,
                       engine_cue_p=args.engine_cues,
                       engine_trimap_p=args.engine_trimaps, mask_failure_p=args.mask_failures,
-                      mask_failure_kinds=kinds, camouflage_p=args.camouflage)
+                      mask_failure_kinds=kinds, camouflage_p=args.camouflage,
+                      drift_p=args.drift)
     if cfg.flash_evidence and not cfg.flash_prior:
         raise CuematteError("--flash-evidence reaches the per-frame graph through the flash prior: add --flash-prior")
     for flag, share in (("--engine-cues", cfg.engine_cue_p), ("--engine-trimaps", cfg.engine_trimap_p),
-                        ("--mask-failures", cfg.mask_failure_p), ("--camouflage", cfg.camouflage_p)):
+                        ("--mask-failures", cfg.mask_failure_p), ("--camouflage", cfg.camouflage_p),
+                        ("--drift", cfg.drift_p)):
         if share is not None and not 0.0 <= share <= 1.0:
             raise CuematteError(f"{flag} {share} is not a share in [0, 1]")
     last = train(cfg, args.out, resume=args.resume)

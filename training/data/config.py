@@ -58,6 +58,13 @@ class SynthConfig:
     # Subjects dressed in the background's colours/textures (training/data/camouflage.py), drawn from their own
     # stream, so every other draw of a sample is the same at any value; 0 keeps the evaluation splits as they are.
     p_camouflage: float = 0.0
+    # Session drift: T^f is cached once, and the subject then wanders (clips: SequenceConfig). A share p_drift
+    # of pairs takes the flash, and a no-flash reference with it (what ``set_flash`` sees), with the subject at a
+    # far point of such a walk; the frame to matte stays as it was. Own stream, like camouflage.
+    p_drift: float = 0.0
+    drift_shift: float = 0.12  # x W, horizontal; vertical is 0.3 of it, as in SequenceConfig
+    drift_rot_deg: float = 6.0
+    drift_scale: float = 0.08
 
 
 @dataclass(frozen=True)

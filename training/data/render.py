@@ -65,6 +65,7 @@ FOCAL = 0.7  # focal length / frame width: a ~70 degree horizontal field of view
 # leaves every existing sample as it was.
 _STREAMS = (
     "person", "background", "dynamics", "light", "motion", "camera", "noise", "prior", "extra", "camouflage",
+    "drift",
 )
 
 
@@ -342,15 +343,32 @@ def _small_motion(st: _Setup, cfg: SynthConfig) -> tuple[Affine, Affine]:
     return person_m, shake
 
 
+def _drift(st: _Setup, cfg: SynthConfig) -> Affine | None:
+    """Where the subject stood at the flash relative to now (``cfg.p_drift`` of samples), else None."""
+    r = st.rng["drift"]
+    if r.random() >= cfg.p_drift:
+        return None
+    shift = cfg.drift_shift * st.w
+    return similarity(
+        float(r.uniform(-cfg.drift_rot_deg, cfg.drift_rot_deg)),
+        float(np.exp(r.uniform(-cfg.drift_scale, cfg.drift_scale))),
+        float(r.uniform(-shift, shift)),
+        float(r.uniform(-0.3 * shift, 0.3 * shift)),
+        st.person_centre,
+    )
+
+
 def render_sample(
     seed: int, cfg: SynthConfig = DEFAULT_CONFIG, *, dynamic: bool | None = None
 ) -> FlashSample:
     """One flash/no-flash pair; ``dynamic`` forces the background to change (True) or not (False)."""
     st = _setup(seed, cfg, margin=_margin(cfg), dynamic=dynamic)
     person_m, shake = _small_motion(st, cfg)
+    drift = _drift(st, cfg)
     pseudo = cfg.pseudo_flash or bool(st.rng["extra"].random() < cfg.p_pseudo_flash)
     nf = _layers(st, 1.0, None, None, flash=False)
-    fl = _layers(st, 0.0, person_m, shake, flash=not pseudo, fg_flash=None if pseudo else _person_flash(st))
+    flash_m = person_m if drift is None else compose(person_m, drift)
+    fl = _layers(st, 0.0, flash_m, shake, flash=not pseudo, fg_flash=None if pseudo else _person_flash(st))
     beta = float(st.rng["camera"].uniform(*cfg.auto_exposure))
     k_nf, k_f = _exposures(st, nf, fl, beta)
     noise = st.rng["noise"]
@@ -361,6 +379,10 @@ def render_sample(
         frame_f = _Frame(image=flash_img, fg=flash_fg, bg=frame_f.bg)
     else:
         frame_f = _shoot(st, fl, k_f, flash=True, rng=noise)
+    reference = None
+    if drift is not None:  # its noise from the drift stream: every other draw stays as without drift
+        at_ref = _layers(st, 0.0, drift, None, flash=False)
+        reference = _shoot(st, at_ref, k_nf, flash=False, rng=st.rng["drift"]).image
     # The flash-time background as the no-flash camera sees it: the same ops as ``background`` for a static
     # scene, hence bit-identical, and different exactly where the scene changed.
     if st.scene.dynamic:
@@ -383,6 +405,7 @@ def render_sample(
         "exposure_nf": round(k_nf, 4),
         "exposure_ratio": round(k_f / k_nf, 4),
         "ae_beta": round(beta, 3),
+        "drift": drift is not None,
     }
     return FlashSample(
         noflash=frame_nf.image,
@@ -397,6 +420,7 @@ def render_sample(
         flash_background=frame_f.bg,
         background_at_flash=bg_at_flash,
         meta=meta,
+        reference=reference,
     )
 
 

@@ -32,6 +32,9 @@ class FlashSample:
     # shake): bit-identical to ``background`` for static samples, so it is the GT of "what changed".
     background_at_flash: F32 = field(default_factory=lambda: np.zeros((0, 0, 3), np.float32))
     meta: dict[str, Any] = field(default_factory=dict)  # how the sample was made (flash kind, depths...)
+    # (H, W, 3) the no-flash frame taken with the flash when the subject has drifted since (SynthConfig.p_drift);
+    # None: the no-flash frame itself is that reference.
+    reference: F32 | None = None
 
 
 @dataclass
