@@ -31,6 +31,10 @@ CHANNELS = 16
 REFERENCE = slice(16, 19)
 
 
+def _channels(drift: float) -> int:
+    return REFERENCE.stop if drift > 0 else CHANNELS
+
+
 @dataclass(frozen=True)
 class CacheSpec:
     n: int
@@ -46,7 +50,7 @@ class CacheSpec:
 
     @property
     def channels(self) -> int:
-        return REFERENCE.stop if self.drift > 0 else CHANNELS
+        return _channels(self.drift)
 
     @property
     def stem(self) -> str:
@@ -70,7 +74,7 @@ def _render(args: tuple[int, SynthConfig]) -> np.ndarray:
     seed, cfg = args
     s = render_sample(seed, cfg)
     h, w = s.alpha.shape
-    out = np.empty((h, w, REFERENCE.stop if cfg.p_drift > 0 else CHANNELS), np.uint8)
+    out = np.empty((h, w, _channels(cfg.p_drift)), np.uint8)
     fields = [("noflash", s.noflash), ("flash", s.flash), ("alpha", s.alpha), ("fg", s.foreground),
               ("bg", s.background), ("flash_alpha", s.flash_alpha), ("prior", s.person_prior)]
     for name, arr in fields:

@@ -23,7 +23,7 @@ class FlashSample:
     alpha: F32  # (H, W) ground-truth alpha of the no-flash frame
     foreground: F32  # (H, W, 3) GT foreground colour of the no-flash frame (noise-free)
     background: F32  # (H, W, 3) background of the no-flash frame (noise-free)
-    flash_alpha: F32  # (H, W) GT alpha of the flash frame (the person moved a little)
+    flash_alpha: F32  # (H, W) GT alpha of the flash frame (the person moved a little; far under p_drift)
     person_prior: F32  # (H, W) degraded person mask imitating an off-the-shelf segmenter
     dynamic: bool  # the background changed between the two frames
     flash_foreground: F32 = field(default_factory=lambda: np.zeros((0, 0, 3), np.float32))  # (H, W, 3)
