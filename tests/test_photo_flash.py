@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.frames import luma
-from training.photo_flash import main, render_flash, skimage_photo
+from training.photo_flash import REGIONS, main, region_means, render_flash, skimage_photo
 
 pytestmark = pytest.mark.usefixtures("quiet_untrained")
 
@@ -24,6 +25,17 @@ def test_rendered_flash_lights_the_near_person_more_than_the_far_wall() -> None:
     assert np.median(gain[260:, 150:350]) > 1.3 * np.median(gain[:150, :80])
 
 
+def test_region_means_read_each_marked_region() -> None:
+    alpha = np.zeros((512, 512), np.float32)
+    alpha[:256] = 1.0  # the top half: face, turtleneck and room lie in it, the helmet below it
+    alpha[300:480, 40:150] = 0.5  # the left part of the suit region (40..260) at one half
+    means = region_means("astronaut.png", alpha)
+    assert set(means) == set(REGIONS["astronaut.png"])
+    assert means["face"] == means["turtleneck"] == means["room"] == 1.0 and means["helmet"] == 0.0
+    assert means["suit"] == pytest.approx(0.5 * 109 / 219, abs=1e-3)  # columns 41..149 of 41..259
+    assert region_means("camera.png", alpha) == {}
+
+
 def test_photo_sheet_runs_the_pipeline(lite_model_dir: Path, tmp_path: Path) -> None:
     assert main(["--model", str(lite_model_dir), "--out", str(tmp_path)]) == 0
     sheet = cv2.imread(str(tmp_path / "photos.png"))
@@ -32,6 +44,9 @@ def test_photo_sheet_runs_the_pipeline(lite_model_dir: Path, tmp_path: Path) -> 
     assert alpha is not None and alpha.shape == (512, 512)
     for tag in ("noflash", "flash", "green"):
         assert (tmp_path / f"astronaut_{tag}.png").is_file()
+    readings = json.loads((tmp_path / "regions.json").read_text())["astronaut.png"][lite_model_dir.name]
+    # The saved 8-bit alpha read the same way (its rounding moves a mean by at most 0.002).
+    assert readings == pytest.approx(region_means("astronaut.png", alpha / 255.0), abs=3e-3)
 
 
 def test_photo_sheet_compares_models_row_by_row(lite_model_dir: Path, tmp_path: Path) -> None:

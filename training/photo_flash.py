@@ -8,7 +8,10 @@ distance 1 and everything else at ``--bg-distance``; the added irradiance falls 
 proportional to the pixel's linear colour (its albedo under roughly even ambient light). Auto exposure, sensor
 noise and a small shift of the subject (she moved) follow, as in ``training.data``.
 
-No ground truth exists for these photos, so the output is a contact sheet for people to judge, not a metric:
+No ground truth exists for these photos, so the output is a contact sheet for people to judge, not a metric.
+Beside it, each model's mean alpha over hand-marked regions that lie wholly inside what they name (face and
+hair, the dark turtleneck, the suit, the held helmet, the room behind) makes "the helmet got worse" a number
+anyone can reproduce (``regions.json``):
 
     python -m training.photo_flash --model engine/models/flash-lite --out runs/photos
     python -m training.photo_flash --model engine/models/flash-lite --model runs/models/new --out runs/photos
@@ -17,12 +20,32 @@ No ground truth exists for these photos, so the output is a contact sheet for pe
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 PHOTOS = ("astronaut.png",)
+
+Region = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (row, column) grids -> (H, W) bool
+# Hand-marked on the 512×512 astronaut, each inside what it names; "room" should read 0, the others 1.
+REGIONS: dict[str, dict[str, Region]] = {
+    "astronaut.png": {
+        "face": lambda y, x: (y - 110) ** 2 / 70**2 + (x - 225) ** 2 / 60**2 < 1,
+        "turtleneck": lambda y, x: (y > 170) & (y < 240) & (x > 170) & (x < 270),
+        "suit": lambda y, x: (y > 300) & (y < 480) & (x > 40) & (x < 260),
+        "helmet": lambda y, x: ((y - 450) ** 2 + (x - 400) ** 2 < 95**2) & (y > 360),
+        "room": lambda y, x: (y < 220) & (x > 330),
+    },
+}
+
+
+def region_means(name: str, alpha: np.ndarray) -> dict[str, float]:
+    """Mean alpha (H, W) over each hand-marked region of photo ``name`` (none for unmarked photos)."""
+    y, x = np.mgrid[: alpha.shape[0], : alpha.shape[1]]
+    return {k: round(float(alpha[r(y, x)].mean()), 3) for k, r in REGIONS.get(name, {}).items()}
 
 
 def skimage_photo(name: str) -> np.ndarray:
@@ -66,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     models: list[Path | None] = list(args.model) if args.model else [None]
     seg = MediaPipeSegmenter()
     rows = []
+    readings: dict[str, dict[str, dict[str, float]]] = {}
     for name in PHOTOS:
         noflash = skimage_photo(name)
         flash = render_flash(noflash, seg.segment(noflash), bg_distance=args.bg_distance)
@@ -85,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             h = 256
             row = np.concatenate([cv2.resize(t, (int(t.shape[1] * h / t.shape[0]), h)) for t in tiles], 1)
             label = model.name if model else "shipped"
+            readings.setdefault(name, {})[label] = region_means(name, m.alpha)
             suffix = "" if len(models) == 1 else f"_{label}"
             if len(models) > 1:  # say which model the row is
                 cv2.putText(row, label, (6, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 40, 40), 2, cv2.LINE_AA)
@@ -94,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     sheet = np.concatenate(rows, 0)
     cv2.imwrite(str(args.out / "photos.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     print(f"wrote {args.out / 'photos.png'} (columns: no-flash, rendered flash, trimap, alpha, on green)")
+    (args.out / "regions.json").write_text(json.dumps(readings, indent=2))
+    for name, by_model in readings.items():
+        print(f"{name}: mean alpha per region (room should read 0, the rest 1)")
+        for label, means in by_model.items():
+            print(f"  {label:24s} " + "  ".join(f"{k} {v:.3f}" for k, v in means.items()))
     return 0
 
 
