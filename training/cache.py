@@ -75,15 +75,15 @@ def _render(args: tuple[int, SynthConfig]) -> np.ndarray:
     s = render_sample(seed, cfg)
     h, w = s.alpha.shape
     out = np.empty((h, w, _channels(cfg.p_drift)), np.uint8)
-    fields = [("noflash", s.noflash), ("flash", s.flash), ("alpha", s.alpha), ("fg", s.foreground),
-              ("bg", s.background), ("flash_alpha", s.flash_alpha), ("prior", s.person_prior)]
-    for name, arr in fields:
-        a = arr if arr.ndim == 3 else arr[..., None]
-        out[..., FIELDS[name]] = np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    out[..., 15] = 255 if s.dynamic else 0
+    fields = [(FIELDS["noflash"], s.noflash), (FIELDS["flash"], s.flash), (FIELDS["alpha"], s.alpha),
+              (FIELDS["fg"], s.foreground), (FIELDS["bg"], s.background), (FIELDS["flash_alpha"], s.flash_alpha),
+              (FIELDS["prior"], s.person_prior)]
     if cfg.p_drift > 0:
-        out[..., REFERENCE] = out[..., FIELDS["noflash"]] if s.reference is None else (
-            np.clip(s.reference * 255.0 + 0.5, 0, 255).astype(np.uint8))
+        fields.append((REFERENCE, s.noflash if s.reference is None else s.reference))
+    for sl, arr in fields:
+        a = arr if arr.ndim == 3 else arr[..., None]
+        out[..., sl] = np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    out[..., 15] = 255 if s.dynamic else 0
     return out
 
 
