@@ -1,0 +1,90 @@
+"""The per-sample breakdown behind the model card: edge band, error split, comparisons with the ablation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.breakdown import LOCATED, SEGMENTER_ONLY, against, breakdown, edge_band, error_split, main
+from training.data.config import SynthConfig
+from training.data.make_eval import make_eval
+from training.evaluate import EvalSample, score
+
+pytestmark = pytest.mark.usefixtures("quiet_untrained")
+
+
+def _square(size: int = 40, lo: int = 10, hi: int = 30) -> np.ndarray:
+    alpha = np.zeros((size, size))
+    alpha[lo:hi, lo:hi] = 1.0
+    return alpha
+
+
+def test_edge_band_is_the_pixels_near_the_edge_and_the_soft_ones() -> None:
+    alpha = _square(60, 20, 40)
+    alpha[2, 2] = 0.5  # a soft pixel far from any edge
+    band = edge_band(alpha, width=3)
+    assert band[20, 30] and band[39, 30]  # on the edge, inside
+    assert band[16, 30] and not band[15, 30]  # 4 px outside: the edge pixel row 19 + 3 reaches row 16
+    assert band[23, 30] and not band[24, 30]  # inside, the inner edge row 20 + 3 reaches row 23
+    assert not band[30, 30] and not band[50, 50]  # deep inside, far outside
+    assert band[2, 2]
+
+
+def test_error_split_adds_up_to_the_mse_of_the_eval() -> None:
+    alpha = _square()
+    pred = alpha.copy()
+    pred[0:3, 0:3] = 1.0  # 9 wrong pixels, more than 6 px from the square: a region error
+    pred[10, 10:30] = 0.5  # the square's top row half missed: 20 pixels of 0.25 squared error on the edge
+    parts = error_split(pred, alpha, edge_band(alpha))
+    assert parts["regions"] == pytest.approx(1e3 * 9 / 1600)
+    assert parts["edge"] == pytest.approx(1e3 * 20 * 0.25 / 1600)
+    sample = EvalSample(id="x", noflash=np.zeros((40, 40, 3), np.uint8), flash=np.zeros((40, 40, 3), np.uint8),
+                        alpha=alpha, fg=None)
+    assert parts["edge"] + parts["regions"] == pytest.approx(score(pred, None, sample)["mse"])
+
+
+def test_against_counts_wins_and_halves() -> None:
+    ours, ref = np.array([1.0, 2.0, 6.0, 3.0]), np.array([2.0, 5.0, 4.0, 3.0])
+    assert against(ours, ref) == {"ratio": pytest.approx(12 / 14), "wins": 2, "half": 2, "n": 4}
+
+
+def test_breakdown_compares_each_model_with_the_ablation_per_trimap_group() -> None:
+    samples = [EvalSample(id=str(i), noflash=np.zeros((40, 40, 3), np.uint8),
+                          flash=np.zeros((40, 40, 3), np.uint8), alpha=_square(), fg=None) for i in range(3)]
+    errors = {"0": 0.1, "1": 0.2, "2": 0.4}  # a flat error over the whole frame, per sample
+
+    def ours(s: EvalSample) -> tuple[np.ndarray, None]:
+        return s.alpha + errors[s.id], None
+
+    def ablation(s: EvalSample) -> tuple[np.ndarray, None]:
+        return s.alpha + 0.2, None
+
+    table = breakdown({"ours": ours}, samples, [LOCATED, LOCATED, SEGMENTER_ONLY], ablation)
+    mse = np.array([1e3 * e**2 for e in errors.values()])
+    assert table["ours"]["mse"] == pytest.approx(mse.tolist())
+    assert table["ours"]["median"] == pytest.approx(40.0)
+    assert table["ours"]["edge"] + table["ours"]["regions"] == pytest.approx(mse.mean())
+    assert table["ours"]["vs_noflash"] == {"ratio": pytest.approx(mse.mean() / 40.0), "wins": 1, "half": 1, "n": 3}
+    assert table["ours"]["by_trimap"][LOCATED]["n"] == 2
+    assert table["ours"]["by_trimap"][LOCATED]["ratio"] == pytest.approx((10 + 40) / 2 / 40)
+    assert table["ours"]["by_trimap"][SEGMENTER_ONLY]["mean"] == pytest.approx(160.0)
+    assert "vs_noflash" not in table["noflash"]
+
+
+def test_main_on_rendered_samples_with_real_models(lite_prior_model_dir: Path, lite_mask_model_dir: Path,
+                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_eval(tmp_path / "data" / "static", 2, "static", replace(SynthConfig(), size=(144, 256)))
+    out = tmp_path / "breakdown.json"
+    # Random-init models: the plumbing (real sessions, real MediaPipe trimaps) is what is tested here.
+    main(["--data", str(tmp_path / "data"), "--model", str(lite_prior_model_dir),
+          "--noflash-model", str(lite_mask_model_dir), "--json", str(out)])
+    table = json.loads(out.read_text())["static"]
+    ours = table[str(lite_prior_model_dir)]
+    assert len(ours["mse"]) == 2 and ours["vs_noflash"]["n"] == 2
+    assert sum(b["n"] for b in ours["by_trimap"].values()) == 2
+    assert ours["mean"] == pytest.approx(np.mean(ours["mse"]))
+    assert "vs noflash" in capsys.readouterr().out
