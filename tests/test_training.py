@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.errors import InputError
+
 torch = pytest.importorskip("torch")
 
 
@@ -93,6 +95,24 @@ def test_train_then_resume_continues_the_run(tmp_path: Path) -> None:
     assert read_metadata(run / "last.safetensors")["step"] == 5
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]
+    assert json.loads((run / "train.json").read_text())["steps"] == 5
+    with pytest.raises(InputError, match="at step 5 already"):
+        train(_tiny_config(tmp_path, 4), run, resume=True)  # type: ignore[arg-type]
+
+
+def test_cli_resume_finishes_the_run_as_set_up_unless_given_more_steps(tmp_path: Path) -> None:
+    from clients.cli import main
+
+    run = tmp_path / "run"
+    tiny = ["train", "--out", str(run), "--size", "256x144", "--cache-samples", "4", "--batch-size", "2",
+            "--threads", "2"]
+    assert main([*tiny, "--steps", "2"]) == 0
+    assert main([*tiny, "--resume"]) == 0  # no --steps: the run's own 2, not the fresh-run default
+    saved = json.loads((run / "train.json").read_text())
+    assert saved["steps"] == 2 and len((run / "log.jsonl").read_text().splitlines()) == 2
+    assert main([*tiny, "--resume", "--steps", "3"]) == 0  # extended by one step
+    assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert main([*tiny, "--resume", "--steps", "1"]) == 2  # cannot go back: a named error, not a crash
 
 
 def test_curves_plot_one_run_and_compare_several(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Two stages as in the paper (Sec. 4.5.4): the CMN first (eq. 12 at the CMN resolution), then everything
 jointly (eq. 13). Checkpoints are safetensors (weights + config, and the optimizer state in a second file);
-``resume`` continues from ``last.safetensors`` at the same step with the same data order.
+``resume`` continues from ``last.safetensors`` at the same step with the same data order, to ``cfg.steps``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from engine.cues.trimap import trimap_one_hot
+from engine.errors import InputError
 from training.cache import CUE_FIELDS, FIELDS, CacheSpec, build_cache, build_cue_cache
 from training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from training.data.prior import FAILURE_WEIGHTS, segmenter_failure
@@ -211,6 +212,14 @@ def evaluate_batches(net: FNFNet, batches: list[dict[str, torch.Tensor]]) -> dic
     return {"mse": se / n, "mad": ad / n}
 
 
+def saved_config(out: Path) -> TrainConfig:
+    """The :class:`TrainConfig` a run in ``out`` was started (or last resumed) with."""
+    saved = json.loads((out / "train.json").read_text())
+    saved["size"] = tuple(saved["size"])
+    saved["mask_failure_kinds"] = tuple(saved.get("mask_failure_kinds", TrainConfig.mask_failure_kinds))
+    return TrainConfig(**saved)
+
+
 def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
     """Run (or resume) training into ``out``; returns the path of the last checkpoint."""
     out.mkdir(parents=True, exist_ok=True)
@@ -221,12 +230,13 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
     last, optim_path, log_path = out / "last.safetensors", out / "last_optim.safetensors", out / "log.jsonl"
     start = 0
     if resume and last.is_file():
-        saved = json.loads((out / "train.json").read_text())
-        saved["size"] = tuple(saved["size"])
-        saved["mask_failure_kinds"] = tuple(saved.get("mask_failure_kinds", TrainConfig.mask_failure_kinds))
-        cfg = TrainConfig(**{**saved, "steps": max(cfg.steps, saved["steps"])})
+        # The recipe is the run's own; how long it runs, and on what, are the caller's (a run started on this
+        # CPU may be finished on CUDA, or extended: the cosine schedule then stretches to the new length).
+        cfg = replace(saved_config(out), steps=cfg.steps, threads=cfg.threads, device=cfg.device)
         net, meta = load_checkpoint(last)
         start = int(meta["step"])
+        if cfg.steps < start:
+            raise InputError(f"{out} is at step {start} already; it cannot be resumed to {cfg.steps} steps")
         log.info("resuming %s at step %d", out, start)
         if log_path.is_file():  # steps logged after the last checkpoint are run again: drop their old lines
             kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start]

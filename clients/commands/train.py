@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "after minutes of a session with one flash, so the network learns when the cached flash "
                         "no longer lines up (own cache)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl, train.json)")
-    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--steps", type=int, default=None,
+                   help="total steps (default 4000; with --resume the run's own, or more to extend it)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--size", default="512x288", help="training sample WIDTHxHEIGHT")
@@ -67,9 +68,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CuematteError("--device cuda asked for, but torch sees no CUDA device here")
-    from training.train import TrainConfig, train
+    from training.train import TrainConfig, saved_config, train
 
-    cfg = TrainConfig(config=args.config, person_mask=args.person_mask, steps=args.steps, batch_size=args.batch_size,
+    steps = args.steps
+    if steps is None:  # a resumed run finishes as it was set up, unless told otherwise
+        steps = saved_config(args.out).steps if args.resume and (args.out / "train.json").is_file() else 4000
+    cfg = TrainConfig(config=args.config, person_mask=args.person_mask, steps=steps, batch_size=args.batch_size,
                       lr=args.lr, size=(h, w), cache_samples=args.cache_samples, eval_every=args.eval_every,
                       seed=args.seed, threads=args.threads, device=args.device, flash_cue=not args.no_flash_cue,
                       flash_prior=args.flash_prior, flash_evidence=args.flash_evidence,
