@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     splits, _ = load_splits(args.data)
     models = {str(m): session_method(m, temporal=args.temporal) for m in args.model}
     ablation = noflash_method(args.noflash_model) if args.noflash_model else None
-    table = {split: breakdown(models, samples, trimap_groups(samples), ablation)
+    table = {split: breakdown(models, samples, trimap_groups(samples) if ablation else [], ablation)
              for split, samples in splits.items()}
     print(format_breakdown(table))
     if args.json:
