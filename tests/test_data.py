@@ -286,6 +286,21 @@ def test_make_eval_writes_readable_files(tmp_path: Path) -> None:
     assert index["samples"][0]["seed"] == eval_seed(0, "video")
 
 
+def test_make_eval_hold_still_keeps_the_frame_to_matte_and_lines_up_the_flash(tmp_path: Path) -> None:
+    from training.data.make_eval import main as make_eval_main
+
+    for name, extra in (("plain", []), ("still", ["--hold-still"])):
+        make_eval_main(["--out", str(tmp_path / name), "--n", "1", "--split", "static", "--size", "144x256", *extra])
+    read = {n: {k: read_rgb(tmp_path / n / f"static_00000_{k}.png") for k in ("noflash", "flash")}
+            for n in ("plain", "still")}
+    assert np.array_equal(read["plain"]["noflash"], read["still"]["noflash"])
+    assert np.array_equal(read_matte(tmp_path / "plain" / "static_00000_alpha.png"),
+                          read_matte(tmp_path / "still" / "static_00000_alpha.png"))
+    assert not np.array_equal(read["plain"]["flash"], read["still"]["flash"])
+    cfg = json.loads((tmp_path / "still" / "index.json").read_text())["config"]
+    assert cfg["person_shift"] == cfg["person_rot_deg"] == cfg["person_scale"] == 0.0
+
+
 def test_dataset_tensors_and_splits() -> None:
     torch = pytest.importorskip("torch")
     from training.data.dataset import FlashDataset

@@ -1,6 +1,7 @@
 """Write a fixed evaluation split as files for the evaluation CLI (layout in ``training.data.io``).
 
     python -m training.data.make_eval --out DIR --n N --split static|dynamic|video [--length 30] [--workers 2]
+        [--hold-still]
 
 Seeds come from the evaluation namespace (``eval_seed(i, split)``), never used for training, so the same
 command always writes the same data. ``DIR/index.json`` lists every sample with its seed and how it was made.
@@ -92,11 +93,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--size", type=str, default=None, help="HxW (default 288x512)")
     ap.add_argument("--start", type=int, default=0, help="first evaluation index (to extend a split)")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--hold-still", action="store_true",
+                    help="no subject motion between flash and frame (camera shake stays): the same frames to "
+                         "matte as the plain split, with the flash lined up, to see what a model makes of an "
+                         "aligned flash")
     args = ap.parse_args(argv)
     cfg = SynthConfig()
     if args.size:
         h, w = (int(v) for v in args.size.lower().split("x"))
         cfg = replace(cfg, size=(h, w))
+    if args.hold_still:
+        cfg = replace(cfg, person_shift=0.0, person_rot_deg=0.0, person_scale=0.0)
     make_eval(args.out, args.n, args.split, cfg, args.length, args.workers, args.start)
     print(f"wrote {args.n} {args.split} samples to {args.out}")
 
