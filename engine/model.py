@@ -63,6 +63,7 @@ class ModelInfo:
     person_mask: bool
     flash_prior: bool  # the flash graph also outputs ``flash_prior``, a per-frame graph input
     flash_evidence: bool  # the flash graph also takes ``flash_evidence`` (FlashCue.evidence_map)
+    align_flash: bool  # flash inputs are warped onto the subject first (engine.cues.align.SubjectWarp)
     flash_features_shape: tuple[int, int]  # (N, C')
     manifest: dict[str, Any]
 
@@ -105,6 +106,7 @@ def read_model_info(model_dir: Path) -> ModelInfo:
         person_mask=bool(cfg.get("person_mask", False)),
         flash_prior=bool(cfg.get("flash_prior", False)),
         flash_evidence=bool(cfg.get("flash_evidence", False)),
+        align_flash=bool(cfg.get("align_flash", False)),
         flash_features_shape=(int(n), int(c)),
         manifest=manifest,
     )

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.cues.trimap import FlashCue, PersonSegmenter, TrimapParams, build_flash_trimap
+from engine.cues.align import SubjectWarp, estimate_subject_warp
+from engine.cues.trimap import FlashCue, PersonSegmenter, TrimapParams, build_flash_trimap, trimap_one_hot
 from engine.errors import FlashNotSetError, ModelError
 from engine.frames import check_frame, fit_within, resize
 from engine.model import FlashModel
@@ -45,6 +46,11 @@ class _FlashState:
     # The flash graph's feeds, kept so the uncached path can recompute T^f: flash (1, 3, H, W) float32,
     # flash_trimap (1, 3, H, W) one-hot[, flash_evidence (1, 1, H, W)].
     inputs: dict[str, np.ndarray]
+    subject: SubjectWarp | None = None  # align_flash models: how the flash inputs were warped onto the subject
+    # align_flash models that track: the no-flash frame taken with the flash at the CMN grid (h, w, 3) uint8, and
+    # the last frame's fitted warp (2, 3) from the frame to it (the next fit starts there).
+    reference: np.ndarray | None = None
+    track: np.ndarray = field(default_factory=lambda: np.eye(2, 3, dtype=np.float32))
 
 
 def create_segmenter(kind: str | PersonSegmenter | None, threads: int | None = None) -> PersonSegmenter | None:
@@ -84,16 +90,23 @@ class MattingSession:
 
     def __init__(self, model: str | Path | FlashModel | None = None, *, providers: Sequence[str] = ("cpu",),
                  threads: int | None = None, segmenter: str | PersonSegmenter | None = "mediapipe",
-                 max_side: int = 1280, trimap_params: TrimapParams | None = None, temporal: float = 0.0) -> None:
+                 max_side: int = 1280, trimap_params: TrimapParams | None = None, temporal: float = 0.0,
+                 track_subject: bool = True) -> None:
         self.model = model if isinstance(model, FlashModel) else FlashModel(model, providers=providers, threads=threads)
         self.segmenter = create_segmenter(segmenter, threads)
         if self.model.info.person_mask and self.segmenter is None:
             raise ModelError(f"model {self.model.info.path} takes a per-frame person mask; use segmenter='mediapipe'")
+        if self.model.info.align_flash and self.segmenter is None:
+            raise ModelError(f"model {self.model.info.path} takes its flash aligned on the person the segmenter "
+                             "finds; use segmenter='mediapipe'")
         self.max_side = max_side
         self.trimap_params = trimap_params or TrimapParams()
         self.times = StageTimes()
         # Motion-aware alpha smoothing across consecutive matte() calls (0 = off); restarts with every flash.
         self.smoother = TemporalSmoother(strength=temporal)
+        # align_flash models: follow the person from the flash's frame to each frame and move the cached flash
+        # prior with them (the person keeps moving after the one flash; the model expects the prior on them).
+        self.track_subject = track_subject
         self._flash: _FlashState | None = None
 
     # -- state --------------------------------------------------------------------------------------------
@@ -106,6 +119,13 @@ class MattingSession:
         if self._flash is None:
             raise FlashNotSetError("no flash yet: call set_flash(flash, noflash) first")
         return self._flash.cue
+
+    @property
+    def subject_warp(self) -> SubjectWarp | None:
+        """How the flash inputs were warped onto the subject (``align_flash`` models), else None."""
+        if self._flash is None:
+            raise FlashNotSetError("no flash yet: call set_flash(flash, noflash) first")
+        return self._flash.subject
 
     def reset(self) -> None:
         """Forget the cached flash features; the next :meth:`matte` needs a new :meth:`set_flash`."""
@@ -125,15 +145,27 @@ class MattingSession:
         flash_s = resize(flash, size)
         # A model that sees the flash itself per frame can work from an all-unknown trimap when the engine
         # cannot single the subject out; older models need a located subject.
-        cue = build_flash_trimap(flash_s, resize(noflash, size) if noflash.shape == flash.shape else noflash,
-                                 self.segmenter, self.trimap_params, allow_unknown=self.model.info.flash_prior)
+        noflash_s = resize(noflash, size) if noflash.shape == flash.shape else noflash
+        cue = build_flash_trimap(flash_s, noflash_s, self.segmenter, self.trimap_params,
+                                 allow_unknown=self.model.info.flash_prior)
+        flash_in, trimap_in = flash_s, cue.trimap
+        evidence_in = cue.evidence_map() if self.model.info.flash_evidence else None
+        subject = None
+        if self.model.info.align_flash:
+            # The person moved between the two frames: such a model takes its flash where the person is now.
+            assert self.segmenter is not None
+            person = self.segmenter.segment(resize(noflash_s, self.model.info.cmn_size))
+            subject = estimate_subject_warp(flash_s, noflash_s, person, cue.alignment.warp)
+            flash_in, trimap_in = subject.to_noflash(flash_s), subject.to_noflash(cue.trimap, nearest=True)
+            evidence_in = subject.to_noflash(evidence_in) if evidence_in is not None else None
         t1 = self.times.record("trimap", t0)
-        inputs = {"flash": to_nchw(flash_s), "flash_trimap": cue.one_hot()[None]}
-        if self.model.info.flash_evidence:
-            inputs["flash_evidence"] = cue.evidence_map()[None, None]
+        inputs = {"flash": to_nchw(flash_in), "flash_trimap": trimap_one_hot(trimap_in)[None]}
+        if evidence_in is not None:
+            inputs["flash_evidence"] = evidence_in[None, None]
         cache = self._run_flash(inputs)
         self.times.record("flash", t1)
-        self._flash = _FlashState(cache=cache, cue=cue, inputs=inputs)
+        reference = resize(noflash_s, self.model.info.cmn_size) if subject is not None else None
+        self._flash = _FlashState(cache=cache, cue=cue, inputs=inputs, subject=subject, reference=reference)
         self.smoother.reset()
         return cue
 
@@ -142,6 +174,21 @@ class MattingSession:
         return {name: out[name] for name in self.model.cached_names}
 
     # -- the per-frame half -------------------------------------------------------------------------------------
+    @staticmethod
+    def _tracked_prior(state: _FlashState, cached: np.ndarray, frame_c: np.ndarray, person: np.ndarray) -> np.ndarray:
+        """The cached flash prior (1, C, h, w), lying on the person in the flash's frame, moved onto where the
+        person is in this frame (h, w, 3) uint8 at the CMN grid, its person mask (h, w) beside it."""
+        assert state.reference is not None
+        # A session's person may walk far from where the flash caught them; each fit starts from the last.
+        fit = estimate_subject_warp(state.reference, frame_c, person, state.track, max_shift=0.4, max_scale=0.3)
+        state.track = fit.warp
+        prior = cached[0].transpose(1, 2, 0)  # (h, w, C): cv2 warps at most 4 channels at once
+        h, w = prior.shape[:2]
+        moved = np.concatenate([fit.to_noflash(np.ascontiguousarray(prior[..., i:i + 3])).reshape(h, w, -1)
+                                for i in range(0, prior.shape[-1], 3)], axis=-1)
+        return np.ascontiguousarray(moved.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
     def matte(self, frame: np.ndarray, *, reuse_flash: bool = True) -> Matte:
         """Alpha and foreground of one no-flash frame (H, W, 3) uint8 RGB.
 
@@ -161,10 +208,15 @@ class MattingSession:
         size = fit_within((h, w), self.max_side)
         small = resize(frame, size)
         feeds = {"frame": to_nchw(small), **cache}
-        if self.model.info.person_mask:
+        track = self.track_subject and state.reference is not None and "flash_prior" in cache
+        if self.model.info.person_mask or track:
             assert self.segmenter is not None
             mask_in = resize(small, self.model.info.cmn_size)
-            feeds["person_mask"] = self.segmenter.segment(mask_in)[None, None].astype(np.float32)
+            person = self.segmenter.segment(mask_in)
+            if self.model.info.person_mask:
+                feeds["person_mask"] = person[None, None].astype(np.float32)
+            if track:
+                feeds["flash_prior"] = self._tracked_prior(state, cache["flash_prior"], mask_in, person)
         t1 = self.times.record("pre", t0)
         out = self.model.frame.run(feeds)
         t2 = self.times.record("graph", t1)

@@ -12,7 +12,7 @@ from clients.scenes import make_pair
 
 
 def _export(tmp: Path, config: str, person_mask: bool = False, flash_prior: bool = False,
-            flash_evidence: bool = False) -> Path:
+            flash_evidence: bool = False, align_flash: bool = False) -> Path:
     torch = pytest.importorskip("torch")
     from export.onnx_export import export_onnx
     from training.models.config import get_config
@@ -20,7 +20,7 @@ def _export(tmp: Path, config: str, person_mask: bool = False, flash_prior: bool
 
     torch.manual_seed(0)
     net = build_model(get_config(config, person_mask=person_mask, flash_prior=flash_prior,
-                                 flash_evidence=flash_evidence))
+                                 flash_evidence=flash_evidence, align_flash=align_flash))
     export_onnx(net, tmp, trained=False, source="random-init seed 0 (tests)")
     return tmp
 
@@ -41,6 +41,13 @@ def lite_mask_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def lite_prior_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init ``lite`` model in the shipped configuration: person mask and the cached flash prior."""
     return _export(tmp_path_factory.mktemp("lite_prior"), "lite", person_mask=True, flash_prior=True)
+
+
+@pytest.fixture(scope="session")
+def lite_align_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped configuration, taking its flash aligned on the subject (``align_flash``)."""
+    return _export(tmp_path_factory.mktemp("lite_align"), "lite", person_mask=True, flash_prior=True,
+                   align_flash=True)
 
 
 @pytest.fixture(scope="session")

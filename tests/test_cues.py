@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clients.scenes import make_glint_pair, make_pair, person_mask
-from engine.cues.align import estimate_alignment, estimate_gains
+from engine.cues.align import estimate_alignment, estimate_gains, estimate_subject_warp
 from engine.cues.flash_ratio import FlashRatioParams, flash_ratio_map, pick_seeds
 from engine.cues.trimap import BG, FG, UNKNOWN, PersonSegmenter, build_flash_trimap, trimap_from_mask
 from engine.errors import FlashCueError, FrameFormatError, SizeMismatchError
@@ -35,6 +35,24 @@ def test_alignment_recovers_camera_shift() -> None:
     err_before = np.abs(moved.astype(float) - noflash).mean()
     err_after = np.abs(al.warp_noflash(moved).astype(float) - noflash)[20:-20, 20:-20].mean()
     assert err_after < 0.3 * err_before
+
+
+def test_subject_warp_follows_the_person_not_the_wall() -> None:
+    """The person stepped 6 px right between flash and frame while the wall stayed: the whole-frame fit
+    compromises between them, the subject fit follows the person and puts the flash's matte on the frame's; with
+    no person to fit on it falls back to the whole-frame warp."""
+    flash, noflash, alpha = make_pair(seed=5, shift=-6)  # the flash caught the person 6 px left of where they are
+    camera = estimate_alignment(flash, noflash)
+    assert abs(camera.warp[0, 2] + 6) > 2.0  # the whole-frame fit is pulled only part of the way by the person
+    person = alpha.astype(np.float32)
+    fit = estimate_subject_warp(flash, noflash, person, camera.warp)
+    ys, xs = np.nonzero(alpha > 0.5)
+    centre = np.array([xs.mean(), ys.mean(), 1.0])
+    assert fit.kind == "affine" and np.allclose(fit.warp @ centre - centre[:2], [-6, 0], atol=1.5)
+    flash_alpha = np.roll(alpha, -6, axis=1).astype(np.float32)
+    assert np.abs(fit.to_noflash(flash_alpha) - alpha).mean() < 0.3 * np.abs(flash_alpha - alpha).mean()
+    empty = estimate_subject_warp(flash, noflash, np.zeros((90, 160), np.float32), camera.warp)
+    assert empty.kind == "global" and np.array_equal(empty.warp, camera.warp)
 
 
 def test_flash_ratio_map_marks_the_lit_subject() -> None:

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from engine.compositing import Background, composite
-from engine.errors import FlashCueError, FlashNotSetError, FrameFormatError, InputError, ModelNotFoundError
+from engine.errors import (
+    FlashCueError,
+    FlashNotSetError,
+    FrameFormatError,
+    InputError,
+    ModelError,
+    ModelNotFoundError,
+)
 from engine.model import resolve_model_dir
 from engine.session import MattingSession
 
@@ -166,3 +173,95 @@ def test_a_flash_prior_model_caches_its_prior_and_mattes_when_no_subject_is_loca
     # An older model without the prior needs a located subject: the same flash is a named error there.
     with pytest.raises(FlashCueError, match="no foreground"):
         MattingSession(lite_mask_model_dir).set_flash(flash, noflash)
+
+
+def test_an_align_flash_model_takes_its_flash_where_the_subject_is_now(
+    lite_align_model_dir: Path, lite_prior_model_dir: Path
+) -> None:
+    """A rendered pair whose person turned and stepped between flash and frame: the session fits the subject's
+    motion, and its flash graph sees the flash and trimap warped by it (checked against the PyTorch model fed
+    those inputs by hand); the warp puts the flash's own matte on the frame's. Models without the switch take
+    the flash as shot; the switch needs the segmenter."""
+    torch = pytest.importorskip("torch")
+    from engine.cues.align import estimate_subject_warp
+    from engine.cues.segmenter import MediaPipeSegmenter
+    from engine.cues.trimap import build_flash_trimap, trimap_one_hot
+    from engine.frames import resize
+    from training.data import SynthConfig, render_sample
+    from training.models.config import get_config
+    from training.models.fnfnet import build_model
+
+    s = render_sample(11, SynthConfig(size=(288, 512)))
+    u8 = lambda x: (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
+    flash, noflash = u8(s.flash), u8(s.noflash)
+    session = MattingSession(lite_align_model_dir, threads=2)
+    assert session.model.info.align_flash
+    session.set_flash(flash, noflash)
+    warp = session.subject_warp
+    assert warp is not None and warp.kind in ("affine", "euclidean")
+    moved = warp.to_noflash(s.flash_alpha.astype(np.float32))
+    assert ((moved - s.alpha) ** 2).mean() < 0.5 * ((s.flash_alpha - s.alpha) ** 2).mean()
+    got = session.matte(noflash).alpha
+
+    seg = MediaPipeSegmenter()
+    cue = build_flash_trimap(flash, noflash, seg, allow_unknown=True)
+    fit = estimate_subject_warp(flash, noflash, seg.segment(resize(noflash, (144, 256))), cue.alignment.warp)
+    assert np.allclose(fit.warp, warp.warp)
+    torch.manual_seed(0)
+    net = build_model(get_config("lite", person_mask=True, flash_prior=True)).eval()  # the fixture's weights
+
+    def t(img: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+
+    mask = torch.from_numpy(seg.segment(resize(noflash, (144, 256))))[None, None]
+    tri = torch.from_numpy(trimap_one_hot(fit.to_noflash(cue.trimap, nearest=True)))[None]
+    with torch.no_grad():
+        ref = net(t(noflash), t(fit.to_noflash(flash)), tri, mask)["alpha"][0, 0].numpy()
+    assert np.abs(got - ref).max() <= 1e-3
+    # The cached prior is the warped flash's, not the flash as shot (a random-init net's alpha barely shows it).
+    cached = session._flash.cache["flash_prior"] if session._flash else None
+    with torch.no_grad():
+        aligned = net.flash_prior(t(fit.to_noflash(flash)), tri).numpy()
+        as_shot = net.flash_prior(t(flash), torch.from_numpy(cue.one_hot())[None]).numpy()
+    assert cached is not None and np.abs(cached - aligned).max() <= 1e-4
+    assert np.abs(cached - as_shot).mean() > 10 * np.abs(cached - aligned).mean()
+
+    plain = MattingSession(lite_prior_model_dir, threads=2)
+    plain.set_flash(flash, noflash)
+    assert plain.subject_warp is None
+    with pytest.raises(ModelError, match="segmenter"):
+        MattingSession(lite_align_model_dir, segmenter=None)
+
+
+def test_an_align_flash_session_moves_the_cached_prior_with_the_person(lite_align_model_dir: Path) -> None:
+    """After the flash the person keeps moving: each frame the session fits the person's motion from the frame
+    taken with the flash and moves the cached prior onto them (the fit carries from frame to frame); with
+    tracking off the prior stays where the flash caught them."""
+    from clients.scenes import make_pair
+    from engine.frames import resize
+
+    flash, noflash, alpha = make_pair(288, 512, seed=3, shift=3)
+    later = np.roll(noflash, 10, axis=1)  # the person (and the wall) 10 px to the right
+    session = MattingSession(lite_align_model_dir, threads=2)
+    session.set_flash(flash, noflash)
+    state = session._flash
+    assert state is not None and state.reference is not None
+    session.matte(noflash)
+    assert np.allclose(state.track, np.eye(2, 3), atol=0.05)  # the frame taken with the flash: no motion
+    ys, xs = np.nonzero(alpha > 0.5)
+    centre = np.array([xs.mean() / 2, ys.mean() / 2, 1.0])  # at the CMN grid, half the frame's size
+    for _ in range(2):
+        assert session.matte(later).alpha.shape == later.shape[:2]
+        assert np.allclose(state.track @ centre - centre[:2], [-5, 0], atol=1.0)  # 10 px = 5 CMN px back
+    prior = state.cache["flash_prior"]
+    person = np.roll(resize(alpha.astype(np.float32), (144, 256)), 5, axis=1)
+    moved = session._tracked_prior(state, prior, resize(later, (144, 256)), person)
+    assert moved.shape == prior.shape and moved.dtype == np.float32
+    fg = prior[0, 5, :, :-5]  # the trimap's foreground channel where the flash caught the person
+    as_cached = np.abs(prior[0, 5, :, 5:] - fg)[:, 10:-10].mean()
+    assert (fg > 0.5).any() and np.abs(moved[0, 5, :, 5:] - fg)[:, 10:-10].mean() < 0.3 * as_cached
+
+    still = MattingSession(lite_align_model_dir, threads=2, track_subject=False)
+    still.set_flash(flash, noflash)
+    still.matte(later)
+    assert still._flash is not None and np.array_equal(still._flash.track, np.eye(2, 3, dtype=np.float32))

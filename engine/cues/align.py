@@ -82,3 +82,83 @@ def estimate_gains(flash: np.ndarray, noflash: np.ndarray, *, percentile: float 
     gains = np.percentile(ratios, percentile, axis=0).astype(np.float32)
     # Auto-exposure darkens a flash frame, it never brightens the unlit background much.
     return np.clip(gains, 0.25, 1.1)
+
+
+# -- the subject's own motion ---------------------------------------------------------------------------------
+# The global fit above follows the camera; the person moves on their own between the flash and the no-flash
+# frame (rendered pairs: up to 0.02 W, 3°, 3 %), more than a matte's edge band. Models with ``align_flash`` take
+# their flash inputs warped by the subject's motion, fitted on the person alone.
+
+
+@dataclass(frozen=True)
+class SubjectWarp:
+    """How the flash frame maps onto the no-flash frame, fitted on the subject."""
+
+    warp: np.ndarray  # (2, 3) float32 affine, no-flash pixel coords -> flash pixel coords (full resolution)
+    kind: str  # "affine", "euclidean" (the affine fit failed or was implausible) or "global" (the start warp)
+
+    def to_noflash(self, image: np.ndarray, *, nearest: bool = False) -> np.ndarray:
+        """A flash-geometry image (H, W[, C]) resampled into the no-flash frame's geometry (same dtype)."""
+        h, w = image.shape[:2]
+        flags = (cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
+        return cv2.warpAffine(image, self.warp, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _local_contrast(g: np.ndarray, sigma: float) -> np.ndarray:
+    """Grey (h, w) -> its detail over a ``sigma``-px neighbourhood in units of the local spread: the flash
+    brightens the person more than the wall behind, which a single gain (all ECC allows for) cannot undo, but
+    edges and texture stay where they are."""
+    d = g - cv2.GaussianBlur(g, (0, 0), sigma)
+    return (d / np.sqrt(cv2.GaussianBlur(d * d, (0, 0), sigma) + 1e-4)).astype(np.float32)
+
+
+def _plausible(warp: np.ndarray, side: int, max_shift: float, max_scale: float) -> bool:
+    s = np.linalg.svd(warp[:, :2], compute_uv=False)
+    return bool(np.abs(warp[:, 2]).max() < max_shift * side and s.max() < 1 + max_scale and s.min() > 1 - max_scale)
+
+
+# (motion model, local-contrast scale in work-size px): coarse to fine, each stage starting from the last.
+_STAGES = (("euclidean", cv2.MOTION_EUCLIDEAN, 8.0), ("affine", cv2.MOTION_AFFINE, 8.0),
+           ("affine", cv2.MOTION_AFFINE, 2.0))
+
+
+def estimate_subject_warp(flash: np.ndarray, noflash: np.ndarray, person: np.ndarray, start: np.ndarray, *,
+                          work_side: int = 256, band: int = 9, max_shift: float = 0.08,
+                          max_scale: float = 0.12) -> SubjectWarp:
+    """Fit the subject's no-flash -> flash warp.
+
+    flash, noflash: (H, W, 3) uint8 RGB of equal size; person: (h, w) person probability of the no-flash frame
+    at any size (the segmenter's); start: (2, 3) the warp to start from and fall back to, the whole-frame fit
+    (``estimate_alignment(...).warp``). The same fit tracks the person from the frame taken with the flash
+    ("flash") to a later one ("noflash").
+
+    ECC on the person region (dilated by ``band`` work-size px, so the silhouette is in it) of local-contrast
+    images: rotation + shift, then a full affine (a person turning), then the affine again on finer detail. A
+    stage that fails or moves implausibly far (``max_shift`` x the long side, ``max_scale``) ends the fit at the
+    stage before. Rendered pairs: the flash's matte lies 10x closer to the frame's than as shot (alpha MSE
+    2.3e-3 vs 22e-3, 80 evaluation samples); the whole-frame fit alone halves it.
+    """
+    h, w = flash.shape[:2]
+    scale = min(1.0, work_side / max(h, w))
+    small = (max(8, round(h * scale)), max(8, round(w * scale)))
+    region = cv2.dilate((resize(person.astype(np.float32), small) > 0.5).astype(np.uint8),
+                        np.ones((band, band), np.uint8))
+    best = SubjectWarp(warp=start.astype(np.float32), kind="global")
+    if region.mean() < 0.01:  # no person to fit on
+        return best
+    grey_f, grey_n = _grey_small(flash, small), _grey_small(noflash, small)
+    to_small = np.array([[1.0, 1.0, scale]] * 2, np.float32)
+    init = start.astype(np.float32) * to_small
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
+    for kind, motion, sigma in _STAGES:
+        try:
+            _, found = cv2.findTransformECC(_local_contrast(grey_n, sigma), _local_contrast(grey_f, sigma),
+                                            init.copy(), motion, criteria, region, 3)
+        except cv2.error:
+            break
+        fit = np.asarray(found, np.float32)
+        full = (fit / to_small).astype(np.float32)
+        if not _plausible(full, max(h, w), max_shift, max_scale):
+            break
+        best, init = SubjectWarp(warp=full, kind=kind), fit
+    return best

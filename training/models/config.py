@@ -42,6 +42,9 @@ class FNFConfig:
     # joins the flash encoder's input and the cached prior, so the per-frame encoder sees where the flash
     # reached instead of having to infer it from the flash and no-flash colours.
     flash_evidence: bool = False
+    # Not weights but how the flash inputs are prepared: warped into the no-flash frame's geometry by the
+    # subject's own motion (engine.cues.align.estimate_subject_warp), so the cached prior lies on the person.
+    align_flash: bool = False
     norm_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     norm_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     stride: int = field(default=16, init=False)  # encoder output stride (timm output_stride)
@@ -110,9 +113,9 @@ CONFIGS: dict[str, FNFConfig] = {"paper": PAPER, "lite": LITE}
 
 
 def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool | None = None,
-               flash_evidence: bool | None = None) -> FNFConfig:
-    """Look a named config up; ``person_mask`` / ``flash_prior`` / ``flash_evidence`` override those input
-    switches."""
+               flash_evidence: bool | None = None, align_flash: bool | None = None) -> FNFConfig:
+    """Look a named config up; ``person_mask`` / ``flash_prior`` / ``flash_evidence`` / ``align_flash``
+    override those input switches."""
     try:
         cfg = CONFIGS[name]
     except KeyError:
@@ -123,4 +126,6 @@ def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool 
         cfg = replace(cfg, flash_prior=flash_prior)
     if flash_evidence is not None:
         cfg = replace(cfg, flash_evidence=flash_evidence)
+    if align_flash is not None:
+        cfg = replace(cfg, align_flash=align_flash)
     return cfg
