@@ -194,3 +194,84 @@ def test_engine_cues_feed_the_batches(tmp_path: Path) -> None:
     assert torch.isfinite(fnf_loss(forward(net, batch), batch, "full")["total"])
     with pytest.raises(ValueError, match="evidence"):
         net(batch["noflash"], batch["flash"], batch["flash_trimap"], batch["prior"])
+
+
+def test_aligned_flash_lies_on_the_subject_in_the_batches(tmp_path: Path) -> None:
+    """``align_flash``: each sample's flash-geometry fields (flash, its matte, the engine trimap) are warped by
+    its fitted subject warp, so the flash's matte lies closer to the frame's; the frame to matte, its mattes and
+    mask stay as they were, and so does the no-flash ablation's batch."""
+    from training.cache import (
+        ALIGN_VERSION,
+        CUE_FIELDS,
+        FIELDS,
+        CacheSpec,
+        build_align_cache,
+        build_cache,
+        build_cue_cache,
+    )
+    from training.train import Batches, TrainConfig
+
+    cache = build_cache(tmp_path / "c.npy", CacheSpec(n=4, size=(144, 256), split="train"), workers=1)
+    cues = build_cue_cache(tmp_path / "c-cues.npy", cache)
+    warps = build_align_cache(tmp_path / "c-align.npy", cache)
+    assert warps.shape == (4, 2, 3) and json.loads((tmp_path / "c-align.json").read_text())["align"] == ALIGN_VERSION
+    assert np.array_equal(build_align_cache(tmp_path / "c-align.npy", cache), warps)  # found again
+    flash_alpha = np.asarray(cache[..., FIELDS["flash_alpha"].start]) / 255.0
+    alpha = np.asarray(cache[..., FIELDS["alpha"].start]) / 255.0
+    from engine.cues.align import SubjectWarp
+
+    moved = np.stack([SubjectWarp(warp=w, kind="cached").to_noflash(f) for w, f in zip(warps, flash_alpha,
+                                                                                          strict=True)])
+    assert ((moved - alpha) ** 2).mean() < 0.5 * ((flash_alpha - alpha) ** 2).mean()
+
+    cfg = TrainConfig(batch_size=4, person_mask=True, flash_prior=True, engine_trimap_p=1.0)
+    with pytest.raises(ValueError, match="subject warps"):
+        Batches(cache, replace(cfg, align_flash=True), cues)
+    cpu = torch.device("cpu")
+    plain = Batches(cache, cfg, cues).get(1, cpu)
+    aligned = Batches(cache, replace(cfg, align_flash=True), cues, warps).get(1, cpu)
+    for k in ("noflash", "alpha", "fg", "bg", "prior"):
+        assert torch.equal(plain[k], aligned[k]), k
+    flipped = not torch.equal(plain["noflash"], torch.from_numpy(np.array(cache[..., FIELDS["noflash"]]))
+                              .permute(0, 3, 1, 2).float() / 255)
+    stored = np.asarray(cache[..., FIELDS["flash_alpha"].start])  # uint8, warped as the batches warp it
+    want_alpha = torch.from_numpy(np.stack([SubjectWarp(warp=w, kind="cached").to_noflash(np.ascontiguousarray(f))
+                                            for w, f in zip(warps, stored, strict=True)]))[:, None].float() / 255
+    assert torch.equal(aligned["flash_alpha"], want_alpha.flip(-1) if flipped else want_alpha)
+    tri = np.stack([SubjectWarp(warp=w, kind="cached").to_noflash(np.ascontiguousarray(t), nearest=True)
+                    for w, t in zip(warps, np.asarray(cues[..., CUE_FIELDS["engine_trimap"].start]), strict=True)])
+    tri_t = torch.from_numpy(tri // 127).long()
+    assert torch.equal(aligned["flash_trimap"].argmax(1), tri_t.flip(-1) if flipped else tri_t)
+    ablation = replace(cfg, flash_cue=False)
+    assert all(torch.equal(a, b) for a, b in zip(Batches(cache, ablation, cues).get(1, cpu).values(),
+                                                 Batches(cache, replace(ablation, align_flash=True), cues,
+                                                         warps).get(1, cpu).values(), strict=True))
+
+
+def test_branch_continues_another_run_under_a_new_recipe(tmp_path: Path) -> None:
+    """``branch_from``: a new run starts at another's step, weights and optimizer state, with its own recipe
+    (here the flash aligned on the subject, which the checkpoint then carries to the export); a different
+    network, an occupied folder or too few steps are named errors."""
+    from training.checkpoint import load_checkpoint, read_metadata
+    from training.train import train
+
+    base = replace(_tiny_config(tmp_path, 3), person_mask=True, flash_prior=True)  # type: ignore[type-var]
+    source = tmp_path / "source"
+    train(base, source)
+    branch = tmp_path / "branch"
+    train(replace(base, steps=5, align_flash=True), branch, branch_from=source)
+    net, meta = load_checkpoint(branch / "last.safetensors")
+    assert int(meta["step"]) == 5 and net.cfg.align_flash
+    assert not load_checkpoint(source / "last.safetensors")[0].cfg.align_flash  # the source is left as it was
+    assert [json.loads(line)["step"] for line in (branch / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+    saved = json.loads((branch / "train.json").read_text())
+    assert saved["align_flash"] and saved["extra"]["branched_from"] == {"run": str(source), "step": 3}
+    train(replace(base, steps=6), branch, resume=True)  # a branch resumes under its own recipe
+    assert int(read_metadata(branch / "last.safetensors")["step"]) == 6
+    assert load_checkpoint(branch / "last.safetensors")[0].cfg.align_flash
+    with pytest.raises(InputError, match="holds a run already"):
+        train(replace(base, steps=5), branch, branch_from=source)
+    with pytest.raises(InputError, match="person_mask"):
+        train(replace(base, steps=5, person_mask=False), tmp_path / "other", branch_from=source)
+    with pytest.raises(InputError, match="at step 3 already"):
+        train(replace(base, steps=2), tmp_path / "short", branch_from=source)

@@ -162,3 +162,37 @@ def build_cue_cache(path: Path, samples: np.ndarray, cmn_size: tuple[int, int] =
     arr.flush()
     meta_path.write_text(json.dumps(wanted))
     return np.load(path, mmap_mode="r")
+
+
+# The subject's flash -> no-flash warp of every sample (engine.cues.align.estimate_subject_warp, as a session
+# with an ``align_flash`` model fits it in set_flash), (N, 2, 3) float32; bumped when the fit changes.
+ALIGN_VERSION = 1
+
+
+def subject_warp_of(sample: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple[int, int]) -> np.ndarray:
+    """(2, 3) float32 no-flash -> flash warp of one cached sample, fitted as the engine's session fits it."""
+    from engine.cues.align import estimate_alignment, estimate_subject_warp
+    from engine.frames import resize
+
+    flash = np.ascontiguousarray(sample[..., FIELDS["flash"]])
+    reference = (np.ascontiguousarray(sample[..., REFERENCE]) if sample.shape[-1] > CHANNELS
+                 else np.ascontiguousarray(sample[..., FIELDS["noflash"]]))
+    person = segmenter.segment(resize(reference, cmn_size))
+    return estimate_subject_warp(flash, reference, person, estimate_alignment(flash, reference).warp).warp
+
+
+def build_align_cache(path: Path, samples: np.ndarray, cmn_size: tuple[int, int] = (144, 256)) -> np.ndarray:
+    """Subject warps (N, 2, 3) of every sample of a rendered cache, into ``path`` unless present."""
+    from engine.cues.segmenter import MediaPipeSegmenter
+
+    meta_path = path.with_suffix(".json")
+    wanted = {"n": len(samples), "size": list(samples.shape[1:3]), "cmn_size": list(cmn_size),
+              "align": ALIGN_VERSION, "done": True}
+    if path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == wanted:
+        return np.load(path)
+    segmenter = MediaPipeSegmenter(threads=1)
+    warps = np.stack([subject_warp_of(np.asarray(samples[i]), segmenter, cmn_size)
+                      for i in tqdm(range(len(samples)), desc="subject warps")]).astype(np.float32)
+    np.save(path, warps)
+    meta_path.write_text(json.dumps(wanted))
+    return warps

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,9 +23,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from engine.cues.align import SubjectWarp
 from engine.cues.trimap import trimap_one_hot
 from engine.errors import InputError
-from training.cache import CUE_FIELDS, FIELDS, CacheSpec, build_cache, build_cue_cache
+from training.cache import CUE_FIELDS, FIELDS, CacheSpec, build_align_cache, build_cache, build_cue_cache
 from training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from training.data.prior import FAILURE_WEIGHTS, segmenter_failure
 from training.losses import fnf_loss
@@ -71,6 +73,9 @@ class TrainConfig:
     # Share of training pairs whose flash (and its no-flash reference) caught the subject far from where it is
     # now (SynthConfig.p_drift), as in a session that moves after its one flash; its own cache.
     drift_p: float = 0.0
+    # Flash inputs (flash, trimap, evidence) warped into the no-flash frame's geometry by the subject's fitted
+    # motion, as the engine does for models trained so (FNFConfig.align_flash); warps from their own cache.
+    align_flash: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -97,13 +102,18 @@ class Batches:
 
     ``cues``: the engine cues of the same samples (:func:`training.cache.build_cue_cache`), used for a share
     ``engine_cue_p`` of person masks and ``engine_trimap_p`` (default: the same) of flash trimaps.
+    ``warps``: the subject warps of the same samples (:func:`training.cache.build_align_cache`), for
+    ``align_flash``.
     """
 
-    def __init__(self, cache: np.ndarray, cfg: TrainConfig, cues: np.ndarray | None = None) -> None:
+    def __init__(self, cache: np.ndarray, cfg: TrainConfig, cues: np.ndarray | None = None,
+                 warps: np.ndarray | None = None) -> None:
         if cfg.uses_engine_cues and cues is None:
             raise ValueError("engine cues (engine_cue_p or engine_trimap_p > 0, flash_evidence) need the "
                              "engine-cue cache")
-        self.cache, self.cfg, self.cues = cache, cfg, cues
+        if cfg.align_flash and warps is None:
+            raise ValueError("align_flash needs the subject warps of the cache (build_align_cache)")
+        self.cache, self.cfg, self.cues, self.warps = cache, cfg, cues, warps
         self._trimap_p = cfg.engine_cue_p if cfg.engine_trimap_p is None else cfg.engine_trimap_p
 
     def get(self, step: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -111,6 +121,9 @@ class Batches:
         idx = np.sort(rng.choice(len(self.cache), self.cfg.batch_size, replace=False))
         raw = np.asarray(self.cache[idx])  # (B, H, W, 16)
         cues = np.asarray(self.cues[idx]) if self.cues is not None else None  # (B, H, W, 3)
+        if self.cfg.align_flash and self.cfg.flash_cue:
+            assert self.warps is not None
+            self._align(raw, cues, self.warps[idx])
         if rng.random() < 0.5:
             raw = raw[:, :, ::-1]
             cues = cues[:, :, ::-1] if cues is not None else None
@@ -142,6 +155,19 @@ class Batches:
             if "flash_evidence" in batch:
                 batch["flash_evidence"] = torch.zeros_like(batch["flash_evidence"])
         return batch
+
+    @staticmethod
+    def _align(raw: np.ndarray, cues: np.ndarray | None, warps: np.ndarray) -> None:
+        """Warp each sample's flash-geometry fields (flash, its matte, the engine trimap and evidence) into its
+        no-flash frame, in place, as the engine warps a session's flash inputs."""
+        for b, warp in enumerate(warps):
+            sw = SubjectWarp(warp=warp, kind="cached")
+            for sl in (FIELDS["flash"], FIELDS["flash_alpha"]):
+                raw[b, ..., sl] = sw.to_noflash(np.ascontiguousarray(raw[b, ..., sl])).reshape((*raw.shape[1:3], -1))
+            if cues is not None:
+                for name, nearest in (("engine_trimap", True), ("engine_evidence", False)):
+                    ch = CUE_FIELDS[name].start
+                    cues[b, ..., ch] = sw.to_noflash(np.ascontiguousarray(cues[b, ..., ch]), nearest=nearest)
 
     def _fail_masks(self, raw: np.ndarray, step: int) -> np.ndarray:
         """(B, H, W, C) uint8 -> a copy with a share ``mask_failure_p`` of imitation person masks grossly wrong."""
@@ -220,8 +246,38 @@ def saved_config(out: Path) -> TrainConfig:
     return TrainConfig(**saved)
 
 
-def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
-    """Run (or resume) training into ``out``; returns the path of the last checkpoint."""
+# What a branched run must share with the run it starts from: the network's shape and inputs.
+_BRANCH_FIXED = ("name", "person_mask", "flash_prior", "flash_evidence")
+
+
+def _branch(cfg: TrainConfig, out: Path, source: Path) -> tuple[FNFNet, int]:
+    """Start run ``out`` from run ``source``'s last checkpoint, optimizer state and log, under ``cfg``'s recipe
+    (its data, and how the flash inputs are prepared, may differ; the network may not)."""
+    if (out / "last.safetensors").exists():
+        raise InputError(f"{out} holds a run already; branch into a new folder")
+    if not (source / "last.safetensors").is_file():
+        raise InputError(f"{source} has no last.safetensors to branch from")
+    net, meta = load_checkpoint(source / "last.safetensors")
+    want = get_config(cfg.config, person_mask=cfg.person_mask, flash_prior=cfg.flash_prior,
+                      flash_evidence=cfg.flash_evidence)
+    differ = [f for f in _BRANCH_FIXED if getattr(net.cfg, f) != getattr(want, f)]
+    if differ:
+        raise InputError(f"{source} was trained with other {', '.join(differ)} than asked for: "
+                         + ", ".join(f"{f}={getattr(net.cfg, f)}" for f in differ))
+    start = int(meta["step"])
+    if cfg.steps < start:
+        raise InputError(f"{source} is at step {start} already; a branch of it cannot run to {cfg.steps} steps")
+    for name in ("last_optim.safetensors", "log.jsonl"):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
+    net.cfg = replace(net.cfg, align_flash=cfg.align_flash)  # how flash inputs are prepared is the recipe's
+    log.info("branching %s from %s at step %d", out, source, start)
+    return net, start
+
+
+def train(cfg: TrainConfig, out: Path, *, resume: bool = False, branch_from: Path | None = None) -> Path:
+    """Run (or resume) training into ``out``; returns the path of the last checkpoint. ``branch_from``: start
+    from another run's last checkpoint at its step, under ``cfg``'s recipe (:func:`_branch`)."""
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
     if cfg.threads:
@@ -229,7 +285,10 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
     torch.manual_seed(cfg.seed)
     last, optim_path, log_path = out / "last.safetensors", out / "last_optim.safetensors", out / "log.jsonl"
     start = 0
-    if resume and last.is_file():
+    if branch_from is not None:
+        net, start = _branch(cfg, out, branch_from)
+        cfg = replace(cfg, extra={**cfg.extra, "branched_from": {"run": str(branch_from), "step": start}})
+    elif resume and last.is_file():
         # The recipe is the run's own; how long it runs, and on what, are the caller's (a run started on this
         # CPU may be finished on CUDA, or extended: the cosine schedule then stretches to the new length).
         cfg = replace(saved_config(out), steps=cfg.steps, threads=cfg.threads, device=cfg.device)
@@ -238,14 +297,16 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
         if cfg.steps < start:
             raise InputError(f"{out} is at step {start} already; it cannot be resumed to {cfg.steps} steps")
         log.info("resuming %s at step %d", out, start)
-        if log_path.is_file():  # steps logged after the last checkpoint are run again: drop their old lines
-            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start]
-            log_path.write_text("".join(line + "\n" for line in kept))
     else:
         net = build_model(get_config(cfg.config, person_mask=cfg.person_mask, flash_prior=cfg.flash_prior,
-                                     flash_evidence=cfg.flash_evidence))
+                                     flash_evidence=cfg.flash_evidence, align_flash=cfg.align_flash))
         log_path.unlink(missing_ok=True)
+    if start and log_path.is_file():  # steps logged after the last checkpoint are run again: drop their old lines
+        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start]
+        log_path.write_text("".join(line + "\n" for line in kept))
     (out / "train.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if branch_from is not None:  # the branch's own checkpoint from the start, so --resume continues it
+        save_checkpoint(last, net, step=start, extra={"train": asdict(cfg)})
     # NHWC: the CPU's depthwise convolutions run ~20 % faster; batches come NHWC already (a permuted view).
     net.to(device).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -261,12 +322,16 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False) -> Path:
     if cfg.uses_engine_cues:
         cues = build_cue_cache(out.parent / f"{spec.stem}-cues.npy", cache)
         eval_cues = build_cue_cache(out.parent / f"{eval_spec.stem}-cues.npy", eval_cache)
-    batches = Batches(cache, cfg, cues)
+    warps = eval_warps = None
+    if cfg.align_flash:
+        warps = build_align_cache(out.parent / f"{spec.stem}-align.npy", cache)
+        eval_warps = build_align_cache(out.parent / f"{eval_spec.stem}-align.npy", eval_cache)
+    batches = Batches(cache, cfg, cues, warps)
     # Evaluated as at inference: the engine's own cues when the run trains on them, else the imitations.
     eval_cfg = TrainConfig(**{**asdict(cfg), "batch_size": 8, "prior_trimap_p": 1.0, "seed": 12345,
                               "engine_cue_p": 1.0 if cues is not None else 0.0, "engine_trimap_p": None,
                               "mask_failure_p": 0.0})
-    eval_src = Batches(eval_cache, eval_cfg, eval_cues)
+    eval_src = Batches(eval_cache, eval_cfg, eval_cues, eval_warps)
     eval_batches = [eval_src.get(i, device) for i in range(max(1, cfg.eval_samples // 8))]
 
     cmn_steps = int(cfg.steps * cfg.cmn_fraction)

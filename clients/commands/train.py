@@ -34,6 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of training pairs whose flash caught the subject far from where it is now, as "
                         "after minutes of a session with one flash, so the network learns when the cached flash "
                         "no longer lines up (own cache)")
+    p.add_argument("--align-flash", action="store_true",
+                   help="warp the flash frame and its trimap onto the subject in the no-flash frame (the "
+                        "subject's motion fitted per pair, as the engine then does for this model)")
+    p.add_argument("--branch-from", type=Path, default=None, metavar="RUN_DIR",
+                   help="start from another run's last checkpoint, optimizer state and step, under the recipe "
+                        "given here (same network; data and flash preparation may differ)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl, train.json)")
     p.add_argument("--steps", type=int, default=None,
                    help="total steps (default 4000; with --resume the run's own, or more to extend it)")
@@ -80,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                       engine_cue_p=args.engine_cues,
                       engine_trimap_p=args.engine_trimaps, mask_failure_p=args.mask_failures,
                       mask_failure_kinds=kinds, camouflage_p=args.camouflage,
-                      drift_p=args.drift)
+                      drift_p=args.drift, align_flash=args.align_flash)
     if cfg.flash_evidence and not cfg.flash_prior:
         raise CuematteError("--flash-evidence reaches the per-frame graph through the flash prior: add --flash-prior")
     for flag, share in (("--engine-cues", cfg.engine_cue_p), ("--engine-trimaps", cfg.engine_trimap_p),
@@ -88,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
                         ("--drift", cfg.drift_p)):
         if share is not None and not 0.0 <= share <= 1.0:
             raise CuematteError(f"{flag} {share} is not a share in [0, 1]")
-    last = train(cfg, args.out, resume=args.resume)
+    if args.branch_from is not None and args.resume:
+        raise CuematteError("--branch-from starts a new run; --resume continues one: give one of them")
+    last = train(cfg, args.out, resume=args.resume, branch_from=args.branch_from)
     print(f"checkpoint: {last}")
     return 0
