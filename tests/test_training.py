@@ -113,6 +113,7 @@ def test_cli_resume_finishes_the_run_as_set_up_unless_given_more_steps(tmp_path:
     assert main([*tiny, "--resume", "--steps", "3"]) == 0  # extended by one step
     assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
     assert main([*tiny, "--resume", "--steps", "1"]) == 2  # cannot go back: a named error, not a crash
+    assert main([*tiny, "--resume", "--branch-from", str(run)]) == 2  # continue one run, or start a new one
 
 
 def test_curves_plot_one_run_and_compare_several(tmp_path: Path) -> None:
