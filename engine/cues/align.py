@@ -95,7 +95,9 @@ class SubjectWarp:
     """How the flash frame maps onto the no-flash frame, fitted on the subject."""
 
     warp: np.ndarray  # (2, 3) float32 affine, no-flash pixel coords -> flash pixel coords (full resolution)
-    kind: str  # "affine", "euclidean" (the affine fit failed or was implausible) or "global" (the start warp)
+    # "affine", "euclidean" (the affine fit failed or was implausible), "global" (the start warp), or "cached"
+    # (a stored warp applied again, as the training batches do)
+    kind: str
 
     def to_noflash(self, image: np.ndarray, *, nearest: bool = False) -> np.ndarray:
         """A flash-geometry image (H, W[, C]) resampled into the no-flash frame's geometry (same dtype)."""
