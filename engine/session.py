@@ -58,6 +58,16 @@ class _FlashState:
     track: np.ndarray = field(default_factory=lambda: np.eye(2, 3, dtype=np.float32))
 
 
+def fit_subject(flash: np.ndarray, noflash: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple[int, int],
+                start: np.ndarray) -> tuple[SubjectWarp, np.ndarray]:
+    """The person's flash -> no-flash warp as an ``align_flash`` session fits it in ``set_flash`` (and training
+    fits it for its samples): on the person the segmenter finds in the no-flash frame at the CMN grid. Returns
+    the warp and that no-flash frame at the CMN grid (h, w, 3) uint8, the reference later frames are tracked to.
+    """
+    reference = resize(noflash, cmn_size)
+    return estimate_subject_warp(flash, noflash, segmenter.segment(reference), start), reference
+
+
 def create_segmenter(kind: str | PersonSegmenter | None, threads: int | None = None) -> PersonSegmenter | None:
     """'mediapipe' (default, pretrained person segmenter), 'grabcut' / None (weight-free), or an object."""
     if kind is None or kind == "grabcut":
@@ -155,12 +165,12 @@ class MattingSession:
                                  allow_unknown=self.model.info.flash_prior)
         flash_in, trimap_in = flash_s, cue.trimap
         evidence_in = cue.evidence_map() if self.model.info.flash_evidence else None
-        subject = None
+        subject = reference = None
         if self.model.info.align_flash:
             # The person moved between the two frames: such a model takes its flash where the person is now.
             assert self.segmenter is not None
-            person = self.segmenter.segment(resize(noflash_s, self.model.info.cmn_size))
-            subject = estimate_subject_warp(flash_s, noflash_s, person, cue.alignment.warp)
+            subject, reference = fit_subject(flash_s, noflash_s, self.segmenter, self.model.info.cmn_size,
+                                             cue.alignment.warp)
             flash_in, trimap_in = subject.to_noflash(flash_s), subject.to_noflash(cue.trimap, nearest=True)
             evidence_in = subject.to_noflash(evidence_in) if evidence_in is not None else None
         t1 = self.times.record("trimap", t0)
@@ -169,7 +179,6 @@ class MattingSession:
             inputs["flash_evidence"] = evidence_in[None, None]
         cache = self._run_flash(inputs)
         self.times.record("flash", t1)
-        reference = resize(noflash_s, self.model.info.cmn_size) if subject is not None else None
         self._flash = _FlashState(cache=cache, cue=cue, inputs=inputs, subject=subject, reference=reference)
         self.smoother.reset()
         return cue

@@ -171,14 +171,13 @@ ALIGN_VERSION = 1
 
 def subject_warp_of(sample: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple[int, int]) -> np.ndarray:
     """(2, 3) float32 no-flash -> flash warp of one cached sample, fitted as the engine's session fits it."""
-    from engine.cues.align import estimate_alignment, estimate_subject_warp
-    from engine.frames import resize
+    from engine.cues.align import estimate_alignment
+    from engine.session import fit_subject
 
     flash = np.ascontiguousarray(sample[..., FIELDS["flash"]])
     reference = (np.ascontiguousarray(sample[..., REFERENCE]) if sample.shape[-1] > CHANNELS
                  else np.ascontiguousarray(sample[..., FIELDS["noflash"]]))
-    person = segmenter.segment(resize(reference, cmn_size))
-    return estimate_subject_warp(flash, reference, person, estimate_alignment(flash, reference).warp).warp
+    return fit_subject(flash, reference, segmenter, cmn_size, estimate_alignment(flash, reference).warp)[0].warp
 
 
 def build_align_cache(path: Path, samples: np.ndarray, cmn_size: tuple[int, int] = (144, 256)) -> np.ndarray:

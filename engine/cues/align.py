@@ -152,10 +152,11 @@ def estimate_subject_warp(flash: np.ndarray, noflash: np.ndarray, person: np.nda
     to_small = np.array([[1.0, 1.0, scale]] * 2, np.float32)
     init = start.astype(np.float32) * to_small
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
+    contrast = {sigma: (_local_contrast(grey_n, sigma), _local_contrast(grey_f, sigma))
+                for sigma in {st[2] for st in _STAGES}}  # once per scale, not per stage
     for kind, motion, sigma in _STAGES:
         try:
-            _, found = cv2.findTransformECC(_local_contrast(grey_n, sigma), _local_contrast(grey_f, sigma),
-                                            init.copy(), motion, criteria, region, 3)
+            _, found = cv2.findTransformECC(*contrast[sigma], init.copy(), motion, criteria, region, 3)
         except cv2.error:
             break
         fit = np.asarray(found, np.float32)
