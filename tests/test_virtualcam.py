@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -92,31 +91,58 @@ def test_missing_backend_without_device(clip: dict, capsys: pytest.CaptureFixtur
 
 @pytest.mark.usefixtures("quiet_untrained")
 def test_live_loop_takes_the_newest_frame(clip: dict, lite_model_dir: Path) -> None:
-    """A processor slower than the source skips frames (counted as dropped) instead of queueing them."""
+    """Frames that arrive while a frame is being processed are not queued: the loop then takes only the newest
+    and counts the rest as dropped. The camera is played by the processor itself, which delivers the rest of
+    the clip during its first frame, so the outcome does not depend on how fast this machine is."""
+    from clients.virtualcam.latest import LatestFrame
     from clients.virtualcam.pipeline import LiveLoop, Processor
     from clients.virtualcam.sinks import FileSink
-    from clients.virtualcam.sources import FileSource
     from engine.compositing import Background
     from engine.io import read_image
     from engine.session import MattingSession
 
-    class Slow(Processor):
+    with VideoReader(clip["clip"]) as r:
+        frames = list(r)
+    slot = LatestFrame()
+    seen: list[np.ndarray] = []
+
+    class Busy(Processor):
         def process(self, frame: np.ndarray) -> np.ndarray:
-            time.sleep(0.05)
+            seen.append(frame)
+            if len(seen) == 1:  # the camera keeps delivering while this frame is processed, then the clip ends
+                for later in frames[1:]:
+                    slot.put(later)
+                slot.close()
             return super().process(frame)
 
-    source = FileSource(clip["clip"], fps=100.0)  # a frame every 10 ms, processing takes > 50 ms
     sink = FileSink(clip["dir"] / "live.mp4", W, H, 30)
-    processor = Slow(MattingSession(lite_model_dir, segmenter="grabcut"), Background("blur"), (H, W))
+    processor = Busy(MattingSession(lite_model_dir, segmenter="grabcut"), Background("blur"), (H, W))
     processor.set_flash(read_image(clip["flash"]), read_image(clip["noflash"]))
-    loop = LiveLoop(processor, source.slot, sink)
-    source.start()
-    loop.run()  # returns when the file ends
-    source.stop()
+    slot.put(frames[0])
+    LiveLoop(processor, slot, sink).run()  # returns when the slot is closed and drained
     sink.close()
-    assert source.frames == N
-    assert 1 <= sink.written < N
-    assert sink.written + source.slot.dropped == N  # every frame was either processed or skipped, none queued
+    assert len(seen) == sink.written == 2
+    assert seen[0] is frames[0] and seen[1] is frames[-1]  # the newest frame, not the next in line
+    assert slot.dropped == N - 2  # every other frame was skipped, none queued
+
+
+def test_file_source_plays_the_whole_clip_into_its_slot_then_closes_it(clip: dict) -> None:
+    """A file stands in for a camera: every frame is delivered to the latest-frame slot, the last one is the
+    clip's last, and the slot closes at the end so a live loop ends with the file."""
+    from clients.virtualcam.sources import FileSource
+
+    with VideoReader(clip["clip"]) as r:
+        frames = list(r)
+    source = FileSource(clip["clip"], fps=1000.0)
+    assert source.size == (H, W)
+    taken: list[np.ndarray] = []
+    source.start()
+    while (frame := source.slot.take()) is not None:  # None only once closed and drained
+        taken.append(frame)
+    source.stop()
+    assert source.frames == N and source.slot.closed
+    assert len(taken) + source.slot.dropped == N
+    np.testing.assert_array_equal(taken[-1], frames[-1])
 
 
 def test_flash_capture_picks_the_brightest_frame() -> None:
