@@ -129,18 +129,19 @@ class MattingSession:
     def has_flash(self) -> bool:
         return self._flash is not None
 
-    @property
-    def flash_cue(self) -> FlashCue:
+    def _flash_state(self) -> _FlashState:
         if self._flash is None:
             raise FlashNotSetError("no flash yet: call set_flash(flash, noflash) first")
-        return self._flash.cue
+        return self._flash
+
+    @property
+    def flash_cue(self) -> FlashCue:
+        return self._flash_state().cue
 
     @property
     def subject_warp(self) -> SubjectWarp | None:
         """How the flash inputs were warped onto the subject (``align_flash`` models), else None."""
-        if self._flash is None:
-            raise FlashNotSetError("no flash yet: call set_flash(flash, noflash) first")
-        return self._flash.subject
+        return self._flash_state().subject
 
     def reset(self) -> None:
         """Forget the cached flash features; the next :meth:`matte` needs a new :meth:`set_flash`."""
@@ -202,7 +203,6 @@ class MattingSession:
         moved = np.concatenate([fit.to_noflash(np.ascontiguousarray(prior[..., i:i + 3])).reshape(h, w, -1)
                                 for i in range(0, prior.shape[-1], 3)], axis=-1)
         return np.ascontiguousarray(moved.transpose(2, 0, 1)[None], dtype=np.float32)
-
 
     def matte(self, frame: np.ndarray, *, reuse_flash: bool = True) -> Matte:
         """Alpha and foreground of one no-flash frame (H, W, 3) uint8 RGB.

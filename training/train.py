@@ -30,7 +30,7 @@ from training.cache import CUE_FIELDS, FIELDS, CacheSpec, build_align_cache, bui
 from training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from training.data.prior import FAILURE_WEIGHTS, segmenter_failure
 from training.losses import fnf_loss
-from training.models.config import get_config
+from training.models.config import FNFConfig, get_config
 from training.models.fnfnet import FNFNet, build_model
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,12 @@ class TrainConfig:
     # motion, as the engine does for models trained so (FNFConfig.align_flash); warps from their own cache.
     align_flash: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def net_config(self) -> FNFConfig:
+        """The network this recipe trains (its named config with the recipe's input switches)."""
+        return get_config(self.config, person_mask=self.person_mask, flash_prior=self.flash_prior,
+                          flash_evidence=self.flash_evidence, align_flash=self.align_flash)
 
     @property
     def uses_engine_cues(self) -> bool:
@@ -258,8 +264,7 @@ def _branch(cfg: TrainConfig, out: Path, source: Path) -> tuple[FNFNet, int]:
     if not (source / "last.safetensors").is_file():
         raise InputError(f"{source} has no last.safetensors to branch from")
     net, meta = load_checkpoint(source / "last.safetensors")
-    want = get_config(cfg.config, person_mask=cfg.person_mask, flash_prior=cfg.flash_prior,
-                      flash_evidence=cfg.flash_evidence)
+    want = cfg.net_config
     differ = [f for f in _BRANCH_FIXED if getattr(net.cfg, f) != getattr(want, f)]
     if differ:
         raise InputError(f"{source} was trained with other {', '.join(differ)} than asked for: "
@@ -298,8 +303,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, branch_from: Pat
             raise InputError(f"{out} is at step {start} already; it cannot be resumed to {cfg.steps} steps")
         log.info("resuming %s at step %d", out, start)
     else:
-        net = build_model(get_config(cfg.config, person_mask=cfg.person_mask, flash_prior=cfg.flash_prior,
-                                     flash_evidence=cfg.flash_evidence, align_flash=cfg.align_flash))
+        net = build_model(cfg.net_config)
         log_path.unlink(missing_ok=True)
     if start and log_path.is_file():  # steps logged after the last checkpoint are run again: drop their old lines
         kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start]
