@@ -128,6 +128,7 @@ def _bad_inputs(tmp: Path, files: dict[str, Path], model: Path) -> list[tuple[li
         (["bench", "--model", model, "--sizes", "big"], "WIDTHxHEIGHT"),
         (["export", "--config", "lite", "--out-dir", tmp / "x"], "--random-init"),
         (["train", "--flash-evidence", "--out", tmp / "run"], "add --flash-prior"),
+        (["train", "--flash-skip", "--out", tmp / "run"], "add --flash-prior"),
         (["train", "--mask-failures", "1.5", "--out", tmp / "run"], "--mask-failures 1.5 is not a share in [0, 1]"),
         (["train", "--camouflage", "-0.2", "--out", tmp / "run"], "--camouflage -0.2 is not a share in [0, 1]"),
         (["train", "--drift", "2", "--out", tmp / "run"], "--drift 2.0 is not a share in [0, 1]"),

@@ -276,3 +276,24 @@ def test_branch_continues_another_run_under_a_new_recipe(tmp_path: Path) -> None
         train(replace(base, steps=5, person_mask=False), tmp_path / "other", branch_from=source)
     with pytest.raises(InputError, match="at step 3 already"):
         train(replace(base, steps=2), tmp_path / "short", branch_from=source)
+
+
+def test_branch_may_grow_the_flash_skip_but_not_drop_it(tmp_path: Path) -> None:
+    """A branch that adds ``flash_skip`` starts from the source's weights grown into the wider layers and its
+    optimizer moments padded to them, trains, and resumes; a branch that would drop it is a named error."""
+    from training.checkpoint import load_checkpoint
+    from training.train import train
+
+    base = replace(_tiny_config(tmp_path, 3), person_mask=True, flash_prior=True)  # type: ignore[type-var]
+    source = tmp_path / "source"
+    train(base, source)
+    src_net = load_checkpoint(source / "last.safetensors")[0]
+    branch = tmp_path / "skip"
+    train(replace(base, steps=5, flash_skip=True), branch, branch_from=source)
+    net, meta = load_checkpoint(branch / "last.safetensors")
+    assert int(meta["step"]) == 5 and net.cfg.flash_skip and not src_net.cfg.flash_skip
+    old, new = src_net.detail_groups[2].conv[0].weight, net.detail_groups[2].conv[0].weight
+    assert new.shape[1] == old.shape[1] + 6 and float(new.detach()[:, -6:].abs().sum()) > 0  # the new inputs trained
+    train(replace(base, steps=6, flash_skip=True), branch, resume=True)
+    with pytest.raises(InputError, match="flash_skip"):
+        train(replace(base, steps=7), tmp_path / "drop", branch_from=branch)

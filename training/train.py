@@ -32,6 +32,7 @@ from training.data.prior import FAILURE_WEIGHTS, segmenter_failure
 from training.losses import fnf_loss
 from training.models.config import FNFConfig, get_config
 from training.models.fnfnet import FNFNet, build_model
+from training.models.grow import grow, grow_optimizer_state
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class TrainConfig:
     flash_cue: bool = True  # False: the paper's ablation, the flash branch sees the no-flash frame, trimap unknown
     flash_prior: bool = False  # the per-frame encoder also takes the cached flash input (FNFConfig.flash_prior)
     flash_evidence: bool = False  # the flash half also takes the engine's evidence map (needs the cue cache)
+    flash_skip: bool = False  # the decoders' last shortcut also takes the cached flash prior (FNFConfig.flash_skip)
     # Share of person masks, and independently of flash trimaps, that are the engine's own (MediaPipe on the
     # rendered frame, the engine's flash trimap) instead of imitations; the rest are built as before.
     engine_cue_p: float = 0.0
@@ -82,7 +84,8 @@ class TrainConfig:
     def net_config(self) -> FNFConfig:
         """The network this recipe trains (its named config with the recipe's input switches)."""
         return get_config(self.config, person_mask=self.person_mask, flash_prior=self.flash_prior,
-                          flash_evidence=self.flash_evidence, align_flash=self.align_flash)
+                          flash_evidence=self.flash_evidence, align_flash=self.align_flash,
+                          flash_skip=self.flash_skip)
 
     @property
     def uses_engine_cues(self) -> bool:
@@ -252,13 +255,15 @@ def saved_config(out: Path) -> TrainConfig:
     return TrainConfig(**saved)
 
 
-# What a branched run must share with the run it starts from: the network's shape and inputs.
+# What a branched run must share with the run it starts from: the network's inputs. Its layers may only
+# grow (flash_skip added), keeping what they compute at the branch point (training.models.grow).
 _BRANCH_FIXED = ("name", "person_mask", "flash_prior", "flash_evidence")
+_BRANCH_GROWS = ("flash_skip",)
 
 
 def _branch(cfg: TrainConfig, out: Path, source: Path) -> tuple[FNFNet, int]:
     """Start run ``out`` from run ``source``'s last checkpoint, optimizer state and log, under ``cfg``'s recipe
-    (its data, and how the flash inputs are prepared, may differ; the network may not)."""
+    (its data, and how the flash inputs are prepared, may differ; the network may only grow)."""
     if (out / "last.safetensors").exists():
         raise InputError(f"{out} holds a run already; branch into a new folder")
     if not (source / "last.safetensors").is_file():
@@ -266,6 +271,7 @@ def _branch(cfg: TrainConfig, out: Path, source: Path) -> tuple[FNFNet, int]:
     net, meta = load_checkpoint(source / "last.safetensors")
     want = cfg.net_config
     differ = [f for f in _BRANCH_FIXED if getattr(net.cfg, f) != getattr(want, f)]
+    differ += [f for f in _BRANCH_GROWS if getattr(net.cfg, f) and not getattr(want, f)]
     if differ:
         raise InputError(f"{source} was trained with other {', '.join(differ)} than asked for: "
                          + ", ".join(f"{f}={getattr(net.cfg, f)}" for f in differ))
@@ -276,6 +282,10 @@ def _branch(cfg: TrainConfig, out: Path, source: Path) -> tuple[FNFNet, int]:
         if (source / name).is_file():
             shutil.copyfile(source / name, out / name)
     net.cfg = replace(net.cfg, align_flash=cfg.align_flash)  # how flash inputs are prepared is the recipe's
+    grown = [f for f in _BRANCH_GROWS if getattr(want, f) != getattr(net.cfg, f)]
+    if grown:
+        net = grow(net, replace(net.cfg, **{f: getattr(want, f) for f in grown}))
+        log.info("grew %s into %s", source, ", ".join(grown))
     log.info("branching %s from %s at step %d", out, source, start)
     return net, start
 
@@ -316,6 +326,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, branch_from: Pat
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if start and optim_path.is_file():
         _load_optimizer(optim_path, opt)
+        grow_optimizer_state(opt)  # a branch that grew layers: their new inputs start with zero moments
 
     spec = CacheSpec(n=cfg.cache_samples, size=cfg.size, split="train", camouflage=cfg.camouflage_p,
                      drift=cfg.drift_p)

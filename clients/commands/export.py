@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flash-prior", action="store_true", help="with --config: the cached flash input per frame too")
     p.add_argument("--flash-evidence", action="store_true",
                    help="with --config --flash-prior: the flash graph also takes the flash evidence map")
+    p.add_argument("--flash-skip", action="store_true",
+                   help="with --config --flash-prior: the decoders' last shortcut also takes the flash prior")
     p.add_argument("--seed", type=int, default=0, help="seed of the random init")
     p.add_argument("--out-dir", type=Path, required=True, help="model folder to write")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs a CUDA machine)")
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         net = build_model(get_config(args.config, person_mask=args.person_mask or None,
                                            flash_prior=args.flash_prior or None,
-                                           flash_evidence=args.flash_evidence or None))
+                                           flash_evidence=args.flash_evidence or None,
+                                           flash_skip=args.flash_skip or None))
         trained, source = False, f"random-init seed {args.seed}"
     manifest = export_onnx(net, args.out_dir, trained=trained, source=source)
     for res in manifest["parity"]["results"]:

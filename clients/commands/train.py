@@ -16,6 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flash-evidence", action="store_true",
                    help="with --flash-prior: the flash half also takes the engine's flash evidence map "
                         "(computed once beside the sample cache)")
+    p.add_argument("--flash-skip", action="store_true",
+                   help="with --flash-prior: the decoders' last shortcut also takes the cached flash prior, so "
+                        "edges are decided from the flash at the CMN grid's full resolution (with --branch-from "
+                        "a run without it, its layers grow and start from the same outputs)")
     p.add_argument("--engine-cues", type=float, default=0.0, metavar="P",
                    help="share of person masks and flash trimaps taken from the engine itself (MediaPipe, the "
                         "flash trimap) rather than imitations; computed once beside the sample cache")
@@ -39,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "subject's motion fitted per pair, as the engine then does for this model)")
     p.add_argument("--branch-from", type=Path, default=None, metavar="RUN_DIR",
                    help="start from another run's last checkpoint, optimizer state and step, under the recipe "
-                        "given here (same network; data and flash preparation may differ)")
+                        "given here (same network inputs; data and flash preparation may differ)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl, train.json)")
     p.add_argument("--steps", type=int, default=None,
                    help="total steps (default 4000; with --resume the run's own, or more to extend it)")
@@ -82,13 +86,15 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(config=args.config, person_mask=args.person_mask, steps=steps, batch_size=args.batch_size,
                       lr=args.lr, size=(h, w), cache_samples=args.cache_samples, eval_every=args.eval_every,
                       seed=args.seed, threads=args.threads, device=args.device, flash_cue=not args.no_flash_cue,
-                      flash_prior=args.flash_prior, flash_evidence=args.flash_evidence,
+                      flash_prior=args.flash_prior, flash_evidence=args.flash_evidence, flash_skip=args.flash_skip,
                       engine_cue_p=args.engine_cues,
                       engine_trimap_p=args.engine_trimaps, mask_failure_p=args.mask_failures,
                       mask_failure_kinds=kinds, camouflage_p=args.camouflage,
                       drift_p=args.drift, align_flash=args.align_flash)
     if cfg.flash_evidence and not cfg.flash_prior:
         raise CuematteError("--flash-evidence reaches the per-frame graph through the flash prior: add --flash-prior")
+    if cfg.flash_skip and not cfg.flash_prior:
+        raise CuematteError("--flash-skip feeds the decoders the cached flash prior: add --flash-prior")
     for flag, share in (("--engine-cues", cfg.engine_cue_p), ("--engine-trimaps", cfg.engine_trimap_p),
                         ("--mask-failures", cfg.mask_failure_p), ("--camouflage", cfg.camouflage_p),
                         ("--drift", cfg.drift_p)):

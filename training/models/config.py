@@ -42,6 +42,10 @@ class FNFConfig:
     # joins the flash encoder's input and the cached prior, so the per-frame encoder sees where the flash
     # reached instead of having to infer it from the flash and no-flash colours.
     flash_evidence: bool = False
+    # The cached flash prior also joins the last shortcut of the detail and foreground decoders (with the
+    # no-flash frame at the CMN grid): edges are decided at full CMN resolution, where the flash/no-flash
+    # difference of a pixel says how much of it is the near subject, and the encoder has already halved it.
+    flash_skip: bool = False
     # Not weights but how the flash inputs are prepared: warped into the no-flash frame's geometry by the
     # subject's own motion (engine.cues.align.estimate_subject_warp), so the cached prior lies on the person.
     align_flash: bool = False
@@ -75,11 +79,18 @@ class FNFConfig:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by heads {self.heads}")
         if self.flash_evidence and not self.flash_prior:
             raise ValueError("flash_evidence reaches the per-frame graph through the flash prior: set flash_prior")
+        if self.flash_skip and not self.flash_prior:
+            raise ValueError("flash_skip feeds the decoders the cached flash prior: set flash_prior")
 
     @property
     def prior_channels(self) -> int:
         """Channels of the flash half's input and cached prior: flash RGB, trimap one-hot[, evidence]."""
         return 6 + self.flash_evidence
+
+    @property
+    def fine_skip_channels(self) -> int:
+        """Channels of the decoders' last shortcut at the CMN grid: the frame[, the flash prior]."""
+        return 3 + self.prior_channels * self.flash_skip
 
 
 # The paper: two non-shared ResNet-50 encoders, ASPP 3/6/9, L_f = L_nf = 2, BMN to full resolution.
@@ -113,9 +124,10 @@ CONFIGS: dict[str, FNFConfig] = {"paper": PAPER, "lite": LITE}
 
 
 def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool | None = None,
-               flash_evidence: bool | None = None, align_flash: bool | None = None) -> FNFConfig:
-    """Look a named config up; ``person_mask`` / ``flash_prior`` / ``flash_evidence`` / ``align_flash``
-    override those input switches."""
+               flash_evidence: bool | None = None, align_flash: bool | None = None,
+               flash_skip: bool | None = None) -> FNFConfig:
+    """Look a named config up; ``person_mask`` / ``flash_prior`` / ``flash_evidence`` / ``align_flash`` /
+    ``flash_skip`` override those switches."""
     try:
         cfg = CONFIGS[name]
     except KeyError:
@@ -128,4 +140,6 @@ def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool 
         cfg = replace(cfg, flash_evidence=flash_evidence)
     if align_flash is not None:
         cfg = replace(cfg, align_flash=align_flash)
+    if flash_skip is not None:
+        cfg = replace(cfg, flash_skip=flash_skip)
     return cfg

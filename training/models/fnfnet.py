@@ -129,12 +129,13 @@ class FNFNet(nn.Module):
         self.trimap_head = nn.Conv2d(t1, 3, 1)
         # D_detail: 3 groups from the 1/8 shortcut; trimap probabilities join before the second group.
         d0, d1, d2 = cfg.detail_channels
-        self.detail_groups = nn.ModuleList([UpGroup(s8, s4, d0), UpGroup(d0 + 3, s2, d1), UpGroup(d1, 3, d2)])
+        fine = cfg.fine_skip_channels  # the frame at the CMN grid[, the flash prior]
+        self.detail_groups = nn.ModuleList([UpGroup(s8, s4, d0), UpGroup(d0 + 3, s2, d1), UpGroup(d1, fine, d2)])
         self.detail_head = nn.Conv2d(d2, 1, 3, padding=1)
         # D_foreground: 4 groups 1/16 -> 1/1, predicts a residual on the image plus hidden features.
         f0, f1, f2, f3 = cfg.fg_channels
         self.fg_groups = nn.ModuleList(
-            [UpGroup(a, s8, f0), UpGroup(f0, s4, f1), UpGroup(f1, s2, f2), UpGroup(f2, 3, f3)]
+            [UpGroup(a, s8, f0), UpGroup(f0, s4, f1), UpGroup(f1, s2, f2), UpGroup(f2, fine, f3)]
         )
         self.fg_head = nn.Conv2d(f3, 3, 3, padding=1)
 
@@ -226,11 +227,12 @@ class FNFNet(nn.Module):
         h = self.detail_groups[0](s8, s4)
         h = torch.cat([h, resize_to(probs, h)], dim=1)
         h = self.detail_groups[1](h, s2)
-        detail_feat = self.detail_groups[2](h, img_c)
+        fine = torch.cat([img_c, flash_prior], dim=1) if cfg.flash_skip and flash_prior is not None else img_c
+        detail_feat = self.detail_groups[2](h, fine)
         detail_c = torch.sigmoid(self.detail_head(detail_feat))
 
         h = feat
-        for group, skip in zip(self.fg_groups, (s8, s4, s2, img_c), strict=True):
+        for group, skip in zip(self.fg_groups, (s8, s4, s2, fine), strict=True):
             h = group(h, skip)
         fg_feat = h
         fg_c = (img_c + self.fg_head(fg_feat)).clamp(0.0, 1.0)
