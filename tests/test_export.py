@@ -122,6 +122,30 @@ def test_flash_evidence_graphs_and_session(tmp_path: Path, scene: tuple[np.ndarr
     np.testing.assert_allclose(session.matte(noflash, reuse_flash=False).alpha, m.alpha, atol=1e-5)
 
 
+def test_flash_skip_model_exports_from_the_cli_and_mattes(tmp_path: Path, scene: tuple[np.ndarray, np.ndarray,
+                                                                                    np.ndarray],
+                                                       quiet_untrained: None) -> None:
+    """A ``flash_skip`` model (the prior also in the decoders' last shortcut) has the flash-prior graphs' inputs
+    and outputs, says so in model.json, holds parity, and the session mattes with it."""
+    from clients.cli import main
+    from engine.session import MattingSession
+
+    out = tmp_path / "skip"
+    assert main(["export", "--config", "lite", "--random-init", "--person-mask", "--flash-prior", "--flash-skip",
+                 "--out-dir", str(out)]) == 0
+    assert json.loads((out / "model.json").read_text())["config"]["flash_skip"]
+    frame = onnx.load(str(out / "frame.onnx"))
+    assert [i.name for i in frame.graph.input] == ["frame", "flash_features", "person_mask", "flash_prior"]
+    torch.manual_seed(0)
+    net = build_model(get_config("lite", person_mask=True, flash_prior=True, flash_skip=True)).eval()
+    assert check_parity(net, out, (271, 483)).ok()
+    flash_img, noflash, _ = scene
+    session = MattingSession(out)
+    session.set_flash(flash_img, noflash)
+    alpha = session.matte(noflash).alpha
+    assert alpha.shape == noflash.shape[:2] and alpha.min() >= 0.0 and alpha.max() <= 1.0
+
+
 def test_frame_graph_that_does_not_take_the_cache_is_a_model_error(
     lite_model_dir: Path, lite_prior_model_dir: Path, tmp_path: Path
 ) -> None:
