@@ -2,7 +2,9 @@
 
 A branch that adds inputs to a layer (``FNFConfig.flash_skip``) keeps every trained weight: a grown conv's
 old input channels keep their weights, and the new ones start at zero, so the grown network's outputs equal
-the source's until training moves them. Only extra *input* channels (dim 1 of a conv weight) can grow.
+the source's until training moves them. Only extra *input* channels (dim 1 of a conv weight) can grow, and
+they must come after the old ones in the layer's input (``flash_skip`` appends the prior after the frame);
+the same-outputs check in the tests holds a layer to that.
 """
 
 from __future__ import annotations
