@@ -39,9 +39,11 @@ def test_error_split_adds_up_to_the_mse_of_the_eval() -> None:
     pred = alpha.copy()
     pred[0:3, 0:3] = 1.0  # 9 wrong pixels, more than 6 px from the square: a region error
     pred[10, 10:30] = 0.5  # the square's top row half missed: 20 pixels of 0.25 squared error on the edge
+    alpha[29, 12] = 0.5  # a soft pixel on the bottom row, predicted opaque: 0.25 on the edge, all of it soft
     parts = error_split(pred, alpha, edge_band(alpha))
     assert parts["regions"] == pytest.approx(1e3 * 9 / 1600)
-    assert parts["edge"] == pytest.approx(1e3 * 20 * 0.25 / 1600)
+    assert parts["edge"] == pytest.approx(1e3 * 21 * 0.25 / 1600)
+    assert parts["soft"] == pytest.approx(1e3 * 0.25 / 1600)
     sample = EvalSample(id="x", noflash=np.zeros((40, 40, 3), np.uint8), flash=np.zeros((40, 40, 3), np.uint8),
                         alpha=alpha, fg=None)
     assert parts["edge"] + parts["regions"] == pytest.approx(score(pred, None, sample)["mse"])
@@ -68,6 +70,7 @@ def test_breakdown_compares_each_model_with_the_ablation_per_trimap_group() -> N
     assert table["ours"]["mse"] == pytest.approx(mse.tolist())
     assert table["ours"]["median"] == pytest.approx(40.0)
     assert table["ours"]["edge"] + table["ours"]["regions"] == pytest.approx(mse.mean())
+    assert table["ours"]["soft"] == 0.0  # the square has no soft pixels
     assert table["ours"]["vs_noflash"] == {"ratio": pytest.approx(mse.mean() / 40.0), "wins": 1, "half": 1, "n": 3}
     assert table["ours"]["by_trimap"][LOCATED]["n"] == 2
     assert table["ours"]["by_trimap"][LOCATED]["ratio"] == pytest.approx((10 + 40) / 2 / 40)
