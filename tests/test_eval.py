@@ -15,26 +15,46 @@ from training.data.make_eval import make_eval
 pytestmark = pytest.mark.usefixtures("quiet_untrained")
 
 
-def test_eval_reports_every_method_and_split(lite_model_dir: Path, tmp_path: Path,
+def test_eval_reports_every_method_and_split(lite_model_dir: Path, lite_mask_model_dir: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     cfg = replace(SynthConfig(), size=(144, 256))
     make_eval(tmp_path / "data" / "static", 2, "static", cfg)
     make_eval(tmp_path / "data" / "video", 1, "video", cfg, length=3)
     out = tmp_path / "eval.json"
-    # A random-init 'no-flash' model stands in for the ablation: the method's plumbing is what is tested here.
+    # Random-init 'no-flash' models stand in for the two ablations (the paper's, frame alone; ours, with the
+    # person mask): the methods' plumbing is what is tested here.
     code = main(["eval", "--model", str(lite_model_dir), "--data", str(tmp_path / "data"), "--json", str(out),
-                 "--noflash-model", str(lite_model_dir)])
+                 "--noflash-model", str(lite_model_dir), "--noflash-model", str(lite_mask_model_dir)])
     assert code == 0
     table = json.loads(out.read_text())
     assert set(table) == {"static", "video"}
     for split in table.values():
-        assert set(split) == {"ours", "classical", "mediapipe", "noflash"}
+        assert set(split) == {"ours", "classical", "mediapipe", "noflash", "noflash-nomask"}
         for m in split.values():
             assert m["mse"] >= 0 and m["sad"] >= 0 and m["grad"] >= 0 and m["conn"] >= 0
     assert table["static"]["ours"]["n"] == 2 and "mse_alpha_fg" in table["static"]["ours"]
     assert table["video"]["ours"]["n"] == 1 and table["video"]["ours"]["dtssd"] >= 0
     printed = capsys.readouterr().out
     assert "classical" in printed and "dtssd" in printed
+    static = table["static"]
+    ratio = static["ours"]["mse"] / static["noflash-nomask"]["mse"]
+    assert f"noflash-nomask {ratio:.2f}x" in printed
+
+
+def test_mse_ratios_against_each_baseline() -> None:
+    from training.evaluate import mse_ratios
+
+    table = {"static": {"ours": {"mse": 2.0}, "ours-smoothed": {"mse": 1.0}, "mediapipe": {"mse": 8.0},
+                        "noflash": {"mse": 0.0}},
+             "video": {"mediapipe": {"mse": 3.0}}}
+    # smoothed ours is not a baseline; a zero-MSE baseline has no ratio; a split without ours has none
+    assert mse_ratios(table) == {"static": {"mediapipe": 0.25}}
+
+
+def test_two_ablations_of_one_kind_get_distinct_names(lite_model_dir: Path) -> None:
+    from training.evaluate import noflash_methods
+
+    assert list(noflash_methods([lite_model_dir, lite_model_dir])) == ["noflash-nomask", "noflash-nomask-2"]
 
 
 @pytest.mark.parametrize("model", ["lite_mask_model_dir", "lite_prior_model_dir"])

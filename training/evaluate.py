@@ -7,7 +7,9 @@ split per sub-folder. Methods on the same samples:
 * ``ours`` — the exported model through the engine session (trimap from the flash pair, cached T^f);
 * ``classical`` — flash-difference matting (exposure-compensated difference, Otsu, guided filter);
 * ``mediapipe`` — MediaPipe's selfie-segmentation mask alone (what Meet-style blur uses);
-* ``noflash`` — optional: a same-size model trained without the flash cue (paper ablation).
+* ``noflash`` — optional: a same-size model trained without the flash cue. Named by what it still sees:
+  ``noflash`` keeps the per-frame person mask (the shipped model minus only the flash), ``noflash-nomask``
+  sees the no-flash frame alone (the paper's ablation, Table 3a ``+T^nf``). Several may be compared at once.
 
 No torch here: this runs from a serving install too.
 """
@@ -160,6 +162,22 @@ def noflash_method(model_dir: Path) -> Method:
     return run
 
 
+def noflash_methods(model_dirs: list[Path]) -> dict[str, Method]:
+    """``{name: method}`` for each no-flash ablation, named by its inputs (``noflash``: with the person
+    mask; ``noflash-nomask``: the frame alone); a second ablation of the same kind gets ``-2``, ``-3``..."""
+    from engine.model import read_model_info
+
+    out: dict[str, Method] = {}
+    for d in model_dirs:
+        base = "noflash" if read_model_info(d).person_mask else "noflash-nomask"
+        name, k = base, 1
+        while name in out:
+            k += 1
+            name = f"{base}-{k}"
+        out[name] = noflash_method(d)
+    return out
+
+
 def classical_method(s: EvalSample) -> tuple[np.ndarray, np.ndarray | None]:
     return classical_flash_matte((s.flash / 255).astype(np.float32), (s.noflash / 255).astype(np.float32)), None
 
@@ -240,7 +258,28 @@ def format_table(table: Table) -> str:
             lines.append(f"{split:<10} {name:<12} " + " ".join(
                 f"{m[c]:>12.3f}" if c in m else f"{'-':>12}" for c in cols))
     lines.append("MSE and MSE(alpha*F) x1e3; SAD, Grad, Conn /1000 (Rhemann et al.); dtSSD x1e2; means over samples")
+    ratios = mse_ratios(table)
+    if ratios:
+        lines.append("")
+        lines.append("MSE of ours / each baseline (the targets: <= 0.5 for MediaPipe and the no-flash ablation, < 1 "
+                     "for classical)")
+        for split, r in ratios.items():
+            lines.append(f"{split:<10} " + "  ".join(f"{name} {v:.2f}x" for name, v in r.items()))
     return "\n".join(lines)
+
+
+def mse_ratios(table: Table, ours: str = "ours") -> dict[str, dict[str, float]]:
+    """``{split: {baseline: MSE(ours) / MSE(baseline)}}`` for every other method on each split where ``ours``
+    ran; smoothed variants of ours are not baselines."""
+    out: dict[str, dict[str, float]] = {}
+    for split, methods in table.items():
+        if ours not in methods:
+            continue
+        r = {name: methods[ours]["mse"] / m["mse"] for name, m in methods.items()
+             if not name.startswith(ours) and m["mse"] > 0}
+        if r:
+            out[split] = r
+    return out
 
 
 def write_json(path: Path, table: Table) -> None:

@@ -11,7 +11,9 @@ HELP = "evaluate a model folder on sample folders, beside classical, MediaPipe a
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
     p.add_argument("--data", type=Path, required=True, help="sample folder (or folder of split sub-folders)")
-    p.add_argument("--noflash-model", type=Path, help="a model trained with --no-flash-cue (paper ablation)")
+    p.add_argument("--noflash-model", type=Path, action="append", default=[],
+                   help="a model trained with --no-flash-cue (ablation); repeat to compare several, e.g. with and "
+                        "without the person-mask input")
     p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe")
     p.add_argument("--temporal", type=float, default=0.0,
                    help="also report ours with the session's alpha smoothing at this strength in (0, 1)")
@@ -27,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         format_table,
         load_splits,
         mediapipe_method,
-        noflash_method,
+        noflash_methods,
         session_method,
         write_json,
     )
@@ -39,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_baselines:
         methods["classical"] = classical_method
         methods["mediapipe"] = mediapipe_method()
-    if args.noflash_model:
-        methods["noflash"] = noflash_method(args.noflash_model)
+    methods |= noflash_methods(args.noflash_model)
     table = evaluate(methods, splits, clips)
     print(format_table(table))
     if args.json:
