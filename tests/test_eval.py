@@ -38,7 +38,15 @@ def test_eval_reports_every_method_and_split(lite_model_dir: Path, lite_mask_mod
     assert "classical" in printed and "dtssd" in printed
     static = table["static"]
     ratio = static["ours"]["mse"] / static["noflash-nomask"]["mse"]
-    assert f"noflash-nomask {ratio:.2f}x" in printed
+    lo, hi = static["noflash-nomask"]["ours_ratio_lo"], static["noflash-nomask"]["ours_ratio_hi"]
+    # Two samples: resamples hold one twice or both, and the pooled ratio lies between the two samples' own.
+    assert lo <= ratio <= hi
+    assert f"noflash-nomask {ratio:.2f}x ({lo:.2f}-{hi:.2f})" in printed
+    video = table["video"]  # one clip: the interval over clips is the point itself
+    v_ratio = video["ours"]["mse"] / video["mediapipe"]["mse"]
+    assert video["mediapipe"]["ours_ratio_lo"] == pytest.approx(v_ratio)
+    assert video["mediapipe"]["ours_ratio_hi"] == pytest.approx(v_ratio)
+    assert "ours_ratio_lo" not in static["ours"]
 
 
 def test_mse_ratios_against_each_baseline() -> None:

@@ -375,3 +375,18 @@ def test_classical_flash_matte_recovers_a_disc() -> None:
 def test_classical_flash_matte_without_flash_is_empty() -> None:
     img = np.random.default_rng(1).random((30, 40, 3)).astype(np.float32)
     assert classical_flash_matte(img, img).max() == 0.0
+
+
+def test_ratio_interval_is_a_point_for_a_constant_ratio_and_wide_for_one_outlier() -> None:
+    ref = np.linspace(2.0, 20.0, 30)
+    assert metrics.ratio_interval(0.5 * ref, ref) == pytest.approx([0.5, 0.5])
+    # Every sample at 0.4x but one at 10x: the ratio of means (0.72x) rests on that one sample. Resamples
+    # without it fall back to 0.4x, those drawing it twice or more pass 1x, so the interval spans both.
+    ref = np.full(30, 10.0)
+    ours = np.full(30, 4.0)
+    ours[7] = 100.0
+    lo, hi = metrics.ratio_interval(ours, ref)
+    assert ours.mean() / ref.mean() == pytest.approx(0.72)
+    assert lo < 0.5 and hi > 1.0
+    assert metrics.ratio_interval(ours, ref) == [lo, hi]  # seeded: the same figures every run
+    assert metrics.ratio_interval(ours, ref, level=0.5)[1] < hi  # a lower level gives a narrower interval

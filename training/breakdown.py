@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from training.evaluate import EvalSample, Method, load_splits, noflash_method, session_method
+from training.metrics import ratio_interval
 
 EDGE_WIDTH = 6  # px either side of the true edge
 LOCATED, SEGMENTER_ONLY = "located", "segmenter-only"
@@ -57,20 +58,6 @@ def against(ours: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
     (:func:`ratio_interval`), wins, ≤ 0.5× count."""
     return {"ratio": float(ours.mean() / ref.mean()), "ci": ratio_interval(ours, ref),
             "wins": int((ours < ref).sum()), "half": int((ours <= 0.5 * ref).sum()), "n": int(ours.size)}
-
-
-def ratio_interval(ours: np.ndarray, ref: np.ndarray, level: float = 0.95, resamples: int = 4000,
-                   seed: int = 0) -> list[float]:
-    """Paired percentile bootstrap of mean(ours) / mean(ref) over samples (both (N,)) -> [low, high].
-
-    A target like "≤ 0.5× the ablation" is read off a ratio of two means over a few dozen samples, where one
-    hard sample can move it by 0.1; the interval says how far the split's choice of samples alone can move it
-    (not how far another training seed would). Resampling pairs keeps each sample's two errors together.
-    """
-    idx = np.random.default_rng(seed).integers(0, ours.size, (resamples, ours.size))
-    ratios = ours[idx].mean(axis=1) / np.maximum(ref[idx].mean(axis=1), 1e-12)
-    tail = 100 * (1 - level) / 2
-    return [float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))]
 
 
 def trimap_groups(samples: list[EvalSample]) -> list[str]:

@@ -219,8 +219,9 @@ def evaluate(methods: dict[str, Method], splits: Splits, clips: Clips | None = N
     from tqdm import tqdm
 
     table: Table = {}
+    units: dict[str, dict[str, list[float]]] = {}  # per split and method: MSE per sample (clips: per clip)
     for split, samples in splits.items():
-        table[split] = {}
+        table[split], units[split] = {}, {}
         for name, method in methods.items():
             rows, failures = [], 0
             for s in tqdm(samples, desc=f"{split}/{name}", leave=False):
@@ -228,21 +229,42 @@ def evaluate(methods: dict[str, Method], splits: Splits, clips: Clips | None = N
                 failures += not ok
                 rows.append(score(alpha, fg, s))
             table[split][name] = _mean(rows) | {"failures": float(failures), "n": float(len(samples))}
+            units[split][name] = [r["mse"] for r in rows]
     for split, clip_list in (clips or {}).items():
-        table[split] = {}
+        table[split], units[split] = {}, {}
         for name, method in methods.items():
-            rows, dts, failures = [], [], 0
+            rows, dts, failures, per_clip = [], [], 0, []
             for clip in tqdm(clip_list, desc=f"{split}/{name}", leave=False):
-                preds = []
+                preds, clip_rows = [], []
                 for s in clip:
                     alpha, fg, ok = _run(name, method, s)
                     failures += not ok
-                    rows.append(score(alpha, fg, s))
+                    clip_rows.append(score(alpha, fg, s))
                     preds.append(alpha)
+                rows += clip_rows
+                # A clip's frames share their flash and scene, so they are not independent samples: the
+                # interval resamples whole clips.
+                per_clip.append(float(np.mean([r["mse"] for r in clip_rows])))
                 dts.append(metrics.dtssd(np.stack(preds), np.stack([s.alpha for s in clip])))
             table[split][name] = _mean(rows) | {"dtssd": float(np.mean(dts)), "failures": float(failures),
                                                 "n": float(len(clip_list))}
+            units[split][name] = per_clip
+    _add_ratio_intervals(table, units)
     return table
+
+
+def _add_ratio_intervals(table: Table, units: dict[str, dict[str, list[float]]], ours: str = "ours") -> None:
+    """Give each baseline row ``ours_ratio_lo`` / ``ours_ratio_hi``: the 95 % paired-bootstrap interval of
+    MSE(ours) / MSE(baseline) over the split's samples (clips for video), beside the ratio of means."""
+    for split, per in units.items():
+        if ours not in per:
+            continue
+        mine = np.asarray(per[ours])
+        for name, theirs in per.items():
+            if name.startswith(ours) or table[split][name]["mse"] <= 0:
+                continue
+            lo, hi = metrics.ratio_interval(mine, np.asarray(theirs))
+            table[split][name] |= {"ours_ratio_lo": lo, "ours_ratio_hi": hi}
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -262,10 +284,15 @@ def format_table(table: Table) -> str:
     if ratios:
         lines.append("")
         lines.append("MSE of ours / each baseline (the targets: <= 0.5 for MediaPipe and the no-flash ablation, < 1 "
-                     "for classical)")
+                     "for classical); in brackets its 95% interval, a paired bootstrap over samples (video: clips)")
         for split, r in ratios.items():
-            lines.append(f"{split:<10} " + "  ".join(f"{name} {v:.2f}x" for name, v in r.items()))
+            lines.append(f"{split:<10} " + "  ".join(f"{name} {v:.2f}x" + _interval(table[split][name])
+                                                     for name, v in r.items()))
     return "\n".join(lines)
+
+
+def _interval(row: dict[str, float]) -> str:
+    return f" ({row['ours_ratio_lo']:.2f}-{row['ours_ratio_hi']:.2f})" if "ours_ratio_lo" in row else ""
 
 
 def mse_ratios(table: Table, ours: str = "ours") -> dict[str, dict[str, float]]:

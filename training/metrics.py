@@ -179,4 +179,19 @@ def matting_metrics(pred: ArrayLike, gt: ArrayLike, mask: ArrayLike | None = Non
             "conn": conn(pred, gt, mask)}
 
 
-__all__ = ["conn", "dtssd", "grad", "gradient_magnitude", "matting_metrics", "mse", "mse_alpha_fg", "sad"]
+def ratio_interval(ours: F64, ref: F64, level: float = 0.95, resamples: int = 4000,
+                   seed: int = 0) -> list[float]:
+    """Paired percentile bootstrap of mean(ours) / mean(ref) over samples (both (N,)) -> [low, high].
+
+    A target like "≤ 0.5× the ablation" is read off a ratio of two means over a few dozen samples, where one
+    hard sample can move it by 0.1; the interval says how far the split's choice of samples alone can move it
+    (not how far another training seed would). Resampling pairs keeps each sample's two errors together.
+    """
+    idx = np.random.default_rng(seed).integers(0, ours.size, (resamples, ours.size))
+    ratios = ours[idx].mean(axis=1) / np.maximum(ref[idx].mean(axis=1), 1e-12)
+    tail = 100 * (1 - level) / 2
+    return [float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))]
+
+
+__all__ = ["conn", "dtssd", "grad", "gradient_magnitude", "matting_metrics", "mse", "mse_alpha_fg", "ratio_interval",
+           "sad"]
