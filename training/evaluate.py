@@ -256,14 +256,10 @@ def evaluate(methods: dict[str, Method], splits: Splits, clips: Clips | None = N
 def _add_ratio_intervals(table: Table, units: dict[str, dict[str, list[float]]], ours: str = "ours") -> None:
     """Give each baseline row ``ours_ratio_lo`` / ``ours_ratio_hi``: the 95 % paired-bootstrap interval of
     MSE(ours) / MSE(baseline) over the split's samples (clips for video), beside the ratio of means."""
-    for split, per in units.items():
-        if ours not in per:
-            continue
-        mine = np.asarray(per[ours])
-        for name, theirs in per.items():
-            if name.startswith(ours) or table[split][name]["mse"] <= 0:
-                continue
-            lo, hi = metrics.ratio_interval(mine, np.asarray(theirs))
+    for split, ratios in mse_ratios(table, ours).items():  # the same baselines the printed ratios cover
+        mine = np.asarray(units[split][ours])
+        for name in ratios:
+            lo, hi = metrics.ratio_interval(mine, np.asarray(units[split][name]))
             table[split][name] |= {"ours_ratio_lo": lo, "ours_ratio_hi": hi}
 
 
