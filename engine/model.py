@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import warnings
@@ -64,8 +65,19 @@ class ModelInfo:
     flash_prior: bool  # the flash graph also outputs ``flash_prior``, a per-frame graph input
     flash_evidence: bool  # the flash graph also takes ``flash_evidence`` (FlashCue.evidence_map)
     align_flash: bool  # flash inputs are warped onto the subject first (engine.cues.align.SubjectWarp)
+    guidance: bool  # the frame graph takes the guidance trimap and refines only its unknown region
+    person_features: bool  # the frame graph takes the segmenter's decoder features of the frame
     flash_features_shape: tuple[int, int]  # (N, C')
     manifest: dict[str, Any]
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file (graphs are recorded by it in model.json)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def resolve_model_dir(model: str | Path | None) -> Path:
@@ -96,6 +108,10 @@ def read_model_info(model_dir: Path) -> ModelInfo:
         name = manifest.get("graphs", {}).get(role)
         if not name or not (model_dir / name).is_file():
             raise ModelError(f"model folder {model_dir} is missing its {role} graph ({name or role + '.onnx'})")
+        want = manifest.get("sha256", {}).get(name)
+        if want is not None and sha256_of(model_dir / name) != want:
+            raise ModelError(f"{model_dir / name} is not the graph model.json records (sha256 differs): a "
+                             "corrupt copy, or a graph replaced without re-exporting")
     cfg = manifest["config"]
     n, c = manifest["flash_features_shape"]
     return ModelInfo(
@@ -107,6 +123,8 @@ def read_model_info(model_dir: Path) -> ModelInfo:
         flash_prior=bool(cfg.get("flash_prior", False)),
         flash_evidence=bool(cfg.get("flash_evidence", False)),
         align_flash=bool(cfg.get("align_flash", False)),
+        guidance=bool(cfg.get("guidance", False)),
+        person_features=bool(cfg.get("person_features", False)),
         flash_features_shape=(int(n), int(c)),
         manifest=manifest,
     )
@@ -151,7 +169,9 @@ class FlashModel:
             raise ModelError(
                 f"flash graph outputs {self.flash.output_names} do not match model.json ({sorted(cached)})"
             )
-        expected = {"frame"} | cached | ({"person_mask"} if self.info.person_mask else set())
+        expected = ({"frame"} | cached | ({"person_mask"} if self.info.person_mask else set())
+                    | ({"guidance"} if self.info.guidance else set())
+                    | ({"person_features"} if self.info.person_features else set()))
         if set(self.frame.input_names) != expected:
             raise ModelError(
                 f"frame graph inputs {self.frame.input_names} do not match model.json ({sorted(expected)})"

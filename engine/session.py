@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.cues.align import SubjectWarp, estimate_subject_warp
-from engine.cues.trimap import FlashCue, PersonSegmenter, TrimapParams, build_flash_trimap, trimap_one_hot
+from engine.cues.guidance import GuidanceParams, build_guidance, guidance_input, trimap_from_one_hot
+from engine.cues.trimap import UNKNOWN, FlashCue, PersonSegmenter, TrimapParams, build_flash_trimap, trimap_one_hot
 from engine.errors import FlashNotSetError, ModelError
 from engine.frames import check_frame, fit_within, resize
 from engine.model import FlashModel
@@ -42,6 +43,8 @@ class Matte:
 
     alpha: np.ndarray  # (H, W) float32 in [0, 1]
     foreground: np.ndarray  # (H, W, 3) uint8 RGB, background colour removed at the edges
+    # guidance models: the frame's guidance trimap (h, w) uint8 0/128/255 at the CMN grid (engine.cues.guidance)
+    guidance: np.ndarray | None = None
 
 
 @dataclass
@@ -106,16 +109,20 @@ class MattingSession:
     def __init__(self, model: str | Path | FlashModel | None = None, *, providers: Sequence[str] = ("cpu",),
                  threads: int | None = None, segmenter: str | PersonSegmenter | None = "mediapipe",
                  max_side: int = 1280, trimap_params: TrimapParams | None = None, temporal: float = 0.0,
-                 track_subject: bool = True) -> None:
+                 track_subject: bool = True, guidance_params: GuidanceParams | None = None) -> None:
         self.model = model if isinstance(model, FlashModel) else FlashModel(model, providers=providers, threads=threads)
         self.segmenter = create_segmenter(segmenter, threads)
         if self.model.info.person_mask and self.segmenter is None:
             raise ModelError(f"model {self.model.info.path} takes a per-frame person mask; use segmenter='mediapipe'")
+        if self.model.info.person_features and not hasattr(self.segmenter, "segment_with_features"):
+            raise ModelError(f"model {self.model.info.path} takes the person segmenter's features; use "
+                             "segmenter='mediapipe'")
         if self.model.info.align_flash and self.segmenter is None:
             raise ModelError(f"model {self.model.info.path} takes its flash aligned on the person the segmenter "
                              "finds; use segmenter='mediapipe'")
         self.max_side = max_side
         self.trimap_params = trimap_params or TrimapParams()
+        self.guidance_params = guidance_params or GuidanceParams()
         self.times = StageTimes()
         # Motion-aware alpha smoothing across consecutive matte() calls (0 = off); restarts with every flash.
         self.smoother = TemporalSmoother(strength=temporal)
@@ -224,21 +231,34 @@ class MattingSession:
         small = resize(frame, size)
         feeds = {"frame": to_nchw(small), **cache}
         track = self.track_subject and state.reference is not None and "flash_prior" in cache
+        guidance: np.ndarray | None = None
         if self.model.info.person_mask or track:
             assert self.segmenter is not None
             mask_in = resize(small, self.model.info.cmn_size)
-            person = self.segmenter.segment(mask_in)
+            if self.model.info.person_features:
+                person, features = self.segmenter.segment_with_features(mask_in)  # type: ignore[attr-defined]
+                feeds["person_features"] = features[None]
+            else:
+                person = self.segmenter.segment(mask_in)
             if self.model.info.person_mask:
                 feeds["person_mask"] = person[None, None].astype(np.float32)
             if track:
                 feeds["flash_prior"] = self._tracked_prior(state, cache["flash_prior"], mask_in, person)
+            if self.model.info.guidance:
+                # The cached prior's trimap channels, moved with the person: the flash's say on this frame.
+                flash_tri = trimap_from_one_hot(feeds["flash_prior"][0, 3:6])
+                guidance = build_guidance(person, flash_tri, self.guidance_params)
+                feeds["guidance"] = guidance_input(guidance)
         t1 = self.times.record("pre", t0)
         out = self.model.frame.run(feeds)
         t2 = self.times.record("graph", t1)
-        alpha = self.smoother(small, out["alpha"][0, 0])
+        fixed = None
+        if guidance is not None and self.smoother.strength > 0:
+            fixed = resize(guidance, small.shape[:2], nearest=True) != UNKNOWN
+        alpha = self.smoother(small, out["alpha"][0, 0], fixed)
         fg = (out["foreground"][0].transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
         if size != (h, w):
             alpha = resize(alpha, (h, w))
             fg = resize(fg, (h, w))
         self.times.record("post", t2)
-        return Matte(alpha=np.clip(alpha, 0.0, 1.0, dtype=np.float32), foreground=fg)
+        return Matte(alpha=np.clip(alpha, 0.0, 1.0, dtype=np.float32), foreground=fg, guidance=guidance)

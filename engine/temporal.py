@@ -37,8 +37,9 @@ class TemporalSmoother:
     def reset(self) -> None:
         self._luma = self._alpha = None
 
-    def __call__(self, frame: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        """frame (H, W, 3) uint8 RGB and its alpha (H, W) float32 -> smoothed alpha (H, W) float32."""
+    def __call__(self, frame: np.ndarray, alpha: np.ndarray, fixed: np.ndarray | None = None) -> np.ndarray:
+        """frame (H, W, 3) uint8 RGB and its alpha (H, W) float32 -> smoothed alpha (H, W) float32.
+        ``fixed`` (H, W) bool: pixels whose alpha is final (the guidance is certain there), never blended."""
         if self.strength == 0.0:
             return alpha
         # uint8 luma, difference and blur, then a 256-entry table for the weight: ~1 ms at 720p.
@@ -49,6 +50,8 @@ class TemporalSmoother:
         else:
             diff = cv2.blur(cv2.absdiff(y, prev_y), (5, 5))
             w = cv2.LUT(diff, self._table())
+            if fixed is not None:
+                w[fixed] = 0.0
             out = cv2.add(alpha, cv2.multiply(w, cv2.subtract(prev_a, alpha, dtype=cv2.CV_32F), dtype=cv2.CV_32F),
                           dtype=cv2.CV_32F)
         self._luma, self._alpha = y, out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import time
 import warnings
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import onnxruntime as ort
 import torch
 
 from engine.errors import CuematteError
-from engine.model import cached_names, flash_input_names
+from engine.model import cached_names, flash_input_names, sha256_of
 from training.models.fnfnet import FlashGraph, FNFNet, FrameGraph
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,12 @@ def _normalization(net: FNFNet) -> dict[str, Any]:
         "flash_prior": f"float32 (1, {net.cfg.prior_channels}, h, w) at the CMN grid: normalised flash RGB, then "
         f"the trimap{', then the flash evidence' if net.cfg.flash_evidence else ''}"
         if net.cfg.flash_prior else None,
+        "guidance": "float32 (1, 3, h, w) one-hot [background, unknown, foreground] at the CMN grid: the "
+        "segmenter's certain regions less where the flash contradicts them (engine.cues.guidance); alpha is the "
+        "network's only where it is unknown" if net.cfg.guidance else None,
+        "person_features": "float32 (1, 16, h/2, w/2): the person segmenter's decoder features of the frame at "
+        "the CMN grid (engine.cues.segmenter.MediaPipeSegmenter.segment_with_features)"
+        if net.cfg.person_features else None,
         "flash_evidence": "float32 (1, 1, H, W) in (-1, 1): the flash's brightening over the background's, in "
         "background noise units, tanh-squashed (engine.cues.trimap.FlashCue.evidence_map)"
         if net.cfg.flash_evidence else None,
@@ -138,12 +145,30 @@ def example_inputs(net: FNFNet, size: tuple[int, int], seed: int = 0) -> dict[st
         inputs["flash_evidence"] = (1.0 - 2.0 * r).clamp(-1, 1)[None, None]
     if net.cfg.person_mask:
         inputs["person_mask"] = (r <= 0.6).float()[None, None]
+    if net.cfg.guidance:
+        gy, gx = torch.meshgrid(torch.linspace(-1, 1, net.cfg.cmn_size[0]), torch.linspace(-1, 1, net.cfg.cmn_size[1]),
+                                indexing="ij")
+        gr = (gx**2 + gy**2).sqrt()
+        inputs["guidance"] = torch.stack([(gr > 0.8), (gr > 0.3) & (gr <= 0.8), (gr <= 0.3)]).float()[None]
+    if net.cfg.person_features:
+        inputs["person_features"] = torch.rand(1, *net.cfg.person_feature_shape, generator=g) * 10.0
     return inputs
 
 
+def _git_commit() -> str | None:
+    """The commit of the source tree that exports (None outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
-                export_size: tuple[int, int] = (360, 640)) -> dict[str, Any]:
-    """Export ``net`` (eval mode, CPU) into ``out_dir``; returns the manifest written to model.json.
+                export_size: tuple[int, int] = (360, 640), recipe: str | None = None) -> dict[str, Any]:
+    """Export ``net`` (eval mode, CPU) into ``out_dir``; returns the manifest written to model.json, which
+    also records the training ``recipe``, the exporting commit and each graph's sha256.
 
     Raises :class:`ExportError` if a graph fails ``onnx.checker`` or parity (see the tolerances above).
     """
@@ -177,6 +202,14 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
         frame_inputs.append("flash_prior")
         frame_args = (*frame_args, prior)
         frame_dyn["flash_prior"] = None
+    if net.cfg.guidance:
+        frame_inputs.append("guidance")
+        frame_args = (*frame_args, ex["guidance"])
+        frame_dyn["guidance"] = None
+    if net.cfg.person_features:
+        frame_inputs.append("person_features")
+        frame_args = (*frame_args, ex["person_features"])
+        frame_dyn["person_features"] = None
     _export(FrameGraph(net), frame_args, frame_path, frame_inputs, ["alpha", "foreground"], frame_dyn)
     log.info("exported in %.1f s", time.perf_counter() - t0)
 
@@ -207,6 +240,9 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
         "trained": trained,
         "source": source,
         "graphs": {"flash": flash_path.name, "frame": frame_path.name},
+        "sha256": {p.name: sha256_of(p) for p in (flash_path, frame_path)},
+        "recipe": recipe,
+        "commit": _git_commit(),
         "normalization": _normalization(net),
         "flash_features_shape": list(tokens.shape[1:]),
         "opset": OPSET,
@@ -232,12 +268,16 @@ def check_parity(net: FNFNet, out_dir: Path, size: tuple[int, int], seed: int = 
         prior = net.flash_prior(*(ex[k] for k in flash_inputs))
         cached = {"flash_features": net.encode_prior(prior), "flash_prior": prior}
         out = net.forward_frame(ex["frame"], cached["flash_features"], ex.get("person_mask"),
-                                cached["flash_prior"] if net.cfg.flash_prior else None)
+                                cached["flash_prior"] if net.cfg.flash_prior else None, ex.get("guidance"),
+                                ex.get("person_features"))
     names = list(cached_names(net.cfg.flash_prior))
     ort_cached = dict(zip(names, flash_sess.run(names, {k: ex[k].numpy() for k in flash_inputs}), strict=True))
     feeds = {"frame": ex["frame"].numpy(), **ort_cached}
     if net.cfg.person_mask:
         feeds["person_mask"] = ex["person_mask"].numpy()
+    for name in ("guidance", "person_features"):
+        if name in ex:
+            feeds[name] = ex[name].numpy()
     alpha, fg = frame_sess.run(None, feeds)
     return ParityResult(
         size=size,

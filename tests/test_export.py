@@ -146,6 +146,36 @@ def test_flash_skip_model_exports_from_the_cli_and_mattes(tmp_path: Path, scene:
     assert alpha.shape == noflash.shape[:2] and alpha.min() >= 0.0 and alpha.max() <= 1.0
 
 
+def test_guided_feature_model_exports_from_the_cli_and_mattes(tmp_path: Path, scene: tuple[np.ndarray, np.ndarray,
+                                                                                         np.ndarray],
+                                                            quiet_untrained: None) -> None:
+    """The shipped configuration's graph contract: the frame graph also takes the guidance trimap and the
+    segmenter's features at fixed CMN-grid shapes, holds parity at an unseen size, and the session feeds both."""
+    from clients.cli import main
+    from engine.session import MattingSession
+
+    out = tmp_path / "guided"
+    assert main(["export", "--config", "lite", "--random-init", "--person-mask", "--flash-prior", "--align-flash",
+                 "--guidance", "--person-features", "--out-dir", str(out)]) == 0
+    config = json.loads((out / "model.json").read_text())["config"]
+    assert config["guidance"] and config["person_features"] and config["align_flash"]
+    frame = onnx.load(str(out / "frame.onnx"))
+    dims = {i.name: [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim] for i in frame.graph.input}
+    assert list(dims) == ["frame", "flash_features", "person_mask", "flash_prior", "guidance", "person_features"]
+    assert dims["guidance"] == [1, 3, 144, 256] and dims["person_features"] == [1, 16, 72, 128]
+    torch.manual_seed(0)
+    net = build_model(get_config("lite", person_mask=True, flash_prior=True, align_flash=True, guidance=True,
+                                 person_features=True)).eval()
+    assert check_parity(net, out, (271, 483)).ok()
+    flash_img, noflash, _ = scene
+    session = MattingSession(out)
+    session.set_flash(flash_img, noflash)
+    m = session.matte(noflash)
+    assert m.alpha.shape == noflash.shape[:2] and m.guidance is not None and m.guidance.shape == (144, 256)
+    with pytest.raises(ModelError, match="mediapipe"):
+        MattingSession(out, segmenter="grabcut")
+
+
 def test_frame_graph_that_does_not_take_the_cache_is_a_model_error(
     lite_model_dir: Path, lite_prior_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -181,7 +211,13 @@ def test_corrupt_graph_is_a_model_error(lite_model_dir: Path, tmp_path: Path) ->
     broken = tmp_path / "corrupt"
     shutil.copytree(lite_model_dir, broken)
     (broken / "flash.onnx").write_bytes(b"\x00garbage")
-    with pytest.raises(ModelError, match="cannot load"):
+    with pytest.raises(ModelError, match="sha256"):  # model.json records each graph's digest
+        FlashModel(broken)
+    manifest = json.loads((broken / "model.json").read_text())
+    assert manifest["sha256"]["frame.onnx"] and manifest["recipe"] is None  # a random-init export has no recipe
+    del manifest["sha256"]
+    (broken / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="cannot load"):  # a folder without digests still fails by name
         FlashModel(broken)
 
 

@@ -66,3 +66,15 @@ def test_session_smoothing_restarts_with_each_flash(lite_model_dir: Path,
     dark = (noflash // 2).astype(np.uint8)
     smooth.set_flash(flash, noflash)  # a new flash forgets the previous frames
     np.testing.assert_allclose(smooth.matte(dark).alpha, plain.matte(dark).alpha, atol=1e-6)
+
+
+def test_fixed_pixels_are_never_blended() -> None:
+    """Where the guidance is certain the alpha is final: a still pixel that flips is taken as it is."""
+    frame = np.full((8, 8, 3), 100, np.uint8)
+    smoother = TemporalSmoother(strength=0.5)
+    smoother(frame, np.zeros((8, 8), np.float32))
+    fixed = np.zeros((8, 8), bool)
+    fixed[:4] = True
+    out = smoother(frame, np.ones((8, 8), np.float32), fixed)
+    assert (out[:4] == 1.0).all()
+    assert np.allclose(out[4:], 0.5)

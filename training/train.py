@@ -12,7 +12,8 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,18 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from engine.cues.align import SubjectWarp
+from engine.cues.guidance import build_guidance, guidance_input, trimap_from_one_hot
 from engine.cues.trimap import trimap_one_hot
 from engine.errors import InputError
-from training.cache import CUE_FIELDS, FIELDS, CacheSpec, build_align_cache, build_cache, build_cue_cache
+from training.cache import (
+    CUE_FIELDS,
+    FIELDS,
+    CacheSpec,
+    build_align_cache,
+    build_cache,
+    build_cue_cache,
+    build_feature_cache,
+)
 from training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from training.data.prior import FAILURE_WEIGHTS, segmenter_failure
 from training.losses import fnf_loss
@@ -78,6 +88,12 @@ class TrainConfig:
     # Flash inputs (flash, trimap, evidence) warped into the no-flash frame's geometry by the subject's fitted
     # motion, as the engine does for models trained so (FNFConfig.align_flash); warps from their own cache.
     align_flash: bool = False
+    # The per-frame graph refines the engine's guidance trimap (FNFConfig.guidance), built here from each
+    # sample's person mask and flash trimap by the engine's own function; the loss sees the composed alpha.
+    guidance: bool = False
+    # The per-frame encoder also takes MediaPipe's decoder features of the frame (FNFConfig.person_features),
+    # computed once beside the sample cache.
+    person_features: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -85,7 +101,8 @@ class TrainConfig:
         """The network this recipe trains (its named config with the recipe's input switches)."""
         return get_config(self.config, person_mask=self.person_mask, flash_prior=self.flash_prior,
                           flash_evidence=self.flash_evidence, align_flash=self.align_flash,
-                          flash_skip=self.flash_skip)
+                          flash_skip=self.flash_skip, guidance=self.guidance,
+                          person_features=self.person_features)
 
     @property
     def uses_engine_cues(self) -> bool:
@@ -116,13 +133,15 @@ class Batches:
     """
 
     def __init__(self, cache: np.ndarray, cfg: TrainConfig, cues: np.ndarray | None = None,
-                 warps: np.ndarray | None = None) -> None:
+                 warps: np.ndarray | None = None, features: np.ndarray | None = None) -> None:
         if cfg.uses_engine_cues and cues is None:
             raise ValueError("engine cues (engine_cue_p or engine_trimap_p > 0, flash_evidence) need the "
                              "engine-cue cache")
         if cfg.align_flash and warps is None:
             raise ValueError("align_flash needs the subject warps of the cache (build_align_cache)")
-        self.cache, self.cfg, self.cues, self.warps = cache, cfg, cues, warps
+        if cfg.person_features and features is None:
+            raise ValueError("person_features needs the segmenter features of the cache (build_feature_cache)")
+        self.cache, self.cfg, self.cues, self.warps, self.features = cache, cfg, cues, warps, features
         self._trimap_p = cfg.engine_cue_p if cfg.engine_trimap_p is None else cfg.engine_trimap_p
 
     def get(self, step: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -133,9 +152,11 @@ class Batches:
         if self.cfg.align_flash and self.cfg.flash_cue:
             assert self.warps is not None
             self._align(raw, cues, self.warps[idx])
+        feats = np.asarray(self.features[idx], np.float32) if self.features is not None else None  # (B, C, h, w)
         if rng.random() < 0.5:
             raw = raw[:, :, ::-1]
             cues = cues[:, :, ::-1] if cues is not None else None
+            feats = feats[..., ::-1] if feats is not None else None
         h = raw.shape[1]
         tri = []
         for b in range(len(raw)):
@@ -163,7 +184,22 @@ class Batches:
             batch["flash_trimap"][:, 1] = 1.0
             if "flash_evidence" in batch:
                 batch["flash_evidence"] = torch.zeros_like(batch["flash_evidence"])
+        if self.cfg.guidance:
+            batch["guidance"] = self._guidance(batch["prior"], batch["flash_trimap"])
+        if feats is not None and self.cfg.person_features:
+            batch["person_features"] = torch.from_numpy(np.ascontiguousarray(feats)).to(device)
         return batch
+
+    def _guidance(self, person: torch.Tensor, flash_trimap: torch.Tensor) -> torch.Tensor:
+        """Person masks (B, 1, H, W) and one-hot flash trimaps (B, 3, H, W) -> the engine's guidance one-hot
+        (B, 3, h, w) at the CMN grid, built as the session builds it each frame."""
+        h, w = self.cfg.net_config.cmn_size
+        out = []
+        for m, t in zip(person[:, 0].cpu().numpy(), flash_trimap.cpu().numpy(), strict=True):
+            mask = cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)
+            tri = cv2.resize(t.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+            out.append(guidance_input(build_guidance(mask, trimap_from_one_hot(tri)))[0])
+        return torch.from_numpy(np.stack(out)).to(person.device)
 
     @staticmethod
     def _align(raw: np.ndarray, cues: np.ndarray | None, warps: np.ndarray) -> None:
@@ -193,7 +229,8 @@ class Batches:
 
 def forward(net: FNFNet, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     prior = batch["prior"] if net.cfg.person_mask else None
-    return net(batch["noflash"], batch["flash"], batch["flash_trimap"], prior, batch.get("flash_evidence"))
+    return net(batch["noflash"], batch["flash"], batch["flash_trimap"], prior, batch.get("flash_evidence"),
+               batch.get("guidance"), batch.get("person_features"))
 
 
 def _save_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
@@ -247,17 +284,43 @@ def evaluate_batches(net: FNFNet, batches: list[dict[str, torch.Tensor]]) -> dic
     return {"mse": se / n, "mad": ad / n}
 
 
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+def load_recipe(recipe: str | Path) -> TrainConfig:
+    """A recipe by name (``training/recipes/NAME.toml``) or path -> its :class:`TrainConfig`."""
+    path = Path(recipe)
+    if not path.suffix:
+        path = RECIPES_DIR / f"{recipe}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.toml")))
+        raise InputError(f"no recipe {recipe!r}: give a .toml path or one of {known}")
+    try:
+        values = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"recipe {path} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(values) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise InputError(f"recipe {path} sets unknown fields: {', '.join(unknown)}")
+    for key in ("size", "mask_failure_kinds"):
+        if key in values:
+            values[key] = tuple(values[key])
+    return TrainConfig(**values, extra={"recipe": path.stem})
+
+
 def saved_config(out: Path) -> TrainConfig:
     """The :class:`TrainConfig` a run in ``out`` was started (or last resumed) with."""
     saved = json.loads((out / "train.json").read_text())
     saved["size"] = tuple(saved["size"])
+    saved.setdefault("guidance", False)
+    saved.setdefault("person_features", False)
     saved["mask_failure_kinds"] = tuple(saved.get("mask_failure_kinds", TrainConfig.mask_failure_kinds))
     return TrainConfig(**saved)
 
 
 # What a branched run must share with the run it starts from: the network's inputs. Its layers may only
 # grow (flash_skip added), keeping what they compute at the branch point (training.models.grow).
-_BRANCH_FIXED = ("name", "person_mask", "flash_prior", "flash_evidence")
+_BRANCH_FIXED = ("name", "person_mask", "flash_prior", "flash_evidence", "guidance", "person_features")
 _BRANCH_GROWS = ("flash_skip",)
 
 
@@ -341,12 +404,16 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, branch_from: Pat
     if cfg.align_flash:
         warps = build_align_cache(out.parent / f"{spec.stem}-align.npy", cache)
         eval_warps = build_align_cache(out.parent / f"{eval_spec.stem}-align.npy", eval_cache)
-    batches = Batches(cache, cfg, cues, warps)
+    features = eval_features = None
+    if cfg.person_features:
+        features = build_feature_cache(out.parent / f"{spec.stem}-features.npy", cache)
+        eval_features = build_feature_cache(out.parent / f"{eval_spec.stem}-features.npy", eval_cache)
+    batches = Batches(cache, cfg, cues, warps, features)
     # Evaluated as at inference: the engine's own cues when the run trains on them, else the imitations.
     eval_cfg = TrainConfig(**{**asdict(cfg), "batch_size": 8, "prior_trimap_p": 1.0, "seed": 12345,
                               "engine_cue_p": 1.0 if cues is not None else 0.0, "engine_trimap_p": None,
                               "mask_failure_p": 0.0})
-    eval_src = Batches(eval_cache, eval_cfg, eval_cues, eval_warps)
+    eval_src = Batches(eval_cache, eval_cfg, eval_cues, eval_warps, eval_features)
     eval_batches = [eval_src.get(i, device) for i in range(max(1, cfg.eval_samples // 8))]
 
     cmn_steps = int(cfg.steps * cfg.cmn_fraction)

@@ -19,6 +19,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --config --flash-prior: the flash graph also takes the flash evidence map")
     p.add_argument("--flash-skip", action="store_true",
                    help="with --config --flash-prior: the decoders' last shortcut also takes the flash prior")
+    p.add_argument("--align-flash", action="store_true",
+                   help="with --config: the session aligns the flash on the person (as the shipped model)")
+    p.add_argument("--guidance", action="store_true",
+                   help="with --config --person-mask --flash-prior: the frame graph refines the guidance trimap")
+    p.add_argument("--person-features", action="store_true",
+                   help="with --config --person-mask: the frame graph also takes the segmenter's features")
     p.add_argument("--seed", type=int, default=0, help="seed of the random init")
     p.add_argument("--out-dir", type=Path, required=True, help="model folder to write")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs a CUDA machine)")
@@ -36,17 +42,22 @@ def run(args: argparse.Namespace) -> int:
     from training.models.config import get_config
     from training.models.fnfnet import build_model
 
+    recipe = None
     if args.checkpoint:
         net, meta = load_checkpoint(args.checkpoint)
         trained, source = True, f"checkpoint {args.checkpoint.name} step {meta['step']}"
+        recipe = meta["extra"].get("train", {}).get("extra", {}).get("recipe")
     else:
         torch.manual_seed(args.seed)
         net = build_model(get_config(args.config, person_mask=args.person_mask or None,
                                            flash_prior=args.flash_prior or None,
                                            flash_evidence=args.flash_evidence or None,
-                                           flash_skip=args.flash_skip or None))
+                                           flash_skip=args.flash_skip or None,
+                                           align_flash=args.align_flash or None,
+                                           guidance=args.guidance or None,
+                                           person_features=args.person_features or None))
         trained, source = False, f"random-init seed {args.seed}"
-    manifest = export_onnx(net, args.out_dir, trained=trained, source=source)
+    manifest = export_onnx(net, args.out_dir, trained=trained, source=source, recipe=recipe)
     for res in manifest["parity"]["results"]:
         h, w = res["size"]
         print(

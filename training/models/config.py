@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 Refine = Literal["bmn", "guided"]
+PERSON_FEATURE_CHANNELS = 16  # MediaPipe selfie segmentation's last decoder feature map
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,15 @@ class FNFConfig:
     # Not weights but how the flash inputs are prepared: warped into the no-flash frame's geometry by the
     # subject's own motion (engine.cues.align.estimate_subject_warp), so the cached prior lies on the person.
     align_flash: bool = False
+    # The per-frame graph takes the engine's guidance trimap at the CMN grid (engine.cues.guidance: the
+    # segmenter's confident person and background, less where the flash contradicts it) as three more input
+    # channels, and its alpha replaces the guidance only where the guidance is unknown: pixels the real-data
+    # cues are sure of come out exactly 0 or 1, whatever the network learnt from rendered people.
+    guidance: bool = False
+    # The per-frame encoder also takes the person segmenter's decoder features of the frame (MediaPipe, trained
+    # on real people; (B, 16, h/2, w/2) at half the CMN grid, engine.cues.segmenter): what a network that has
+    # seen real skin, hair and cloth makes of the frame, where ours has seen rendered people only.
+    person_features: bool = False
     norm_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     norm_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     stride: int = field(default=16, init=False)  # encoder output stride (timm output_stride)
@@ -81,11 +91,21 @@ class FNFConfig:
             raise ValueError("flash_evidence reaches the per-frame graph through the flash prior: set flash_prior")
         if self.flash_skip and not self.flash_prior:
             raise ValueError("flash_skip feeds the decoders the cached flash prior: set flash_prior")
+        if self.person_features and not self.person_mask:
+            raise ValueError("person_features come with the segmenter's person mask: set person_mask")
+        if self.guidance and not (self.person_mask and self.flash_prior):
+            raise ValueError("guidance is built from the segmenter's person mask and the cached flash prior's "
+                             "trimap: set person_mask and flash_prior")
 
     @property
     def prior_channels(self) -> int:
         """Channels of the flash half's input and cached prior: flash RGB, trimap one-hot[, evidence]."""
         return 6 + self.flash_evidence
+
+    @property
+    def person_feature_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of the segmenter features a ``person_features`` model takes: half the CMN grid."""
+        return PERSON_FEATURE_CHANNELS, self.cmn_size[0] // 2, self.cmn_size[1] // 2
 
     @property
     def fine_skip_channels(self) -> int:
@@ -125,9 +145,10 @@ CONFIGS: dict[str, FNFConfig] = {"paper": PAPER, "lite": LITE}
 
 def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool | None = None,
                flash_evidence: bool | None = None, align_flash: bool | None = None,
-               flash_skip: bool | None = None) -> FNFConfig:
+               flash_skip: bool | None = None, guidance: bool | None = None,
+               person_features: bool | None = None) -> FNFConfig:
     """Look a named config up; ``person_mask`` / ``flash_prior`` / ``flash_evidence`` / ``align_flash`` /
-    ``flash_skip`` override those switches."""
+    ``flash_skip`` / ``guidance`` / ``person_features`` override those switches."""
     try:
         cfg = CONFIGS[name]
     except KeyError:
@@ -142,4 +163,8 @@ def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool 
         cfg = replace(cfg, align_flash=align_flash)
     if flash_skip is not None:
         cfg = replace(cfg, flash_skip=flash_skip)
+    if guidance is not None:
+        cfg = replace(cfg, guidance=guidance)
+    if person_features is not None:
+        cfg = replace(cfg, person_features=person_features)
     return cfg

@@ -85,6 +85,14 @@ class BoundaryMattingNetwork(nn.Module):
         return self.full_res(torch.cat([resize_to(h, image), image], dim=1))
 
 
+def compose_guidance(alpha: Tensor, guidance: Tensor) -> Tensor:
+    """alpha (B, 1, H, W), guidance one-hot (B, 3, h, w) [bg, unknown, fg] -> guidance_fg + guidance_un * alpha
+    at (H, W). Nearest upsampling keeps the guidance one-hot, so certain pixels are exactly 0 or 1."""
+    g = guidance if guidance.shape[-2:] == alpha.shape[-2:] else F.interpolate(guidance, size=alpha.shape[-2:],
+                                                                               mode="nearest")
+    return g[:, 2:3] + g[:, 1:2] * alpha
+
+
 class FNFNet(nn.Module):
     """Flash/no-flash matting network; see the module docstring for the cache split."""
 
@@ -97,8 +105,12 @@ class FNFNet(nn.Module):
         self.cfg = cfg
         a, e = cfg.aspp_channels, cfg.embed_dim
         self.flash_encoder = Encoder(cfg.backbone, cfg.prior_channels, cfg.stride)
-        self.noflash_encoder = Encoder(cfg.backbone, 3 + cfg.person_mask + cfg.prior_channels * cfg.flash_prior,
-                                       cfg.stride)
+        self.noflash_encoder = Encoder(
+            cfg.backbone,
+            3 + cfg.person_mask + cfg.prior_channels * cfg.flash_prior + 3 * cfg.guidance
+            + cfg.person_feature_shape[0] * cfg.person_features,
+            cfg.stride,
+        )
         c = self.noflash_encoder.channels
         s2, s4, s8 = c[0], c[1], c[2]
         n_tokens = cfg.token_grid[0] * cfg.token_grid[1]
@@ -189,13 +201,19 @@ class FNFNet(nn.Module):
     # -- the per-frame half --------------------------------------------------------------------------------
     def forward_frame(
         self, frame: Tensor, flash_tokens: Tensor, person_mask: Tensor | None = None,
-        flash_prior: Tensor | None = None,
+        flash_prior: Tensor | None = None, guidance: Tensor | None = None,
+        person_features: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """No-flash frame (B, 3, H, W) in [0,1], cached T^f (B, N, C'), optional person mask (B, 1, h', w'),
-        cached flash prior (B, 6 or 7, h, w) (models with ``flash_prior``) -> dict with CMN-resolution outputs
+        cached flash prior (B, 6 or 7, h, w) (models with ``flash_prior``), guidance one-hot (B, 3, h, w)
+        [bg, unknown, fg] at the CMN grid (models with ``guidance``), the segmenter's decoder features
+        (B, 16, h/2, w/2) (models with ``person_features``) -> dict with CMN-resolution outputs
         ``trimap_logits`` (B,3,h,w), ``detail_c`` (B,1,h,w), ``alpha_c`` (B,1,h,w), ``fg_c`` (B,3,h,w) and
-        full-resolution ``trimap_up`` (B,3,H,W), ``detail`` (B,1,H,W), ``alpha`` (B,1,H,W), ``fg`` (B,3,H,W)."""
+        full-resolution ``trimap_up`` (B,3,H,W), ``detail`` (B,1,H,W), ``alpha`` (B,1,H,W), ``fg`` (B,3,H,W).
+        With ``guidance`` both alphas are the network's only inside the guidance's unknown region."""
         cfg = self.cfg
+        if cfg.guidance and guidance is None:
+            raise ValueError("this model was configured with guidance=True and needs the guidance trimap")
         if cfg.person_mask and person_mask is None:
             raise ValueError("this model was configured with person_mask=True and needs a person mask")
         img_c = self._to_cmn(frame)
@@ -209,6 +227,15 @@ class FNFNet(nn.Module):
             if flash_prior is None:
                 raise ValueError("this model was configured with flash_prior=True and needs the cached flash prior")
             x = torch.cat([x, flash_prior], dim=1)
+        if cfg.guidance:
+            assert guidance is not None
+            x = torch.cat([x, guidance], dim=1)
+        if cfg.person_features:
+            if person_features is None:
+                raise ValueError("this model was configured with person_features=True and needs the features")
+            # ReLU activations up to ~30: log1p keeps them in a range the first conv can take as they are.
+            x = torch.cat([x, F.interpolate(torch.log1p(person_features), size=cfg.cmn_size, mode="bilinear",
+                                             align_corners=False)], dim=1)
         s2, s4, s8, _, deep = self.noflash_encoder(x)
 
         x_nf = self.noflash_aspp(deep)
@@ -237,6 +264,8 @@ class FNFNet(nn.Module):
         fg_feat = h
         fg_c = (img_c + self.fg_head(fg_feat)).clamp(0.0, 1.0)
         alpha_c = detail_c * probs[:, 1:2] + probs[:, 2:3]
+        if guidance is not None and cfg.guidance:
+            alpha_c = compose_guidance(alpha_c, guidance)
 
         trimap_up = resize_to(trimap_logits, frame)
         if cfg.refine == "bmn":
@@ -253,6 +282,8 @@ class FNFNet(nn.Module):
             fg = out[:, :3].clamp(0.0, 1.0)
             alpha = out[:, 3:4].clamp(0.0, 1.0)
             detail = alpha
+        if guidance is not None and cfg.guidance:
+            alpha = compose_guidance(alpha, guidance)
         return {
             "trimap_logits": trimap_logits,
             "detail_c": detail_c,
@@ -266,12 +297,13 @@ class FNFNet(nn.Module):
 
     def forward(
         self, noflash: Tensor, flash: Tensor, flash_trimap: Tensor, person_mask: Tensor | None = None,
-        flash_evidence: Tensor | None = None,
+        flash_evidence: Tensor | None = None, guidance: Tensor | None = None,
+        person_features: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """End to end (training, first frame): both halves; shapes as in the two methods."""
         prior = self.flash_prior(flash, flash_trimap, flash_evidence)
         return self.forward_frame(noflash, self.encode_prior(prior), person_mask,
-                                  prior if self.cfg.flash_prior else None)
+                                  prior if self.cfg.flash_prior else None, guidance, person_features)
 
 
 class FlashGraph(nn.Module):
@@ -290,8 +322,8 @@ class FlashGraph(nn.Module):
 
 
 class FrameGraph(nn.Module):
-    """Export wrapper of the per-frame half: (frame, flash_features[, person_mask][, flash_prior])
-    -> (alpha, foreground)."""
+    """Export wrapper of the per-frame half: (frame, flash_features[, person_mask][, flash_prior][, guidance]
+    [, person_features]) -> (alpha, foreground)."""
 
     def __init__(self, net: FNFNet) -> None:
         super().__init__()
@@ -299,9 +331,9 @@ class FrameGraph(nn.Module):
 
     def forward(
         self, frame: Tensor, flash_features: Tensor, person_mask: Tensor | None = None,
-        flash_prior: Tensor | None = None,
+        flash_prior: Tensor | None = None, guidance: Tensor | None = None, person_features: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        out = self.net.forward_frame(frame, flash_features, person_mask, flash_prior)
+        out = self.net.forward_frame(frame, flash_features, person_mask, flash_prior, guidance, person_features)
         return out["alpha"], out["fg"]
 
 

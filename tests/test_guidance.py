@@ -1,0 +1,88 @@
+"""The guidance trimap (engine.cues.guidance) and the composition that keeps what the real-data cues are sure
+of: certain pixels come out exactly 0 or 1 from a real ONNX graph, on a real photo of a person."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.cues.guidance import GuidanceParams, build_guidance, guidance_input, trimap_from_one_hot
+from engine.cues.trimap import BG, FG, UNKNOWN, trimap_from_mask, trimap_one_hot
+from engine.frames import resize
+
+H, W = 144, 256
+
+
+def _disc(cx: int, cy: int, r: int) -> np.ndarray:
+    m = np.zeros((H, W), np.float32)
+    cv2.circle(m, (cx, cy), r, 1.0, -1)
+    return m
+
+
+def test_segmenter_alone_certain_inside_and_outside_with_a_band_at_the_edge() -> None:
+    person = _disc(128, 72, 40)
+    g = build_guidance(person, None, GuidanceParams(band=0.04))
+    r = round(H * 0.04)
+    assert g[72, 128] == FG and g[2, 2] == BG
+    # The edge is unknown on both sides, r pixels deep, and no further.
+    assert (g[72, 128 + 40 - r + 1: 128 + 40 + r] == UNKNOWN).all()
+    assert g[72, 128 + 40 - r - 1] == FG and g[72, 128 + 40 + r + 1] == BG
+
+
+def test_unsure_segmenter_pixels_are_unknown() -> None:
+    person = _disc(128, 72, 50) * 0.5  # the segmenter is unsure everywhere on this person
+    g = build_guidance(person, None)
+    assert not (g == FG).any()
+    assert g[72, 128] == UNKNOWN
+
+
+def test_where_the_flash_contradicts_the_segmenter_the_guidance_is_unknown() -> None:
+    person = _disc(100, 72, 40)
+    flash_person = np.maximum(person, _disc(200, 72, 20))  # a flash-lit held object the segmenter missed
+    flash_person[60:85, 80:120] = 0  # and a region the segmenter calls person that the flash left unlit
+    flash = trimap_from_mask(flash_person > 0.5)
+    g = build_guidance(person, flash)
+    assert g[72, 200] == UNKNOWN  # lit object: the network decides, with the flash in view
+    assert g[72, 100] == UNKNOWN  # unlit 'person': likewise
+    assert g[72, 70] == FG and g[10, 10] == BG  # where both agree, certain
+
+
+def test_an_all_unknown_flash_trimap_leaves_the_segmenter_alone() -> None:
+    person = _disc(128, 72, 40)
+    assert (build_guidance(person, np.full((H, W), UNKNOWN, np.uint8)) == build_guidance(person, None)).all()
+
+
+def test_one_hot_round_trip() -> None:
+    tri = trimap_from_mask(_disc(128, 72, 40) > 0.5)
+    assert (trimap_from_one_hot(trimap_one_hot(tri)) == tri).all()
+    one_hot = guidance_input(tri)
+    assert one_hot.shape == (1, 3, H, W) and one_hot.dtype == np.float32
+    assert (one_hot.sum(1) == 1).all()
+
+
+@pytest.mark.usefixtures("quiet_untrained")
+def test_certain_regions_come_out_exactly_0_or_1_on_a_real_photo(lite_guided_model_dir: Path) -> None:
+    """Even an untrained network cannot touch what the segmenter and the flash agree on."""
+    from skimage.data import astronaut
+
+    from clients.realcheck import uniform_flash
+    from engine.session import MattingSession
+
+    photo = astronaut()
+    session = MattingSession(lite_guided_model_dir)
+    session.set_flash(uniform_flash(photo), photo)
+    matte = session.matte(photo)
+    assert matte.guidance is not None
+    g = matte.guidance
+    assert (g == FG).mean() > 0.2 and (g == BG).mean() > 0.1  # a real person and a real background found
+    # One CMN pixel in from each region's edge, so the graph's nearest upsampling and ours cannot differ.
+    k = np.ones((3, 3), np.uint8)
+    fg = resize((cv2.erode((g == FG).astype(np.uint8), k) * 255), photo.shape[:2], nearest=True) > 0
+    bg = resize((cv2.erode((g == BG).astype(np.uint8), k) * 255), photo.shape[:2], nearest=True) > 0
+    assert (matte.alpha[fg] == 1.0).all()
+    assert (matte.alpha[bg] == 0.0).all()
+    unknown = resize(((g == UNKNOWN) * 255).astype(np.uint8), photo.shape[:2], nearest=True) > 0
+    assert ((matte.alpha[unknown] > 0) & (matte.alpha[unknown] < 1)).any()  # the network decides the band
