@@ -43,6 +43,7 @@ WHEEL_SHA256 = "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3
 LICENSE_IN_WHEEL = f"mediapipe-{MEDIAPIPE_VERSION}.dist-info/LICENSE"
 DEFAULT_OUT = Path("engine/models/segmenter")
 OPSET = 17
+FEATURES_OUTPUT = "features"
 IR_VERSION = 8  # opset 17's IR version: loadable by older runtimes (ORT >= 1.12, TensorRT 8.6) too
 
 
@@ -517,22 +518,47 @@ def _origin_md(rows: list[tuple[SegmenterModel, str, str, dict[str, int], int]])
         "  (`keep_aspect_ratio: false`).",
         "- output `mask`: float32 (1, 1, H, W) person probability: the graph ends in a sigmoid and",
         "  `TensorsToSegmentationCalculator` uses `activation: NONE`.",
+        "- output `features`: float32 (1, 16, H/2, W/2), the decoder's last feature map (the input of the",
+        "  transposed convolution that draws the mask), added by the converter: real-data features that",
+        "  matting models with `person_features` take beside the mask.",
         "- Numerical parity with the TFLite model (LiteRT) is checked by `tests/test_segmenter.py`.",
         "",
     ]
     return "\n".join(lines)
 
 
+def add_features_output(model: onnx.ModelProto, name: str = FEATURES_OUTPUT) -> onnx.ModelProto:
+    """Expose the decoder's last feature map, the input of the transposed convolution that draws the mask
+    logits, as a second graph output ``name`` (1, C, H/2, W/2): features of a network trained on real people,
+    which the matting network takes beside the mask. The mask is unchanged."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    node = producers[model.graph.output[0].name]
+    while node.op_type != "ConvTranspose":
+        node = producers[node.input[0]]
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: v for v in inferred.graph.value_info}
+    feature = node.input[0]
+    if feature not in shapes:
+        raise ConversionError(f"cannot infer the shape of the decoder features {feature!r}")
+    dims = [d.dim_value for d in shapes[feature].type.tensor_type.shape.dim]
+    model.graph.node.append(helper.make_node("Identity", [feature], [name]))
+    model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 def convert_model(m: SegmenterModel, tflite_bytes: bytes) -> tuple[onnx.ModelProto, dict[str, int]]:
-    """:func:`convert_tflite` with this model's doc string and input-size check (deterministic bytes)."""
+    """:func:`convert_tflite` with this model's doc string and input-size check, plus the decoder features
+    as a second output (deterministic bytes)."""
     doc = (
         f"MediaPipe {m.name} ({WHEEL_FILENAME}:{m.wheel_path}, Apache-2.0). "
-        "image: float32 (1,3,H,W) RGB in [0,1]; mask: float32 (1,1,H,W) person probability."
+        "image: float32 (1,3,H,W) RGB in [0,1]; mask: float32 (1,1,H,W) person probability; "
+        "features: float32 (1,16,H/2,W/2) the decoder's last feature map."
     )
     model, ops = convert_tflite(tflite_bytes, doc=doc)
     if tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:]) != m.input_hw:
         raise ConversionError(f"{m.name}: input size is not {m.input_hw}")
-    return model, ops
+    return add_features_output(model), ops
 
 
 def export(wheel: Path, out_dir: Path) -> dict[str, dict[str, int]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -65,9 +66,9 @@ def test_shipped_onnx_contract(name: str) -> None:
         [d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*model.graph.input, *model.graph.output)
     ]
     assert [v.name for v in model.graph.input] == ["image"] and [v.name for v in model.graph.output] == [
-        "mask"
+        "mask", "features"
     ]
-    assert dims == [[1, 3, h, w], [1, 1, h, w]]
+    assert dims == [[1, 3, h, w], [1, 1, h, w], [1, 16, h // 2, w // 2]]
     assert not any(n.op_type == "Transpose" for n in model.graph.node)  # NHWC folded into the weights
     for extra in ("LICENSE", "ORIGIN.md", f"{name}.tflite"):
         assert (DEFAULT_MODEL_DIR / extra).is_file()
@@ -270,6 +271,30 @@ def test_astronaut_landscape_frame(astronaut: np.ndarray, landscape: bool | None
     mask = MediaPipeSegmenter(landscape=landscape, threads=1).segment(frame)
     _check_person(mask, left=199)
     assert mask[:, :150].mean() < 0.05 and mask[:, -150:].mean() < 0.05  # the grey side bars
+
+
+def test_features_come_with_the_same_mask(astronaut: np.ndarray, tmp_path: Path) -> None:
+    """The decoder features (what person_features models take) at half the model grid, beside the very mask
+    ``segment`` returns; a segmenter file without them is a named error, not a crash."""
+    import shutil
+
+    seg = MediaPipeSegmenter(landscape=True, threads=1)
+    frame = cv2.resize(astronaut, (256, 144), interpolation=cv2.INTER_AREA)
+    mask, feats = seg.segment_with_features(frame)
+    np.testing.assert_array_equal(mask, seg.segment(frame))
+    assert feats.shape == (16, 72, 128) and feats.dtype == np.float32 and feats.min() >= 0.0  # ReLU outputs
+    # The person and the wall do not look alike to a network trained on real people.
+    person, wall = mask[::2, ::2] >= 0.9, mask[::2, ::2] <= 0.1
+    assert np.abs(feats[:, person].mean(1) - feats[:, wall].mean(1)).max() > 0.5
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(DEFAULT_MODEL_DIR / f"{LANDSCAPE_MODEL}.onnx"))
+    del model.graph.output[1]
+    shutil.copy(DEFAULT_MODEL_DIR / f"{SQUARE_MODEL}.onnx", tmp_path / f"{SQUARE_MODEL}.onnx")
+    onnx.save(model, str(tmp_path / f"{LANDSCAPE_MODEL}.onnx"))
+    old = MediaPipeSegmenter(tmp_path, landscape=True, threads=1)
+    np.testing.assert_array_equal(old.segment(frame), mask)
+    with pytest.raises(SegmenterModelError, match="features"):
+        old.segment_with_features(frame)
 
 
 def test_segment_is_deterministic(segmenter: MediaPipeSegmenter, astronaut: np.ndarray) -> None:

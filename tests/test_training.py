@@ -297,3 +297,83 @@ def test_branch_may_grow_the_flash_skip_but_not_drop_it(tmp_path: Path) -> None:
     train(replace(base, steps=6, flash_skip=True), branch, resume=True)
     with pytest.raises(InputError, match="flash_skip"):
         train(replace(base, steps=7), tmp_path / "drop", branch_from=branch)
+
+
+def test_guidance_batches_are_the_engines_and_the_loss_sees_the_composed_alpha(tmp_path: Path) -> None:
+    """A guidance run's batches carry the guidance the session would build from the same mask and flash
+    trimap, and its alpha equals the guidance wherever the guidance is certain (no gradient reaches there)."""
+    import cv2
+
+    from engine.cues.guidance import build_guidance, trimap_from_one_hot
+    from engine.cues.trimap import BG, FG
+    from training.cache import CacheSpec, build_cache
+    from training.models.fnfnet import build_model
+    from training.train import Batches, TrainConfig, forward
+
+    cache = build_cache(tmp_path / "c.npy", CacheSpec(n=4, size=(144, 256), split="train"), workers=1)
+    cfg = TrainConfig(batch_size=2, person_mask=True, flash_prior=True, guidance=True, mask_failure_p=0.5)
+    batch = Batches(cache, cfg).get(1, torch.device("cpu"))
+    g = batch["guidance"]
+    assert g.shape == (2, 3, 144, 256) and torch.equal(g.sum(1), torch.ones(2, 144, 256))
+    for b in range(2):
+        mask = batch["prior"][b, 0].numpy()
+        tri = trimap_from_one_hot(batch["flash_trimap"][b].numpy())
+        want = build_guidance(cv2.resize(mask, (256, 144), interpolation=cv2.INTER_AREA), tri)
+        assert np.array_equal(trimap_from_one_hot(g[b].numpy()), want)
+    torch.manual_seed(0)
+    net = build_model(cfg.net_config)
+    out = forward(net, batch)
+    fg, bg = g[:, 2:3].bool(), g[:, 0:1].bool()
+    assert bool((out["alpha"][fg] == 1).all()) and bool((out["alpha"][bg] == 0).all())
+    out["alpha"].sum().backward()  # d(alpha)/d(weights) flows only through the unknown band
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    assert grads and any(bool(gr.abs().sum() > 0) for gr in grads)
+    assert (trimap_from_one_hot(g[0].numpy()) == FG).any() and (trimap_from_one_hot(g[0].numpy()) == BG).any()
+
+
+def test_recipes_load_and_name_unknown_fields(tmp_path: Path) -> None:
+    from training.train import load_recipe
+
+    shipped = load_recipe("flash-lite")
+    assert shipped.guidance and shipped.align_flash and shipped.person_mask and shipped.flash_prior
+    assert shipped.extra["recipe"] == "flash-lite" and shipped.size == (288, 512)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("config = 'lite'\nwarp_drive = true\n")
+    with pytest.raises(InputError, match="warp_drive"):
+        load_recipe(bad)
+    with pytest.raises(InputError, match="flash-lite"):
+        load_recipe("no-such-recipe")
+    bad.write_text("config = \n")
+    with pytest.raises(InputError, match="TOML"):
+        load_recipe(bad)
+
+
+def test_segmenter_features_feed_the_batches_flipped_with_the_frame(tmp_path: Path) -> None:
+    """The feature cache holds MediaPipe's decoder features of each no-flash frame at the CMN grid, as the
+    session computes them; a batch carries them, mirrored whenever the frame is."""
+    from engine.cues.segmenter import MediaPipeSegmenter
+    from engine.frames import resize
+    from training.cache import FIELDS, CacheSpec, build_cache, build_feature_cache
+    from training.models.fnfnet import build_model
+    from training.train import Batches, TrainConfig, forward
+
+    cache = build_cache(tmp_path / "c.npy", CacheSpec(n=4, size=(144, 256), split="train"), workers=1)
+    feats = build_feature_cache(tmp_path / "c-features.npy", cache)
+    assert feats.shape == (4, 16, 72, 128) and feats.dtype == np.float16
+    noflash = np.ascontiguousarray(cache[2][..., FIELDS["noflash"]])
+    _, want = MediaPipeSegmenter(threads=1).segment_with_features(resize(noflash, (144, 256)))
+    np.testing.assert_allclose(np.asarray(feats[2], np.float32), want, rtol=2e-3, atol=2e-3)
+    cfg = TrainConfig(batch_size=4, person_mask=True, flash_prior=True, guidance=True, person_features=True)
+    with pytest.raises(ValueError, match="features"):
+        Batches(cache, cfg)
+    seen = set()
+    for step in range(4):  # both flips come up in four steps of this seed
+        batch = Batches(cache, cfg, features=feats).get(step, torch.device("cpu"))
+        frames = torch.from_numpy(np.array(cache[..., FIELDS["noflash"]])).permute(0, 3, 1, 2).float() / 255
+        flipped = not torch.equal(batch["noflash"], frames)
+        stored = torch.from_numpy(np.asarray(feats, np.float32))
+        assert torch.equal(batch["person_features"], stored.flip(-1) if flipped else stored)
+        seen.add(flipped)
+    assert seen == {True, False}
+    net = build_model(cfg.net_config)
+    assert torch.isfinite(forward(net, batch)["alpha"]).all()

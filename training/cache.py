@@ -195,3 +195,29 @@ def build_align_cache(path: Path, samples: np.ndarray, cmn_size: tuple[int, int]
     np.save(path, warps)
     meta_path.write_text(json.dumps(wanted))
     return warps
+
+
+# The person segmenter's decoder features of every sample's no-flash frame at the CMN grid, as the per-frame path
+# computes them (engine.cues.segmenter.MediaPipeSegmenter.segment_with_features): (N, 16, h/2, w/2) float16.
+FEATURES_VERSION = 1
+
+
+def build_feature_cache(path: Path, samples: np.ndarray, cmn_size: tuple[int, int] = (144, 256)) -> np.memmap:
+    """Segmenter features of every sample of a rendered cache, into ``path`` (.npy memmap) unless present."""
+    from engine.cues.segmenter import FEATURE_CHANNELS, MediaPipeSegmenter
+    from engine.frames import resize
+
+    meta_path = path.with_suffix(".json")
+    wanted = {"n": len(samples), "size": list(samples.shape[1:3]), "cmn_size": list(cmn_size),
+              "features": FEATURES_VERSION, "done": True}
+    if path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == wanted:
+        return np.load(path, mmap_mode="r")
+    shape = (len(samples), FEATURE_CHANNELS, cmn_size[0] // 2, cmn_size[1] // 2)
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+    segmenter = MediaPipeSegmenter(threads=1)
+    for i in tqdm(range(len(samples)), desc="segmenter features"):
+        noflash = np.ascontiguousarray(samples[i][..., FIELDS["noflash"]])
+        arr[i] = segmenter.segment_with_features(resize(noflash, cmn_size))[1]
+    arr.flush()
+    meta_path.write_text(json.dumps(wanted))
+    return np.load(path, mmap_mode="r")

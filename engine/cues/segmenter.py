@@ -31,6 +31,8 @@ from engine.frames import check_frame
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "segmenter"
 SQUARE_MODEL = "selfie_segmentation"
 LANDSCAPE_MODEL = "selfie_segmentation_landscape"
+FEATURES = "features"  # the second output: the decoder's last feature map (export/mediapipe_segmenter.py)
+FEATURE_CHANNELS = 16
 
 
 class SegmenterError(CuematteError):
@@ -136,6 +138,17 @@ class MediaPipeSegmenter:
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB -> (H, W) float32 person probability in [0, 1]."""
+        return self._run(image, features=False)[0]
+
+    def segment_with_features(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 RGB -> its person probability (H, W) and the segmenter's decoder features
+        (16, h, w) float32 at half the model's input size (72x128 for the landscape model): what a network
+        trained on real people saw in the frame, for matting models with ``person_features``."""
+        mask, feats = self._run(image, features=True)
+        assert feats is not None
+        return mask, feats
+
+    def _run(self, image: np.ndarray, *, features: bool) -> tuple[np.ndarray, np.ndarray | None]:
         try:
             check_frame(image, "segmenter input")
         except FrameFormatError as exc:
@@ -146,10 +159,14 @@ class MediaPipeSegmenter:
         small = _shrink(image, mh, mw)
         x = np.empty((1, 3, mh, mw), np.float32)
         np.multiply(small.transpose(2, 0, 1), np.float32(1 / 255), out=x[0])
-        mask = self._sessions[model].run(["mask"], {"image": x})[0][0, 0]
-        out = cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR)
+        session = self._sessions[model]
+        if features and FEATURES not in {o.name for o in session.get_outputs()}:
+            raise SegmenterModelError(f"segmenter model {model} has no {FEATURES!r} output; re-create it with "
+                                      "`python -m export.mediapipe_segmenter`")
+        outs = session.run(["mask", FEATURES] if features else ["mask"], {"image": x})
+        out = cv2.resize(outs[0][0, 0], (w, h), interpolation=cv2.INTER_LINEAR)
         # Bilinear weights are convex, but their float rounding can overshoot 1 by an ulp.
-        return np.minimum(out, np.float32(1.0), out=out)
+        return np.minimum(out, np.float32(1.0), out=out), (outs[1][0] if features else None)
 
 
 __all__ = [
