@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 HELP = "train a flash/no-flash matting model on generated data (CPU or CUDA), resumable"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default=None, metavar="NAME|FILE",
+                   help="train from a recipe file (training/recipes/NAME.toml; flash-lite is the shipped model); "
+                        "--steps, --seed, --threads and --device override it, other flags are ignored")
     p.add_argument("--config", choices=["lite", "paper"], default="lite")
     p.add_argument("--person-mask", action="store_true", help="lite: segmenter person mask as an extra input")
     p.add_argument("--flash-prior", action="store_true",
@@ -41,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--align-flash", action="store_true",
                    help="warp the flash frame and its trimap onto the subject in the no-flash frame (the "
                         "subject's motion fitted per pair, as the engine then does for this model)")
+    p.add_argument("--guidance", action="store_true",
+                   help="with --person-mask: the network refines the engine's guidance trimap (segmenter + flash) "
+                        "and decides alpha only where it is unknown")
     p.add_argument("--branch-from", type=Path, default=None, metavar="RUN_DIR",
                    help="start from another run's last checkpoint, optimizer state and step, under the recipe "
                         "given here (same network inputs; data and flash preparation may differ)")
@@ -52,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default="512x288", help="training sample WIDTHxHEIGHT")
     p.add_argument("--cache-samples", type=int, default=2000, help="rendered samples to train from")
     p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0, or the recipe's)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
@@ -78,23 +85,35 @@ def run(args: argparse.Namespace) -> int:
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CuematteError("--device cuda asked for, but torch sees no CUDA device here")
-    from training.train import TrainConfig, saved_config, train
+    from training.train import TrainConfig, load_recipe, saved_config, train
 
+    if args.recipe is not None:
+        if args.branch_from is not None:
+            raise CuematteError("--recipe starts a run from scratch; --branch-from cannot be combined with it")
+        recipe = load_recipe(args.recipe)
+        overrides = {k: v for k, v in (("steps", args.steps), ("threads", args.threads), ("seed", args.seed))
+                     if v is not None}
+        recipe = replace(recipe, **overrides, device=args.device)
+        last = train(recipe, args.out, resume=args.resume)
+        print(f"checkpoint: {last}")
+        return 0
     steps = args.steps
     if steps is None:  # a resumed run finishes as it was set up, unless told otherwise
         steps = saved_config(args.out).steps if args.resume and (args.out / "train.json").is_file() else 4000
     cfg = TrainConfig(config=args.config, person_mask=args.person_mask, steps=steps, batch_size=args.batch_size,
                       lr=args.lr, size=(h, w), cache_samples=args.cache_samples, eval_every=args.eval_every,
-                      seed=args.seed, threads=args.threads, device=args.device, flash_cue=not args.no_flash_cue,
+                      seed=args.seed or 0, threads=args.threads, device=args.device, flash_cue=not args.no_flash_cue,
                       flash_prior=args.flash_prior, flash_evidence=args.flash_evidence, flash_skip=args.flash_skip,
                       engine_cue_p=args.engine_cues,
                       engine_trimap_p=args.engine_trimaps, mask_failure_p=args.mask_failures,
                       mask_failure_kinds=kinds, camouflage_p=args.camouflage,
-                      drift_p=args.drift, align_flash=args.align_flash)
+                      drift_p=args.drift, align_flash=args.align_flash, guidance=args.guidance)
     if cfg.flash_evidence and not cfg.flash_prior:
         raise CuematteError("--flash-evidence reaches the per-frame graph through the flash prior: add --flash-prior")
     if cfg.flash_skip and not cfg.flash_prior:
         raise CuematteError("--flash-skip feeds the decoders the cached flash prior: add --flash-prior")
+    if cfg.guidance and not cfg.person_mask:
+        raise CuematteError("--guidance is built from the segmenter's person mask: add --person-mask")
     for flag, share in (("--engine-cues", cfg.engine_cue_p), ("--engine-trimaps", cfg.engine_trimap_p),
                         ("--mask-failures", cfg.mask_failure_p), ("--camouflage", cfg.camouflage_p),
                         ("--drift", cfg.drift_p)):
