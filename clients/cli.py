@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "export": "clients.commands.export",
     "train": "clients.commands.train",
     "eval": "clients.commands.evaluate",
+    "check-real": "clients.commands.check_real",
     "serve": "clients.commands.serve",
     "virtualcam": "clients.commands.virtualcam",
 }

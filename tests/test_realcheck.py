@@ -1,0 +1,65 @@
+"""`cuematte check-real`: its metrics on hand-made masks, how it finds items, and the shipped model on a real
+photo (scikit-image's astronaut, with hand-marked regions of her face, hair, turtleneck, suit and the wall)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from clients.realcheck import CheckParams, confident_regions, find_items, frame_counts, uniform_flash
+from engine.errors import InputError
+from engine.io import write_image
+
+# (x0, y0, x1, y1) in the 512x512 astronaut: certainly her, certainly not her.
+PERSON = {"face": (190, 75, 250, 145), "hair": (185, 28, 265, 50), "turtleneck": (190, 185, 240, 220),
+          "suit": (60, 300, 130, 380), "suit_low": (150, 420, 220, 480)}
+BACKGROUND = {"wall": (300, 20, 360, 110), "flag": (5, 60, 45, 200), "shuttle": (395, 110, 430, 190)}
+
+
+def _disc(h: int, w: int, r: int) -> np.ndarray:
+    m = np.zeros((h, w), np.float32)
+    cv2.circle(m, (w // 2, h // 2), r, 1.0, -1)
+    return m
+
+
+def test_counts_on_hand_made_masks() -> None:
+    person = _disc(200, 200, 60)
+    params = CheckParams(erode=0.02)
+    fg, bg = confident_regions(person, params)
+    assert fg[100, 100] and not fg[100, 100 + 59] and bg[5, 5] and not bg[100, 100 + 61]
+    assert frame_counts(person, person, params).dropped == 0
+    assert frame_counts(person, person, params).kept == 0
+    # A hole through the face: exactly the hole's share of the confident person is dropped.
+    holed = person.copy()
+    holed[90:110, 90:110] = 0.2
+    c = frame_counts(holed, person, params)
+    assert c.dropped == 400 and c.dropped_pct == pytest.approx(100 * 400 / fg.sum())
+    # A background blob kept, and the whole frame kept.
+    blob = person.copy()
+    blob[0:10, 0:10] = 0.9
+    assert frame_counts(blob, person, params).kept == int(bg[0:10, 0:10].sum()) > 0
+    everything = frame_counts(np.ones_like(person), person, params)
+    assert everything.kept_pct == 100.0 and everything.dropped_pct == 0.0
+    # An unsure segmenter gives no confident region, and a share of nothing is 0, not a division error.
+    unsure = frame_counts(person, np.full_like(person, 0.5), params)
+    assert unsure.person == unsure.background == 0 and unsure.dropped_pct == 0.0
+
+
+def test_items_pair_flash_photos_and_skip_other_files(tmp_path: Path) -> None:
+    img = np.zeros((32, 32, 3), np.uint8)
+    for name in ("a.png", "a_flash.png", "b.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x") if name.endswith(".txt") else write_image(tmp_path / name, img)
+    items = find_items(tmp_path)
+    assert [(p.name, f.name if f else None) for p, f in items] == [("a.png", "a_flash.png"), ("b.jpg", None)]
+    with pytest.raises(InputError, match="no photos"):
+        find_items(tmp_path / "notes.txt")
+    with pytest.raises(InputError, match="not found"):
+        find_items(tmp_path / "missing")
+
+
+def test_uniform_flash_is_brighter_everywhere() -> None:
+    frame = np.random.default_rng(0).integers(0, 200, (16, 16, 3), dtype=np.uint8)
+    assert (uniform_flash(frame) > frame).all()
