@@ -113,6 +113,13 @@ def _bad_inputs(tmp: Path, files: dict[str, Path], model: Path) -> list[tuple[li
     shutil.copytree(model, broken_model)
     (broken_model / "flash.onnx").unlink()
     base = ["matte", "--out-dir", tmp / "out", "--model", model, "--segmenter", "grabcut"]
+
+    def recipe(line: str) -> Path:
+        """A recipe file of the lite config plus ``line``."""
+        path = tmp / f"recipe{abs(hash(line))}.toml"
+        path.write_text(f"config = 'lite'\n{line}\n")
+        return path
+
     return [
         ([*base, "--flash", tmp / "missing.png", "--input", files["noflash"]], "not found"),
         ([*base, "--flash", empty, "--input", files["noflash"]], "empty file"),
@@ -127,12 +134,15 @@ def _bad_inputs(tmp: Path, files: dict[str, Path], model: Path) -> list[tuple[li
         ([*base, "--flash", files["flash"], "--input", files["noflash"], "--background", "#12"], "#RRGGBB"),
         (["bench", "--model", model, "--sizes", "big"], "WIDTHxHEIGHT"),
         (["export", "--config", "lite", "--out-dir", tmp / "x"], "--random-init"),
-        (["train", "--flash-evidence", "--out", tmp / "run"], "add --flash-prior"),
-        (["train", "--flash-skip", "--out", tmp / "run"], "add --flash-prior"),
-        (["train", "--mask-failures", "1.5", "--out", tmp / "run"], "--mask-failures 1.5 is not a share in [0, 1]"),
-        (["train", "--camouflage", "-0.2", "--out", tmp / "run"], "--camouflage -0.2 is not a share in [0, 1]"),
-        (["train", "--drift", "2", "--out", tmp / "run"], "--drift 2.0 is not a share in [0, 1]"),
-        (["train", "--mask-failure-kinds", "part,blob", "--out", tmp / "run"], "choose from missed, part, false"),
+        (["train", "--out", tmp / "run"], "--recipe is needed"),
+        (["train", "--recipe", "no-such", "--out", tmp / "run"], "flash-lite"),
+        (["train", "--recipe", recipe("flash_evidence = true"), "--out", tmp / "run"], "set flash_prior"),
+        (["train", "--recipe", recipe("flash_skip = true"), "--out", tmp / "run"], "set flash_prior"),
+        (["train", "--recipe", recipe("mask_failure_p = 1.5"), "--out", tmp / "run"], "not a share in [0, 1]"),
+        (["train", "--recipe", recipe("camouflage_p = -0.2"), "--out", tmp / "run"], "not a share in [0, 1]"),
+        (["train", "--recipe", recipe("drift_p = 2.0"), "--out", tmp / "run"], "not a share in [0, 1]"),
+        (["train", "--recipe", recipe("mask_failure_kinds = ['part', 'blob']"), "--out", tmp / "run"],
+         "choose from missed, part, false"),
     ]
 
 

@@ -104,16 +104,17 @@ def test_cli_resume_finishes_the_run_as_set_up_unless_given_more_steps(tmp_path:
     from clients.cli import main
 
     run = tmp_path / "run"
-    tiny = ["train", "--out", str(run), "--size", "256x144", "--cache-samples", "4", "--batch-size", "2",
-            "--threads", "2"]
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text("config = 'lite'\nsize = [144, 256]\ncache_samples = 4\nbatch_size = 2\nsteps = 4000\n")
+    tiny = ["train", "--recipe", str(recipe), "--out", str(run), "--threads", "2"]
     assert main([*tiny, "--steps", "2"]) == 0
-    assert main([*tiny, "--resume"]) == 0  # no --steps: the run's own 2, not the fresh-run default
+    assert main([*tiny, "--resume"]) == 0  # no --steps: the run's own 2, not the recipe's 4000
     saved = json.loads((run / "train.json").read_text())
     assert saved["steps"] == 2 and len((run / "log.jsonl").read_text().splitlines()) == 2
     assert main([*tiny, "--resume", "--steps", "3"]) == 0  # extended by one step
     assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
     assert main([*tiny, "--resume", "--steps", "1"]) == 2  # cannot go back: a named error, not a crash
-    assert main([*tiny, "--resume", "--branch-from", str(run)]) == 2  # continue one run, or start a new one
+    assert json.loads((run / "train.json").read_text())["extra"]["recipe"] == "tiny"
 
 
 def test_curves_plot_one_run_and_compare_several(tmp_path: Path) -> None:

@@ -104,6 +104,24 @@ class TrainConfig:
                           flash_skip=self.flash_skip, guidance=self.guidance,
                           person_features=self.person_features)
 
+    def validate(self) -> None:
+        """Raise :class:`InputError` naming the first field that cannot make a run."""
+        for name in ("engine_cue_p", "engine_trimap_p", "mask_failure_p", "camouflage_p", "drift_p",
+                     "prior_trimap_p"):
+            share = getattr(self, name)
+            if share is not None and not 0.0 <= share <= 1.0:
+                raise InputError(f"{name} = {share} is not a share in [0, 1]")
+        if not self.mask_failure_kinds or not set(self.mask_failure_kinds) <= set(FAILURE_WEIGHTS):
+            raise InputError(f"mask_failure_kinds {list(self.mask_failure_kinds)}: choose from "
+                             f"{', '.join(FAILURE_WEIGHTS)}")
+        for name in ("steps", "batch_size", "cache_samples"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} = {getattr(self, name)} must be at least 1")
+        try:
+            self.net_config.validate()
+        except ValueError as exc:
+            raise InputError(f"recipe network: {exc}") from exc
+
     @property
     def uses_engine_cues(self) -> bool:
         return self.engine_cue_p > 0 or bool(self.engine_trimap_p) or self.flash_evidence
@@ -305,7 +323,9 @@ def load_recipe(recipe: str | Path) -> TrainConfig:
     for key in ("size", "mask_failure_kinds"):
         if key in values:
             values[key] = tuple(values[key])
-    return TrainConfig(**values, extra={"recipe": path.stem})
+    cfg = TrainConfig(**values, extra={"recipe": path.stem})
+    cfg.validate()
+    return cfg
 
 
 def saved_config(out: Path) -> TrainConfig:
