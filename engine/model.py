@@ -35,9 +35,7 @@ def cached_names(flash_prior: bool) -> tuple[str, ...]:
     return ("flash_features", "flash_prior") if flash_prior else ("flash_features",)
 
 
-def flash_input_names(flash_evidence: bool) -> tuple[str, ...]:
-    """Inputs of the flash graph, by name."""
-    return ("flash", "flash_trimap", "flash_evidence") if flash_evidence else ("flash", "flash_trimap")
+FLASH_INPUTS = ("flash", "flash_trimap")  # the flash graph's inputs, by name
 
 
 class Graph(Protocol):
@@ -63,7 +61,6 @@ class ModelInfo:
     cmn_size: tuple[int, int]  # (H, W) the flash graph works at
     person_mask: bool
     flash_prior: bool  # the flash graph also outputs ``flash_prior``, a per-frame graph input
-    flash_evidence: bool  # the flash graph also takes ``flash_evidence`` (FlashCue.evidence_map)
     align_flash: bool  # flash inputs are warped onto the subject first (engine.cues.align.SubjectWarp)
     guidance: bool  # the frame graph takes the guidance trimap and refines only its unknown region
     person_features: bool  # the frame graph takes the segmenter's decoder features of the frame
@@ -113,6 +110,10 @@ def read_model_info(model_dir: Path) -> ModelInfo:
             raise ModelError(f"{model_dir / name} is not the graph model.json records (sha256 differs): a "
                              "corrupt copy, or a graph replaced without re-exporting")
     cfg = manifest["config"]
+    removed = [k for k in ("flash_evidence", "flash_skip") if cfg.get(k)]
+    if removed:
+        raise ModelError(f"{model_dir} uses {', '.join(removed)}, which this version no longer runs (tag "
+                         "experiments-2026-12-04 does)")
     n, c = manifest["flash_features_shape"]
     return ModelInfo(
         path=model_dir,
@@ -121,7 +122,6 @@ def read_model_info(model_dir: Path) -> ModelInfo:
         cmn_size=(int(cfg["cmn_size"][0]), int(cfg["cmn_size"][1])),
         person_mask=bool(cfg.get("person_mask", False)),
         flash_prior=bool(cfg.get("flash_prior", False)),
-        flash_evidence=bool(cfg.get("flash_evidence", False)),
         align_flash=bool(cfg.get("align_flash", False)),
         guidance=bool(cfg.get("guidance", False)),
         person_features=bool(cfg.get("person_features", False)),
@@ -160,10 +160,9 @@ class FlashModel:
         except Exception as exc:  # onnxruntime raises its own exception types for broken files
             raise ModelError(f"cannot load the graphs of {self.info.path}: {exc}") from exc
         cached = set(self.cached_names)
-        if set(self.flash.input_names) != set(flash_input_names(self.info.flash_evidence)):
+        if set(self.flash.input_names) != set(FLASH_INPUTS):
             raise ModelError(
-                f"flash graph inputs {self.flash.input_names} do not match model.json "
-                f"({sorted(flash_input_names(self.info.flash_evidence))})"
+                f"flash graph inputs {self.flash.input_names} do not match model.json ({sorted(FLASH_INPUTS)})"
             )
         if set(self.flash.output_names) != cached:
             raise ModelError(

@@ -52,7 +52,7 @@ class _FlashState:
     cache: dict[str, np.ndarray]  # the flash graph's outputs: flash_features (1, N, C') = T^f [, flash_prior]
     cue: FlashCue
     # The flash graph's feeds, kept so the uncached path can recompute T^f: flash (1, 3, H, W) float32,
-    # flash_trimap (1, 3, H, W) one-hot[, flash_evidence (1, 1, H, W)].
+    # flash_trimap (1, 3, H, W) one-hot.
     inputs: dict[str, np.ndarray]
     subject: SubjectWarp | None = None  # align_flash models: how the flash inputs were warped onto the subject
     # align_flash models that track: the no-flash frame taken with the flash at the CMN grid (h, w, 3) uint8, and
@@ -172,7 +172,6 @@ class MattingSession:
         cue = build_flash_trimap(flash_s, noflash_s, self.segmenter, self.trimap_params,
                                  allow_unknown=self.model.info.flash_prior)
         flash_in, trimap_in = flash_s, cue.trimap
-        evidence_in = cue.evidence_map() if self.model.info.flash_evidence else None
         subject = reference = None
         if self.model.info.align_flash:
             # The person moved between the two frames: such a model takes its flash where the person is now.
@@ -180,11 +179,8 @@ class MattingSession:
             subject, reference = fit_subject(flash_s, noflash_s, self.segmenter, self.model.info.cmn_size,
                                              cue.alignment.warp)
             flash_in, trimap_in = subject.to_noflash(flash_s), subject.to_noflash(cue.trimap, nearest=True)
-            evidence_in = subject.to_noflash(evidence_in) if evidence_in is not None else None
         t1 = self.times.record("trimap", t0)
         inputs = {"flash": to_nchw(flash_in), "flash_trimap": trimap_one_hot(trimap_in)[None]}
-        if evidence_in is not None:
-            inputs["flash_evidence"] = evidence_in[None, None]
         cache = self._run_flash(inputs)
         self.times.record("flash", t1)
         self._flash = _FlashState(cache=cache, cue=cue, inputs=inputs, subject=subject, reference=reference)

@@ -1,10 +1,11 @@
 """PyTorch FNFNet -> two ONNX graphs split at the cache boundary, checked and compared to PyTorch.
 
-``flash.onnx``: ``flash`` (1,3,H,W) + ``flash_trimap`` (1,3,H,W) [+ ``flash_evidence`` (1,1,H,W)]
+``flash.onnx``: ``flash`` (1,3,H,W) + ``flash_trimap`` (1,3,H,W)
 -> ``flash_features`` (1,N,C') = T^f.
 ``frame.onnx``: ``frame`` (1,3,H,W) + ``flash_features`` (1,N,C') [+ ``person_mask`` (1,1,h,w)]
-[+ ``flash_prior`` (1,6 or 7,h,w)] -> ``alpha`` (1,1,H,W), ``foreground`` (1,3,H,W). H and W are dynamic in
-both graphs. Models with ``flash_prior`` get it as a second output of ``flash.onnx`` (cached beside T^f).
+[+ ``flash_prior`` (1,6,h,w)] [+ ``guidance`` (1,3,h,w)] [+ ``person_features`` (1,16,h/2,w/2)]
+-> ``alpha`` (1,1,H,W), ``foreground`` (1,3,H,W). H and W are dynamic in both graphs. Models with
+``flash_prior`` get it as a second output of ``flash.onnx`` (cached beside T^f).
 
 The folder also gets ``model.json`` (the engine's manifest); every graph carries the config and
 normalisation in its ONNX metadata too, so a lone .onnx file still says what it is.
@@ -27,7 +28,7 @@ import onnxruntime as ort
 import torch
 
 from engine.errors import CuematteError
-from engine.model import cached_names, flash_input_names, sha256_of
+from engine.model import FLASH_INPUTS, cached_names, sha256_of
 from training.models.fnfnet import FlashGraph, FNFNet, FrameGraph
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def _normalization(net: FNFNet) -> dict[str, Any]:
         "flash_trimap": "one-hot float32 channels [background, unknown, foreground]",
         "person_mask": "float32 person probability in [0, 1]" if net.cfg.person_mask else None,
         "flash_prior": f"float32 (1, {net.cfg.prior_channels}, h, w) at the CMN grid: normalised flash RGB, then "
-        f"the trimap{', then the flash evidence' if net.cfg.flash_evidence else ''}"
+        "the trimap"
         if net.cfg.flash_prior else None,
         "guidance": "float32 (1, 3, h, w) one-hot [background, unknown, foreground] at the CMN grid: the "
         "segmenter's certain regions less where the flash contradicts them (engine.cues.guidance); alpha is the "
@@ -89,9 +90,6 @@ def _normalization(net: FNFNet) -> dict[str, Any]:
         "person_features": "float32 (1, 16, h/2, w/2): the person segmenter's decoder features of the frame at "
         "the CMN grid (engine.cues.segmenter.MediaPipeSegmenter.segment_with_features)"
         if net.cfg.person_features else None,
-        "flash_evidence": "float32 (1, 1, H, W) in (-1, 1): the flash's brightening over the background's, in "
-        "background noise units, tanh-squashed (engine.cues.trimap.FlashCue.evidence_map)"
-        if net.cfg.flash_evidence else None,
     }
 
 
@@ -141,8 +139,6 @@ def example_inputs(net: FNFNet, size: tuple[int, int], seed: int = 0) -> dict[st
     r = (xx**2 + yy**2).sqrt()
     trimap = torch.stack([(r > 0.7), (r > 0.4) & (r <= 0.7), (r <= 0.4)]).float()[None]
     inputs = {"frame": frame, "flash": flash, "flash_trimap": trimap}
-    if net.cfg.flash_evidence:
-        inputs["flash_evidence"] = (1.0 - 2.0 * r).clamp(-1, 1)[None, None]
     if net.cfg.person_mask:
         inputs["person_mask"] = (r <= 0.6).float()[None, None]
     if net.cfg.guidance:
@@ -177,7 +173,7 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
     ex = example_inputs(net, export_size)
     h_dim = torch.export.Dim("height", min=32, max=4096)
     w_dim = torch.export.Dim("width", min=32, max=4096)
-    flash_inputs = flash_input_names(net.cfg.flash_evidence)
+    flash_inputs = FLASH_INPUTS
     with torch.no_grad():
         prior = net.flash_prior(*(ex[k] for k in flash_inputs))
         tokens = net.encode_prior(prior)
@@ -215,7 +211,7 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
 
     hw = {2: "height", 3: "width"}
     dims = {
-        "flash": {"flash": hw, "flash_trimap": hw, "flash_evidence": hw},
+        "flash": {"flash": hw, "flash_trimap": hw},
         "frame": {"frame": hw, "alpha": hw, "foreground": hw, "person_mask": {2: "mask_height", 3: "mask_width"}},
     }
     for graph, path in (("flash", flash_path), ("frame", frame_path)):
@@ -263,7 +259,7 @@ def check_parity(net: FNFNet, out_dir: Path, size: tuple[int, int], seed: int = 
     opts.log_severity_level = 3
     flash_sess = ort.InferenceSession(str(out_dir / "flash.onnx"), opts, providers=["CPUExecutionProvider"])
     frame_sess = ort.InferenceSession(str(out_dir / "frame.onnx"), opts, providers=["CPUExecutionProvider"])
-    flash_inputs = flash_input_names(net.cfg.flash_evidence)
+    flash_inputs = FLASH_INPUTS
     with torch.no_grad():
         prior = net.flash_prior(*(ex[k] for k in flash_inputs))
         cached = {"flash_features": net.encode_prior(prior), "flash_prior": prior}

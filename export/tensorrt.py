@@ -54,8 +54,6 @@ def build_model_engines(model_dir: Path, *, max_size: tuple[int, int] = (1080, 1
     lo, opt, hi = (1, 3, 64, 64), (1, 3, *opt_size), (1, 3, *max_size)
     feats = (1, n, c)
     flash_profiles: dict[str, tuple[tuple[int, ...], ...]] = {"flash": (lo, opt, hi), "flash_trimap": (lo, opt, hi)}
-    if manifest["config"].get("flash_evidence"):
-        flash_profiles["flash_evidence"] = ((1, 1, *lo[2:]), (1, 1, *opt[2:]), (1, 1, *hi[2:]))
     plans = [build_engine(model_dir / "flash.onnx", model_dir / "flash.plan", fp16=fp16, profiles=flash_profiles)]
     frame_profiles: dict[str, tuple[tuple[int, ...], ...]] = {
         "frame": (lo, opt, hi),

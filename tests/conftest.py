@@ -12,7 +12,7 @@ from clients.scenes import make_pair
 
 
 def _export(tmp: Path, config: str, person_mask: bool = False, flash_prior: bool = False,
-            flash_evidence: bool = False, align_flash: bool = False, guidance: bool = False) -> Path:
+            align_flash: bool = False, guidance: bool = False) -> Path:
     torch = pytest.importorskip("torch")
     from export.onnx_export import export_onnx
     from training.models.config import get_config
@@ -20,7 +20,7 @@ def _export(tmp: Path, config: str, person_mask: bool = False, flash_prior: bool
 
     torch.manual_seed(0)
     net = build_model(get_config(config, person_mask=person_mask, flash_prior=flash_prior,
-                                 flash_evidence=flash_evidence, align_flash=align_flash, guidance=guidance))
+                                 align_flash=align_flash, guidance=guidance))
     export_onnx(net, tmp, trained=False, source="random-init seed 0 (tests)")
     return tmp
 

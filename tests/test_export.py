@@ -89,63 +89,6 @@ def test_flash_prior_graphs(lite_prior_model_dir: Path) -> None:
     assert result.ok(), result
 
 
-def test_flash_evidence_graphs_and_session(tmp_path: Path, scene: tuple[np.ndarray, np.ndarray, np.ndarray],
-                                           quiet_untrained: None) -> None:
-    """A ``flash_evidence`` model: the flash graph takes the evidence map by name, the cached prior carries it as
-    a 7th channel, parity holds, and the session feeds the engine's own evidence map through to the frame graph."""
-    from engine.frames import resize
-    from engine.session import MattingSession
-    from tests.conftest import _export
-
-    model_dir = _export(tmp_path, "lite", person_mask=True, flash_prior=True, flash_evidence=True)
-    flash = onnx.load(str(model_dir / "flash.onnx"))
-    assert [i.name for i in flash.graph.input] == ["flash", "flash_trimap", "flash_evidence"]
-    frame = onnx.load(str(model_dir / "frame.onnx"))
-    prior = next(i for i in frame.graph.input if i.name == "flash_prior")
-    assert [d.dim_value for d in prior.type.tensor_type.shape.dim] == [1, 7, 144, 256]
-    torch.manual_seed(0)
-    net = build_model(get_config("lite", person_mask=True, flash_prior=True, flash_evidence=True)).eval()
-    assert check_parity(net, model_dir, (271, 483)).ok()
-
-    flash_img, noflash, alpha = scene
-    session = MattingSession(model_dir)
-    cue = session.set_flash(flash_img, noflash)
-    evidence = cue.evidence_map()
-    assert evidence.shape == flash_img.shape[:2] and evidence.min() > -1 and evidence.max() < 1
-    assert evidence[alpha > 0.9].mean() > evidence[alpha < 0.1].mean() + 0.5  # the subject is what the flash lit
-    state = session._flash
-    assert state is not None
-    cached = state.cache["flash_prior"][0, 6]
-    assert np.abs(cached - resize(evidence, cached.shape)).mean() < 0.05
-    m = session.matte(noflash)
-    assert m.alpha.shape == noflash.shape[:2]
-    np.testing.assert_allclose(session.matte(noflash, reuse_flash=False).alpha, m.alpha, atol=1e-5)
-
-
-def test_flash_skip_model_exports_from_the_cli_and_mattes(tmp_path: Path, scene: tuple[np.ndarray, np.ndarray,
-                                                                                    np.ndarray],
-                                                       quiet_untrained: None) -> None:
-    """A ``flash_skip`` model (the prior also in the decoders' last shortcut) has the flash-prior graphs' inputs
-    and outputs, says so in model.json, holds parity, and the session mattes with it."""
-    from clients.cli import main
-    from engine.session import MattingSession
-
-    out = tmp_path / "skip"
-    assert main(["export", "--config", "lite", "--random-init", "--person-mask", "--flash-prior", "--flash-skip",
-                 "--out-dir", str(out)]) == 0
-    assert json.loads((out / "model.json").read_text())["config"]["flash_skip"]
-    frame = onnx.load(str(out / "frame.onnx"))
-    assert [i.name for i in frame.graph.input] == ["frame", "flash_features", "person_mask", "flash_prior"]
-    torch.manual_seed(0)
-    net = build_model(get_config("lite", person_mask=True, flash_prior=True, flash_skip=True)).eval()
-    assert check_parity(net, out, (271, 483)).ok()
-    flash_img, noflash, _ = scene
-    session = MattingSession(out)
-    session.set_flash(flash_img, noflash)
-    alpha = session.matte(noflash).alpha
-    assert alpha.shape == noflash.shape[:2] and alpha.min() >= 0.0 and alpha.max() <= 1.0
-
-
 def test_guided_feature_model_exports_from_the_cli_and_mattes(tmp_path: Path, scene: tuple[np.ndarray, np.ndarray,
                                                                                          np.ndarray],
                                                             quiet_untrained: None) -> None:
@@ -183,6 +126,10 @@ def test_frame_graph_that_does_not_take_the_cache_is_a_model_error(
     mixed = tmp_path / "mixed"
     shutil.copytree(lite_model_dir, mixed)
     manifest = json.loads((lite_prior_model_dir / "model.json").read_text())
+    (mixed / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="sha256"):  # its digests name other graphs
+        FlashModel(mixed)
+    del manifest["sha256"]
     (mixed / "model.json").write_text(json.dumps(manifest))
     with pytest.warns(UntrainedModelWarning), pytest.raises(ModelError, match="flash graph outputs"):
         FlashModel(mixed)

@@ -101,37 +101,6 @@ def test_flash_prior_reaches_the_per_frame_encoder() -> None:
     assert prior.grad is not None and float(prior.grad[:, 3:].abs().sum()) > 0
 
 
-def test_flash_skip_feeds_the_decoders_and_grows_from_a_net_without_it() -> None:
-    """``flash_skip``: the decoders' last shortcut takes the frame and the cached flash prior at the CMN grid. A
-    trained net grown into it computes exactly what it did (new inputs start at zero) until the new weights
-    move; only a layer's inputs may grow."""
-    from dataclasses import replace
-
-    from training.models.grow import grow, grown_tensor
-
-    with pytest.raises(ValueError, match="set flash_prior"):
-        get_config("lite", flash_skip=True).validate()
-    torch.manual_seed(0)
-    cfg = get_config("lite", person_mask=True, flash_prior=True)
-    net = build_model(cfg).eval()
-    skip_cfg = replace(cfg, flash_skip=True)
-    grown = grow(net, skip_cfg).eval()
-    d1, f2 = cfg.detail_channels[1], cfg.fg_channels[2]
-    assert grown.detail_groups[2].conv[0].in_channels == d1 + 3 + 6 == net.detail_groups[2].conv[0].in_channels + 6
-    assert grown.fg_groups[3].conv[0].in_channels == f2 + 3 + 6
-    frame, flash, trimap = _inputs(180, 320, seed=4)
-    mask = torch.rand(1, 1, 144, 256)
-    with torch.no_grad():
-        before, after = net(frame, flash, trimap, mask), grown(frame, flash, trimap, mask)
-        assert all(torch.equal(before[k], after[k]) for k in before)
-        grown.detail_groups[2].conv[0].weight[:, -6:] = 0.1  # the prior's own weights: now alpha moves with it
-        assert not torch.equal(grown(frame, flash, trimap, mask)["alpha"], after["alpha"])
-    with pytest.raises(ValueError, match="more than layer inputs"):
-        grow(net, replace(skip_cfg, refine="bmn"))
-    with pytest.raises(ValueError, match="cannot grow"):
-        grown_tensor(torch.zeros(4, 5, 3, 3), torch.Size((4, 3, 3, 3)))  # inputs may not shrink
-
-
 def test_paper_config_matches_paper() -> None:
     cfg = get_config("paper")
     assert cfg.backbone == "resnet50" and cfg.aspp_dilations == (3, 6, 9)

@@ -106,20 +106,18 @@ def build_cache(path: Path, spec: CacheSpec, *, workers: int = 2) -> np.memmap:
     return np.load(path, mmap_mode="r")
 
 
-# What the engine itself derives from a cached sample, side by side with it (H, W, 3) uint8: MediaPipe's person
-# mask of the no-flash frame (as the per-frame path computes it, at the CMN grid), the engine's flash trimap
-# (flash-ratio map + MediaPipe, 0/128/255; all 128 where the engine finds no subject) and its flash evidence map
-# ((-1, 1) as 0..255). Training on these, and not only on imitations, teaches the network how the real segmenter
-# fails on rendered people and when to overrule it with the flash.
-CUE_FIELDS: dict[str, slice] = {
-    "mp_mask": slice(0, 1), "engine_trimap": slice(1, 2), "engine_evidence": slice(2, 3),
-}
+# What the engine itself derives from a cached sample, side by side with it (H, W, 2) uint8: MediaPipe's person
+# mask of the no-flash frame (as the per-frame path computes it, at the CMN grid) and the engine's flash trimap
+# (flash-ratio map + MediaPipe, 0/128/255; all 128 where the engine finds no subject). Training on these, and not
+# only on imitations, teaches the network how the real segmenter fails on rendered people and when to overrule
+# it with the flash.
+CUE_FIELDS: dict[str, slice] = {"mp_mask": slice(0, 1), "engine_trimap": slice(1, 2)}
 # Bumped when the engine's flash trimap changes, so a cue cache of the old trimaps is rebuilt, not reused.
 # 2: component lighting judged relative to the background's gain; flash/segmenter disagreement is unknown.
 # 3: a flash too weak to confirm the segmenter's person gives an all-unknown trimap (as the engine does for
 #    flash-prior models, the ones that train on these trimaps).
-# 4: a third channel, the flash evidence map (FlashCue.evidence_map, (-1, 1) stored as 0..255).
-TRIMAP_VERSION = 4
+# 4: a third channel, the flash evidence map; 5: removed again with the flash-evidence models.
+TRIMAP_VERSION = 5
 
 
 def _engine_cues(sample: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple[int, int]) -> np.ndarray:
@@ -137,12 +135,9 @@ def _engine_cues(sample: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple
     mask = segmenter.segment(resize(noflash, cmn_size))
     out[..., 0] = np.clip(resize(mask, (h, w)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     try:
-        cue = build_flash_trimap(flash, reference, segmenter, allow_unknown=True)
-        out[..., 1] = cue.trimap
-        out[..., 2] = np.clip((cue.evidence_map() + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        out[..., 1] = build_flash_trimap(flash, reference, segmenter, allow_unknown=True).trimap
     except FlashCueError:  # no brighter at all: the session refuses such a flash; train on it as unknown
         out[..., 1] = UNKNOWN
-        out[..., 2] = 128  # no evidence either way
     return out
 
 

@@ -130,6 +130,7 @@ def session_method(model_dir: Path | None, segmenter: str = "mediapipe", tempora
 def noflash_method(model_dir: Path) -> Method:
     """A model trained without the flash cue (``cuematte train --no-flash-cue``): its 'flash' branch sees the
     no-flash frame and an all-unknown trimap, exactly as in its training."""
+    from engine.cues.guidance import build_guidance, guidance_input
     from engine.frames import resize
     from engine.model import FlashModel, UntrainedModelWarning
     from engine.session import to_nchw
@@ -148,14 +149,16 @@ def noflash_method(model_dir: Path) -> Method:
         x = to_nchw(s.noflash)
         unknown = np.zeros_like(x)
         unknown[:, 1] = 1.0
-        flash_feeds = {"flash": x, "flash_trimap": unknown}
-        if model.info.flash_evidence:  # as in its training: no flash, no evidence
-            flash_feeds["flash_evidence"] = np.zeros_like(x[:, :1])
-        cached = model.flash.run(flash_feeds)
+        cached = model.flash.run({"flash": x, "flash_trimap": unknown})
         feeds = {"frame": x, **{k: cached[k] for k in model.cached_names}}
         if segmenter is not None:
             small = resize(s.noflash, model.info.cmn_size)
-            feeds["person_mask"] = segmenter.segment(small)[None, None].astype(np.float32)
+            person, features = segmenter.segment_with_features(small)
+            feeds["person_mask"] = person[None, None].astype(np.float32)
+            if model.info.person_features:
+                feeds["person_features"] = features[None]
+            if model.info.guidance:  # no flash: the guidance rests on the segmenter alone
+                feeds["guidance"] = guidance_input(build_guidance(person))
         out = model.frame.run(feeds)
         return out["alpha"][0, 0], out["foreground"][0].transpose(1, 2, 0).astype(np.float64)
 

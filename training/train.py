@@ -40,9 +40,8 @@ from training.cache import (
 from training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from training.data.prior import FAILURE_WEIGHTS, segmenter_failure
 from training.losses import fnf_loss
-from training.models.config import FNFConfig, get_config
+from training.models.config import REMOVED_SWITCHES, FNFConfig, get_config
 from training.models.fnfnet import FNFNet, build_model
-from training.models.grow import grow, grow_optimizer_state
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +68,6 @@ class TrainConfig:
     prior_trimap_p: float = 0.5  # share of flash trimaps built from the imitation-segmenter prior, as at inference
     flash_cue: bool = True  # False: the paper's ablation, the flash branch sees the no-flash frame, trimap unknown
     flash_prior: bool = False  # the per-frame encoder also takes the cached flash input (FNFConfig.flash_prior)
-    flash_evidence: bool = False  # the flash half also takes the engine's evidence map (needs the cue cache)
-    flash_skip: bool = False  # the decoders' last shortcut also takes the cached flash prior (FNFConfig.flash_skip)
     # Share of person masks, and independently of flash trimaps, that are the engine's own (MediaPipe on the
     # rendered frame, the engine's flash trimap) instead of imitations; the rest are built as before.
     engine_cue_p: float = 0.0
@@ -85,7 +82,7 @@ class TrainConfig:
     # Share of training pairs whose flash (and its no-flash reference) caught the subject far from where it is
     # now (SynthConfig.p_drift), as in a session that moves after its one flash; its own cache.
     drift_p: float = 0.0
-    # Flash inputs (flash, trimap, evidence) warped into the no-flash frame's geometry by the subject's fitted
+    # Flash inputs (flash, trimap) warped into the no-flash frame's geometry by the subject's fitted
     # motion, as the engine does for models trained so (FNFConfig.align_flash); warps from their own cache.
     align_flash: bool = False
     # The per-frame graph refines the engine's guidance trimap (FNFConfig.guidance), built here from each
@@ -100,8 +97,7 @@ class TrainConfig:
     def net_config(self) -> FNFConfig:
         """The network this recipe trains (its named config with the recipe's input switches)."""
         return get_config(self.config, person_mask=self.person_mask, flash_prior=self.flash_prior,
-                          flash_evidence=self.flash_evidence, align_flash=self.align_flash,
-                          flash_skip=self.flash_skip, guidance=self.guidance,
+                          align_flash=self.align_flash, guidance=self.guidance,
                           person_features=self.person_features)
 
     def validate(self) -> None:
@@ -124,7 +120,7 @@ class TrainConfig:
 
     @property
     def uses_engine_cues(self) -> bool:
-        return self.engine_cue_p > 0 or bool(self.engine_trimap_p) or self.flash_evidence
+        return self.engine_cue_p > 0 or bool(self.engine_trimap_p)
 
 
 def _to_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -153,7 +149,7 @@ class Batches:
     def __init__(self, cache: np.ndarray, cfg: TrainConfig, cues: np.ndarray | None = None,
                  warps: np.ndarray | None = None, features: np.ndarray | None = None) -> None:
         if cfg.uses_engine_cues and cues is None:
-            raise ValueError("engine cues (engine_cue_p or engine_trimap_p > 0, flash_evidence) need the "
+            raise ValueError("engine cues (engine_cue_p or engine_trimap_p > 0) need the "
                              "engine-cue cache")
         if cfg.align_flash and warps is None:
             raise ValueError("align_flash needs the subject warps of the cache (build_align_cache)")
@@ -192,16 +188,10 @@ class Batches:
             use_mp = torch.from_numpy(rng.random(len(raw)) < self.cfg.engine_cue_p).to(device).view(-1, 1, 1, 1)
             batch["prior"] = torch.where(use_mp, _to_tensor(cues[..., CUE_FIELDS["mp_mask"]], device), batch["prior"])
         batch["flash_trimap"] = torch.from_numpy(np.stack(tri)).to(device)
-        if self.cfg.flash_evidence:
-            assert cues is not None
-            ev = _to_tensor(cues[..., CUE_FIELDS["engine_evidence"]], device)
-            batch["flash_evidence"] = ev * 2.0 - 1.0
         if not self.cfg.flash_cue:
             batch["flash"] = batch["noflash"]
             batch["flash_trimap"] = torch.zeros_like(batch["flash_trimap"])
             batch["flash_trimap"][:, 1] = 1.0
-            if "flash_evidence" in batch:
-                batch["flash_evidence"] = torch.zeros_like(batch["flash_evidence"])
         if self.cfg.guidance:
             batch["guidance"] = self._guidance(batch["prior"], batch["flash_trimap"])
         if feats is not None and self.cfg.person_features:
@@ -221,16 +211,15 @@ class Batches:
 
     @staticmethod
     def _align(raw: np.ndarray, cues: np.ndarray | None, warps: np.ndarray) -> None:
-        """Warp each sample's flash-geometry fields (flash, its matte, the engine trimap and evidence) into its
+        """Warp each sample's flash-geometry fields (flash, its matte, the engine trimap) into its
         no-flash frame, in place, as the engine warps a session's flash inputs."""
         for b, warp in enumerate(warps):
             sw = SubjectWarp(warp=warp, kind="cached")
             for sl in (FIELDS["flash"], FIELDS["flash_alpha"]):
                 raw[b, ..., sl] = sw.to_noflash(np.ascontiguousarray(raw[b, ..., sl])).reshape((*raw.shape[1:3], -1))
             if cues is not None:
-                for name, nearest in (("engine_trimap", True), ("engine_evidence", False)):
-                    ch = CUE_FIELDS[name].start
-                    cues[b, ..., ch] = sw.to_noflash(np.ascontiguousarray(cues[b, ..., ch]), nearest=nearest)
+                ch = CUE_FIELDS["engine_trimap"].start
+                cues[b, ..., ch] = sw.to_noflash(np.ascontiguousarray(cues[b, ..., ch]), nearest=True)
 
     def _fail_masks(self, raw: np.ndarray, step: int) -> np.ndarray:
         """(B, H, W, C) uint8 -> a copy with a share ``mask_failure_p`` of imitation person masks grossly wrong."""
@@ -247,8 +236,8 @@ class Batches:
 
 def forward(net: FNFNet, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     prior = batch["prior"] if net.cfg.person_mask else None
-    return net(batch["noflash"], batch["flash"], batch["flash_trimap"], prior, batch.get("flash_evidence"),
-               batch.get("guidance"), batch.get("person_features"))
+    return net(batch["noflash"], batch["flash"], batch["flash_trimap"], prior, guidance=batch.get("guidance"),
+               person_features=batch.get("person_features"))
 
 
 def _save_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
@@ -331,6 +320,9 @@ def load_recipe(recipe: str | Path) -> TrainConfig:
 def saved_config(out: Path) -> TrainConfig:
     """The :class:`TrainConfig` a run in ``out`` was started (or last resumed) with."""
     saved = json.loads((out / "train.json").read_text())
+    on = [k for k in REMOVED_SWITCHES if saved.pop(k, False)]
+    if on:
+        raise InputError(f"{out} was trained with {', '.join(on)}, removed after the experiments-2026-12-04 tag")
     saved["size"] = tuple(saved["size"])
     saved.setdefault("guidance", False)
     saved.setdefault("person_features", False)
@@ -338,15 +330,13 @@ def saved_config(out: Path) -> TrainConfig:
     return TrainConfig(**saved)
 
 
-# What a branched run must share with the run it starts from: the network's inputs. Its layers may only
-# grow (flash_skip added), keeping what they compute at the branch point (training.models.grow).
-_BRANCH_FIXED = ("name", "person_mask", "flash_prior", "flash_evidence", "guidance", "person_features")
-_BRANCH_GROWS = ("flash_skip",)
+# What a branched run must share with the run it starts from: the network's inputs.
+_BRANCH_FIXED = ("name", "person_mask", "flash_prior", "guidance", "person_features")
 
 
 def _branch(cfg: TrainConfig, out: Path, source: Path) -> tuple[FNFNet, int]:
     """Start run ``out`` from run ``source``'s last checkpoint, optimizer state and log, under ``cfg``'s recipe
-    (its data, and how the flash inputs are prepared, may differ; the network may only grow)."""
+    (its data, and how the flash inputs are prepared, may differ; the network may not)."""
     if (out / "last.safetensors").exists():
         raise InputError(f"{out} holds a run already; branch into a new folder")
     if not (source / "last.safetensors").is_file():
@@ -354,7 +344,6 @@ def _branch(cfg: TrainConfig, out: Path, source: Path) -> tuple[FNFNet, int]:
     net, meta = load_checkpoint(source / "last.safetensors")
     want = cfg.net_config
     differ = [f for f in _BRANCH_FIXED if getattr(net.cfg, f) != getattr(want, f)]
-    differ += [f for f in _BRANCH_GROWS if getattr(net.cfg, f) and not getattr(want, f)]
     if differ:
         raise InputError(f"{source} was trained with other {', '.join(differ)} than asked for: "
                          + ", ".join(f"{f}={getattr(net.cfg, f)}" for f in differ))
@@ -365,10 +354,6 @@ def _branch(cfg: TrainConfig, out: Path, source: Path) -> tuple[FNFNet, int]:
         if (source / name).is_file():
             shutil.copyfile(source / name, out / name)
     net.cfg = replace(net.cfg, align_flash=cfg.align_flash)  # how flash inputs are prepared is the recipe's
-    grown = [f for f in _BRANCH_GROWS if getattr(want, f) != getattr(net.cfg, f)]
-    if grown:
-        net = grow(net, replace(net.cfg, **{f: getattr(want, f) for f in grown}))
-        log.info("grew %s into %s", source, ", ".join(grown))
     log.info("branching %s from %s at step %d", out, source, start)
     return net, start
 
@@ -409,7 +394,6 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, branch_from: Pat
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if start and optim_path.is_file():
         _load_optimizer(optim_path, opt)
-        grow_optimizer_state(opt)  # a branch that grew layers: their new inputs start with zero moments
 
     spec = CacheSpec(n=cfg.cache_samples, size=cfg.size, split="train", camouflage=cfg.camouflage_p,
                      drift=cfg.drift_p)

@@ -15,10 +15,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-init", action="store_true", help="random weights, for latency work before training")
     p.add_argument("--person-mask", action="store_true", help="with --config: per-frame segmenter-mask input")
     p.add_argument("--flash-prior", action="store_true", help="with --config: the cached flash input per frame too")
-    p.add_argument("--flash-evidence", action="store_true",
-                   help="with --config --flash-prior: the flash graph also takes the flash evidence map")
-    p.add_argument("--flash-skip", action="store_true",
-                   help="with --config --flash-prior: the decoders' last shortcut also takes the flash prior")
     p.add_argument("--align-flash", action="store_true",
                    help="with --config: the session aligns the flash on the person (as the shipped model)")
     p.add_argument("--guidance", action="store_true",
@@ -51,8 +47,6 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         net = build_model(get_config(args.config, person_mask=args.person_mask or None,
                                            flash_prior=args.flash_prior or None,
-                                           flash_evidence=args.flash_evidence or None,
-                                           flash_skip=args.flash_skip or None,
                                            align_flash=args.align_flash or None,
                                            guidance=args.guidance or None,
                                            person_features=args.person_features or None))

@@ -24,7 +24,6 @@ from engine.frames import check_frame, luma, resize
 log = logging.getLogger(__name__)
 
 BG, UNKNOWN, FG = 0, 128, 255
-EVIDENCE_SPREADS = 4.0  # FlashCue.evidence_map: background noise spreads per tanh unit
 Method = Literal["segmenter", "segmenter-only", "grabcut", "unknown"]
 
 
@@ -77,12 +76,6 @@ class FlashCue:
         """(3, H, W) float32 one-hot [background, unknown, foreground] as the flash graph expects."""
         return trimap_one_hot(self.trimap)
 
-    def evidence_map(self) -> np.ndarray:
-        """(H, W) float32 in (-1, 1) at the trimap's size, what a ``flash_evidence`` model takes: the excess
-        brightening over ``EVIDENCE_SPREADS`` background noise spreads, tanh-squashed (0 = lit like the
-        background, near 1 = lit far beyond its noise: near the flash)."""
-        e = np.tanh(self.evidence.excess / (EVIDENCE_SPREADS * self.evidence.noise)).astype(np.float32)
-        return resize(e, self.trimap.shape[:2])
 
 
 def trimap_one_hot(trimap: np.ndarray) -> np.ndarray:

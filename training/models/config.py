@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 Refine = Literal["bmn", "guided"]
 PERSON_FEATURE_CHANNELS = 16  # MediaPipe selfie segmentation's last decoder feature map
+REMOVED_SWITCHES = ("flash_evidence", "flash_skip")
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,6 @@ class FNFConfig:
     # the per-frame encoder takes it as extra input channels: the flash cue reaches every pixel from the first
     # conv on, not only through the 1/16-resolution cross-attention (which lite, trained from scratch, barely uses).
     flash_prior: bool = False
-    # The flash half also takes the engine's flash evidence (B, 1, H, W): how much more than the background
-    # each pixel brightened, in the background's noise units, squashed to (-1, 1) (engine/cues/trimap.py). It
-    # joins the flash encoder's input and the cached prior, so the per-frame encoder sees where the flash
-    # reached instead of having to infer it from the flash and no-flash colours.
-    flash_evidence: bool = False
-    # The cached flash prior also joins the last shortcut of the detail and foreground decoders (with the
-    # no-flash frame at the CMN grid): edges are decided at full CMN resolution, where the flash/no-flash
-    # difference of a pixel says how much of it is the near subject, and the encoder has already halved it.
-    flash_skip: bool = False
     # Not weights but how the flash inputs are prepared: warped into the no-flash frame's geometry by the
     # subject's own motion (engine.cues.align.estimate_subject_warp), so the cached prior lies on the person.
     align_flash: bool = False
@@ -78,6 +70,13 @@ class FNFConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FNFConfig:
+        # Switches no shipped model used were removed (tag experiments-2026-12-04 has them); a checkpoint that
+        # left them off loads as before, one that turned them on names what it needs.
+        on = [k for k in REMOVED_SWITCHES if d.get(k)]
+        if on:
+            raise ValueError(f"this model uses {', '.join(on)}, removed after the experiments-2026-12-04 tag; "
+                             "check that tag out to use it")
+        d = {k: v for k, v in d.items() if k not in REMOVED_SWITCHES}
         tuples = {k: tuple(v) for k, v in d.items() if isinstance(v, list)}
         return cls(**{**d, **tuples})
 
@@ -87,10 +86,6 @@ class FNFConfig:
             raise ValueError(f"cmn_size {self.cmn_size} must be a multiple of {self.stride}")
         if self.embed_dim % self.heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by heads {self.heads}")
-        if self.flash_evidence and not self.flash_prior:
-            raise ValueError("flash_evidence reaches the per-frame graph through the flash prior: set flash_prior")
-        if self.flash_skip and not self.flash_prior:
-            raise ValueError("flash_skip feeds the decoders the cached flash prior: set flash_prior")
         if self.person_features and not self.person_mask:
             raise ValueError("person_features come with the segmenter's person mask: set person_mask")
         if self.guidance and not (self.person_mask and self.flash_prior):
@@ -99,18 +94,14 @@ class FNFConfig:
 
     @property
     def prior_channels(self) -> int:
-        """Channels of the flash half's input and cached prior: flash RGB, trimap one-hot[, evidence]."""
-        return 6 + self.flash_evidence
+        """Channels of the flash half's input and cached prior: flash RGB, trimap one-hot."""
+        return 6
 
     @property
     def person_feature_shape(self) -> tuple[int, int, int]:
         """(C, h, w) of the segmenter features a ``person_features`` model takes: half the CMN grid."""
         return PERSON_FEATURE_CHANNELS, self.cmn_size[0] // 2, self.cmn_size[1] // 2
 
-    @property
-    def fine_skip_channels(self) -> int:
-        """Channels of the decoders' last shortcut at the CMN grid: the frame[, the flash prior]."""
-        return 3 + self.prior_channels * self.flash_skip
 
 
 # The paper: two non-shared ResNet-50 encoders, ASPP 3/6/9, L_f = L_nf = 2, BMN to full resolution.
@@ -144,11 +135,10 @@ CONFIGS: dict[str, FNFConfig] = {"paper": PAPER, "lite": LITE}
 
 
 def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool | None = None,
-               flash_evidence: bool | None = None, align_flash: bool | None = None,
-               flash_skip: bool | None = None, guidance: bool | None = None,
+               align_flash: bool | None = None, guidance: bool | None = None,
                person_features: bool | None = None) -> FNFConfig:
-    """Look a named config up; ``person_mask`` / ``flash_prior`` / ``flash_evidence`` / ``align_flash`` /
-    ``flash_skip`` / ``guidance`` / ``person_features`` override those switches."""
+    """Look a named config up; ``person_mask`` / ``flash_prior`` / ``align_flash`` / ``guidance`` /
+    ``person_features`` override those switches."""
     try:
         cfg = CONFIGS[name]
     except KeyError:
@@ -157,12 +147,8 @@ def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool 
         cfg = replace(cfg, person_mask=person_mask)
     if flash_prior is not None:
         cfg = replace(cfg, flash_prior=flash_prior)
-    if flash_evidence is not None:
-        cfg = replace(cfg, flash_evidence=flash_evidence)
     if align_flash is not None:
         cfg = replace(cfg, align_flash=align_flash)
-    if flash_skip is not None:
-        cfg = replace(cfg, flash_skip=flash_skip)
     if guidance is not None:
         cfg = replace(cfg, guidance=guidance)
     if person_features is not None:

@@ -9,8 +9,7 @@ The network splits in two halves, exactly where the product caches:
   (paper BMN, or a guided-filter upsampler in ``lite``). Runs on every frame.
 
 With ``flash_prior`` the cache also holds the flash half's own input at the CMN grid (normalised flash RGB +
-trimap, :meth:`FNFNet.flash_prior`), which the per-frame encoder takes as extra input channels; with
-``flash_evidence`` the flash half takes the engine's flash evidence map as a third input and the prior holds it.
+trimap, :meth:`FNFNet.flash_prior`), which the per-frame encoder takes as extra input channels.
 
 All images are RGB float in [0, 1]; normalisation happens inside the network so exported graphs take raw
 [0, 1] pixels.
@@ -141,7 +140,7 @@ class FNFNet(nn.Module):
         self.trimap_head = nn.Conv2d(t1, 3, 1)
         # D_detail: 3 groups from the 1/8 shortcut; trimap probabilities join before the second group.
         d0, d1, d2 = cfg.detail_channels
-        fine = cfg.fine_skip_channels  # the frame at the CMN grid[, the flash prior]
+        fine = 3  # the last shortcut of the detail and foreground decoders: the frame at the CMN grid
         self.detail_groups = nn.ModuleList([UpGroup(s8, s4, d0), UpGroup(d0 + 3, s2, d1), UpGroup(d1, fine, d2)])
         self.detail_head = nn.Conv2d(d2, 1, 3, padding=1)
         # D_foreground: 4 groups 1/16 -> 1/1, predicts a residual on the image plus hidden features.
@@ -174,24 +173,18 @@ class FNFNet(nn.Module):
         return embed(x).flatten(2).transpose(1, 2) + pos
 
     # -- the flash half (cached) -----------------------------------------------------------------------------
-    def flash_prior(self, flash: Tensor, flash_trimap: Tensor, flash_evidence: Tensor | None = None) -> Tensor:
-        """Flash frame (B, 3, H, W) in [0,1], one-hot flash trimap (B, 3, H, W) [bg, unknown, fg] and, for
-        models with ``flash_evidence``, the evidence map (B, 1, H, W) in (-1, 1) -> the flash encoder's input
-        (B, 6 or 7, h, w) at the CMN resolution: normalised RGB, the trimap, the evidence."""
-        parts = [self._normalize(self._to_cmn(flash)), self._to_cmn(flash_trimap)]
-        if self.cfg.flash_evidence:
-            if flash_evidence is None:
-                raise ValueError("this model was configured with flash_evidence=True and needs the evidence map")
-            parts.append(self._to_cmn(flash_evidence))
-        return torch.cat(parts, dim=1)
+    def flash_prior(self, flash: Tensor, flash_trimap: Tensor) -> Tensor:
+        """Flash frame (B, 3, H, W) in [0,1] and one-hot flash trimap (B, 3, H, W) [bg, unknown, fg] -> the flash
+        encoder's input (B, 6, h, w) at the CMN resolution: normalised RGB, then the trimap."""
+        return torch.cat([self._normalize(self._to_cmn(flash)), self._to_cmn(flash_trimap)], dim=1)
 
-    def encode_flash(self, flash: Tensor, flash_trimap: Tensor, flash_evidence: Tensor | None = None) -> Tensor:
+    def encode_flash(self, flash: Tensor, flash_trimap: Tensor) -> Tensor:
         """Inputs as :meth:`flash_prior` -> flash tokens T^f (B, N, C') with N = (h/16)(w/16) at the CMN
         resolution."""
-        return self.encode_prior(self.flash_prior(flash, flash_trimap, flash_evidence))
+        return self.encode_prior(self.flash_prior(flash, flash_trimap))
 
     def encode_prior(self, x: Tensor) -> Tensor:
-        """(B, 6 or 7, h, w) from :meth:`flash_prior` -> T^f (B, N, C')."""
+        """(B, 6, h, w) from :meth:`flash_prior` -> T^f (B, N, C')."""
         feats = self.flash_encoder(x)
         z = self._tokens(self.flash_aspp(feats[-1]), self.flash_embed, self.flash_pos)
         for layer in self.flash_layers:
@@ -205,7 +198,7 @@ class FNFNet(nn.Module):
         person_features: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """No-flash frame (B, 3, H, W) in [0,1], cached T^f (B, N, C'), optional person mask (B, 1, h', w'),
-        cached flash prior (B, 6 or 7, h, w) (models with ``flash_prior``), guidance one-hot (B, 3, h, w)
+        cached flash prior (B, 6, h, w) (models with ``flash_prior``), guidance one-hot (B, 3, h, w)
         [bg, unknown, fg] at the CMN grid (models with ``guidance``), the segmenter's decoder features
         (B, 16, h/2, w/2) (models with ``person_features``) -> dict with CMN-resolution outputs
         ``trimap_logits`` (B,3,h,w), ``detail_c`` (B,1,h,w), ``alpha_c`` (B,1,h,w), ``fg_c`` (B,3,h,w) and
@@ -254,12 +247,11 @@ class FNFNet(nn.Module):
         h = self.detail_groups[0](s8, s4)
         h = torch.cat([h, resize_to(probs, h)], dim=1)
         h = self.detail_groups[1](h, s2)
-        fine = torch.cat([img_c, flash_prior], dim=1) if cfg.flash_skip and flash_prior is not None else img_c
-        detail_feat = self.detail_groups[2](h, fine)
+        detail_feat = self.detail_groups[2](h, img_c)
         detail_c = torch.sigmoid(self.detail_head(detail_feat))
 
         h = feat
-        for group, skip in zip(self.fg_groups, (s8, s4, s2, fine), strict=True):
+        for group, skip in zip(self.fg_groups, (s8, s4, s2, img_c), strict=True):
             h = group(h, skip)
         fg_feat = h
         fg_c = (img_c + self.fg_head(fg_feat)).clamp(0.0, 1.0)
@@ -297,26 +289,23 @@ class FNFNet(nn.Module):
 
     def forward(
         self, noflash: Tensor, flash: Tensor, flash_trimap: Tensor, person_mask: Tensor | None = None,
-        flash_evidence: Tensor | None = None, guidance: Tensor | None = None,
-        person_features: Tensor | None = None,
+        guidance: Tensor | None = None, person_features: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """End to end (training, first frame): both halves; shapes as in the two methods."""
-        prior = self.flash_prior(flash, flash_trimap, flash_evidence)
+        prior = self.flash_prior(flash, flash_trimap)
         return self.forward_frame(noflash, self.encode_prior(prior), person_mask,
                                   prior if self.cfg.flash_prior else None, guidance, person_features)
 
 
 class FlashGraph(nn.Module):
-    """Export wrapper of the cached half: (flash, flash_trimap[, flash_evidence]) -> flash_features[,
-    flash_prior]."""
+    """Export wrapper of the cached half: (flash, flash_trimap) -> flash_features[, flash_prior]."""
 
     def __init__(self, net: FNFNet) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, flash: Tensor, flash_trimap: Tensor,
-                flash_evidence: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
-        prior = self.net.flash_prior(flash, flash_trimap, flash_evidence)
+    def forward(self, flash: Tensor, flash_trimap: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        prior = self.net.flash_prior(flash, flash_trimap)
         tokens = self.net.encode_prior(prior)
         return (tokens, prior) if self.net.cfg.flash_prior else tokens
 
