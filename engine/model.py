@@ -63,6 +63,7 @@ class ModelInfo:
     flash_prior: bool  # the flash graph also outputs ``flash_prior``, a per-frame graph input
     align_flash: bool  # flash inputs are warped onto the subject first (engine.cues.align.SubjectWarp)
     guidance: bool  # the frame graph takes the guidance trimap and refines only its unknown region
+    guidance_bands: tuple[float, float]  # (inner, outer) band of the guidance it was trained with
     person_features: bool  # the frame graph takes the segmenter's decoder features of the frame
     flash_features_shape: tuple[int, int]  # (N, C')
     manifest: dict[str, Any]
@@ -124,6 +125,8 @@ def read_model_info(model_dir: Path) -> ModelInfo:
         flash_prior=bool(cfg.get("flash_prior", False)),
         align_flash=bool(cfg.get("align_flash", False)),
         guidance=bool(cfg.get("guidance", False)),
+        guidance_bands=(float(cfg.get("guidance_bands", (0.015, 0.04))[0]),
+                        float(cfg.get("guidance_bands", (0.015, 0.04))[1])),
         person_features=bool(cfg.get("person_features", False)),
         flash_features_shape=(int(n), int(c)),
         manifest=manifest,

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -122,7 +123,8 @@ class MattingSession:
                              "finds; use segmenter='mediapipe'")
         self.max_side = max_side
         self.trimap_params = trimap_params or TrimapParams()
-        self.guidance_params = guidance_params or GuidanceParams()
+        inner, outer = self.model.info.guidance_bands
+        self.guidance_params = guidance_params or GuidanceParams(inner=inner, outer=outer)
         self.times = StageTimes()
         # Motion-aware alpha smoothing across consecutive matte() calls (0 = off); restarts with every flash.
         self.smoother = TemporalSmoother(strength=temporal)
@@ -230,12 +232,20 @@ class MattingSession:
         guidance: np.ndarray | None = None
         if self.model.info.person_mask or track:
             assert self.segmenter is not None
-            mask_in = resize(small, self.model.info.cmn_size)
-            if self.model.info.person_features:
-                person, features = self.segmenter.segment_with_features(mask_in)  # type: ignore[attr-defined]
-                feeds["person_features"] = features[None]
+            cmn = self.model.info.cmn_size
+            mask_in = resize(small, cmn)
+            # The segmenter sees the frame at its own aspect (its square model for a portrait or square frame),
+            # its mask comes back at the CMN grid; features come from the landscape model at the CMN grid, as
+            # trained: one run gives both for a landscape frame.
+            seg: Any = self.segmenter
+            if self.model.info.person_features and w > h:
+                person, features = seg.segment_with_features(small, size=cmn)
             else:
-                person = self.segmenter.segment(mask_in)
+                person = seg.segment(small, size=cmn)
+                if self.model.info.person_features:
+                    features = seg.segment_with_features(mask_in)[1]
+            if self.model.info.person_features:
+                feeds["person_features"] = features[None]
             if self.model.info.person_mask:
                 feeds["person_mask"] = person[None, None].astype(np.float32)
             if track:

@@ -23,13 +23,14 @@ def _disc(cx: int, cy: int, r: int) -> np.ndarray:
 
 
 def test_segmenter_alone_certain_inside_and_outside_with_a_band_at_the_edge() -> None:
+    """A thin band inside the segmenter's confident person, a wide one outside it."""
     person = _disc(128, 72, 40)
-    g = build_guidance(person, None, GuidanceParams(band=0.04))
-    r = round(H * 0.04)
+    params = GuidanceParams(inner=0.015, outer=0.04)
+    g = build_guidance(person, None, params)
+    r_in, r_out = round(H * 0.015), round(H * 0.04)
     assert g[72, 128] == FG and g[2, 2] == BG
-    # The edge is unknown on both sides, r pixels deep, and no further.
-    assert (g[72, 128 + 40 - r + 1: 128 + 40 + r] == UNKNOWN).all()
-    assert g[72, 128 + 40 - r - 1] == FG and g[72, 128 + 40 + r + 1] == BG
+    assert (g[72, 128 + 40 - r_in + 1: 128 + 40 + r_out] == UNKNOWN).all()
+    assert g[72, 128 + 40 - r_in - 1] == FG and g[72, 128 + 40 + r_out + 1] == BG
 
 
 def test_unsure_segmenter_pixels_are_unknown() -> None:

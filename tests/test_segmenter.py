@@ -282,6 +282,11 @@ def test_features_come_with_the_same_mask(astronaut: np.ndarray, tmp_path: Path)
     frame = cv2.resize(astronaut, (256, 144), interpolation=cv2.INTER_AREA)
     mask, feats = seg.segment_with_features(frame)
     np.testing.assert_array_equal(mask, seg.segment(frame))
+    # Any size out: a 720p frame's mask straight at the model grid is the frame's mask without the detour.
+    big = cv2.resize(frame, (1280, 720), interpolation=cv2.INTER_LINEAR)
+    assert seg.segment(big, size=(144, 256)).shape == (144, 256)
+    np.testing.assert_allclose(seg.segment(big, size=(144, 256)), seg.segment(big, size=(720, 1280))[2::5, 2::5],
+                               atol=0.05)
     assert feats.shape == (16, 72, 128) and feats.dtype == np.float32 and feats.min() >= 0.0  # ReLU outputs
     # The person and the wall do not look alike to a network trained on real people.
     person, wall = mask[::2, ::2] >= 0.9, mask[::2, ::2] <= 0.1

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from engine.cues.align import SubjectWarp
-from engine.cues.guidance import build_guidance, guidance_input, trimap_from_one_hot
+from engine.cues.guidance import GuidanceParams, build_guidance, guidance_input, trimap_from_one_hot
 from engine.cues.trimap import trimap_one_hot
 from engine.errors import InputError
 from training.cache import (
@@ -201,12 +201,14 @@ class Batches:
     def _guidance(self, person: torch.Tensor, flash_trimap: torch.Tensor) -> torch.Tensor:
         """Person masks (B, 1, H, W) and one-hot flash trimaps (B, 3, H, W) -> the engine's guidance one-hot
         (B, 3, h, w) at the CMN grid, built as the session builds it each frame."""
-        h, w = self.cfg.net_config.cmn_size
+        net = self.cfg.net_config
+        h, w = net.cmn_size
+        params = GuidanceParams(inner=net.guidance_bands[0], outer=net.guidance_bands[1])
         out = []
         for m, t in zip(person[:, 0].cpu().numpy(), flash_trimap.cpu().numpy(), strict=True):
             mask = cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)
             tri = cv2.resize(t.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
-            out.append(guidance_input(build_guidance(mask, trimap_from_one_hot(tri)))[0])
+            out.append(guidance_input(build_guidance(mask, trimap_from_one_hot(tri), params))[0])
         return torch.from_numpy(np.stack(out)).to(person.device)
 
     @staticmethod

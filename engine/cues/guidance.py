@@ -6,7 +6,10 @@ guidance only where the guidance is unknown. The guidance comes from cues traine
 physically, never from a network trained on rendered people:
 
 * the person segmenter's mask of this frame (MediaPipe, trained on real people): certain where it is
-  confident, a band around every edge left unknown;
+  confident, a band around every edge left unknown. The band is thin on the person's side and wide on the
+  background's: the network may add what the segmenter missed (hair, a held object) well outside its edge,
+  but may take away from its confident person only at the very edge, since on real people the segmenter's
+  confident interior is right far more often than a network that has seen rendered people only;
 * the cached flash trimap, moved onto the person by the subject tracking: where it contradicts the segmenter
   (a flash-lit held object the segmenter calls background, an unlit person behind it calls person) the guidance
   says unknown, so the network decides there with the flash in view.
@@ -29,7 +32,10 @@ from engine.cues.trimap import BG, FG, UNKNOWN, trimap_one_hot
 class GuidanceParams:
     sure: float = 0.9  # segmenter probability at or above which a pixel may be certain person ...
     unsure: float = 0.1  # ... at or below which it may be certain background
-    band: float = 0.04  # radius of the unknown band around every edge, as a fraction of the short side
+    # Radius of the unknown band inside the segmenter's confident person and inside its confident background,
+    # as fractions of the short side (FNFConfig.guidance_bands: a model is trained with its own).
+    inner: float = 0.015
+    outer: float = 0.04
 
 
 def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -45,12 +51,13 @@ def build_guidance(person: np.ndarray, flash_trimap: np.ndarray | None = None,
     """Segmenter person probability (h, w) float in [0, 1] and the flash trimap on this frame (h, w) uint8
     0/128/255 (None or all unknown: the flash located nobody) -> the guidance trimap (h, w) uint8 0/128/255.
 
-    Certain person: the segmenter is sure, ``band`` inside its edge, and the flash does not call it
-    background. Certain background: likewise the other way round. Everything else is unknown.
+    Certain person: the segmenter is sure, ``inner`` inside its edge, and the flash does not call it
+    background. Certain background: the segmenter is sure, ``outer`` away from its edge, and the flash does
+    not call it person. Everything else is unknown.
     """
-    radius = max(1, round(min(person.shape[:2]) * params.band))
-    fg = _erode(person >= params.sure, radius)
-    bg = _erode(person <= params.unsure, radius)
+    short = min(person.shape[:2])
+    fg = _erode(person >= params.sure, max(1, round(short * params.inner)))
+    bg = _erode(person <= params.unsure, max(1, round(short * params.outer)))
     if flash_trimap is not None:
         fg &= flash_trimap != BG
         bg &= flash_trimap != FG

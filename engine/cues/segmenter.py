@@ -67,11 +67,11 @@ def _shrink(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 class Segmenter(Protocol):
-    """A person segmenter: ``segment((H, W, 3) uint8 RGB) -> (H, W) float32 probability in [0, 1]``."""
+    """A person segmenter: ``segment((H, W, 3) uint8 RGB[, size]) -> (H, W) (or size) float32 probability``."""
 
     name: str
 
-    def segment(self, image: np.ndarray) -> np.ndarray: ...
+    def segment(self, image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray: ...
 
 
 class MediaPipeSegmenter:
@@ -136,19 +136,21 @@ class MediaPipeSegmenter:
             return LANDSCAPE_MODEL if width > height else SQUARE_MODEL
         return LANDSCAPE_MODEL if self.landscape else SQUARE_MODEL
 
-    def segment(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB -> (H, W) float32 person probability in [0, 1]."""
-        return self._run(image, features=False)[0]
+    def segment(self, image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> (H, W) float32 person probability in [0, 1], or at ``size`` (h, w)."""
+        return self._run(image, size, features=False)[0]
 
-    def segment_with_features(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(H, W, 3) uint8 RGB -> its person probability (H, W) and the segmenter's decoder features
-        (16, h, w) float32 at half the model's input size (72x128 for the landscape model): what a network
-        trained on real people saw in the frame, for matting models with ``person_features``."""
-        mask, feats = self._run(image, features=True)
+    def segment_with_features(self, image: np.ndarray,
+                              size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 RGB -> its person probability (H, W) (or at ``size``) and the segmenter's decoder
+        features (16, h, w) float32 at half the model's input size (72x128 for the landscape model): what a
+        network trained on real people saw in the frame, for matting models with ``person_features``."""
+        mask, feats = self._run(image, size, features=True)
         assert feats is not None
         return mask, feats
 
-    def _run(self, image: np.ndarray, *, features: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _run(self, image: np.ndarray, size: tuple[int, int] | None, *,
+             features: bool) -> tuple[np.ndarray, np.ndarray | None]:
         try:
             check_frame(image, "segmenter input")
         except FrameFormatError as exc:
@@ -164,7 +166,8 @@ class MediaPipeSegmenter:
             raise SegmenterModelError(f"segmenter model {model} has no {FEATURES!r} output; re-create it with "
                                       "`python -m export.mediapipe_segmenter`")
         outs = session.run(["mask", FEATURES] if features else ["mask"], {"image": x})
-        out = cv2.resize(outs[0][0, 0], (w, h), interpolation=cv2.INTER_LINEAR)
+        oh, ow = size or (h, w)
+        out = cv2.resize(outs[0][0, 0], (ow, oh), interpolation=cv2.INTER_LINEAR)
         # Bilinear weights are convex, but their float rounding can overshoot 1 by an ulp.
         return np.minimum(out, np.float32(1.0), out=out), (outs[1][0] if features else None)
 

@@ -28,11 +28,12 @@ Method = Literal["segmenter", "segmenter-only", "grabcut", "unknown"]
 
 
 class PersonSegmenter(Protocol):
-    """Anything with ``segment((H, W, 3) uint8 RGB) -> (H, W) float32 person probability``."""
+    """Anything with ``segment((H, W, 3) uint8 RGB[, size (h, w)]) -> (H, W) (or size) float32 person
+    probability``."""
 
     name: str
 
-    def segment(self, image: np.ndarray) -> np.ndarray: ...
+    def segment(self, image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

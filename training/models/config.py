@@ -47,6 +47,9 @@ class FNFConfig:
     # channels, and its alpha replaces the guidance only where the guidance is unknown: pixels the real-data
     # cues are sure of come out exactly 0 or 1, whatever the network learnt from rendered people.
     guidance: bool = False
+    # The guidance's unknown band inside the segmenter's confident person and inside its confident background,
+    # as fractions of the CMN grid's short side (engine.cues.guidance.GuidanceParams.inner / outer).
+    guidance_bands: tuple[float, float] = (0.015, 0.04)
     # The per-frame encoder also takes the person segmenter's decoder features of the frame (MediaPipe, trained
     # on real people; (B, 16, h/2, w/2) at half the CMN grid, engine.cues.segmenter): what a network that has
     # seen real skin, hair and cloth makes of the frame, where ours has seen rendered people only.
