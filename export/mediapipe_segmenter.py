@@ -22,7 +22,6 @@ The TFLite flatbuffer is read with the generated schema accessors that ``ai-edge
 from __future__ import annotations
 
 import argparse
-import hashlib
 import struct
 import subprocess
 import sys
@@ -36,6 +35,8 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from engine.model import sha256_of
 
 MEDIAPIPE_VERSION = "0.10.21"
 WHEEL_FILENAME = f"mediapipe-{MEDIAPIPE_VERSION}-cp311-cp311-manylinux_2_28_x86_64.whl"
@@ -440,14 +441,6 @@ def convert_tflite(
 # ----------------------------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_wheel(dest: Path) -> Path:
     """``pip download`` the pinned manylinux cp311 wheel (platform pinned: the same bytes from any host)."""
     cmd = [
@@ -464,7 +457,7 @@ def download_wheel(dest: Path) -> Path:
 
 def read_wheel(wheel: Path) -> tuple[dict[str, bytes], bytes]:
     """Verify ``wheel`` against :data:`WHEEL_SHA256`; return ({model name: tflite bytes}, LICENSE bytes)."""
-    digest = sha256_file(wheel)
+    digest = sha256_of(wheel)
     if digest != WHEEL_SHA256:
         raise ConversionError(f"{wheel} has sha256 {digest}, expected {WHEEL_SHA256} ({WHEEL_FILENAME})")
     with zipfile.ZipFile(wheel) as zf:
@@ -574,7 +567,7 @@ def export(wheel: Path, out_dir: Path) -> dict[str, dict[str, int]]:
         model, ops = convert_model(m, tflite_bytes)
         onnx_path = out_dir / f"{m.name}.onnx"
         onnx.save_model(model, onnx_path)
-        rows.append((m, sha256_file(tflite_path), sha256_file(onnx_path), ops, onnx_path.stat().st_size))
+        rows.append((m, sha256_of(tflite_path), sha256_of(onnx_path), ops, onnx_path.stat().st_size))
         histograms[m.name] = ops
         print(f"{onnx_path}: {onnx_path.stat().st_size / 1e6:.2f} MB, ops {ops}")
     (out_dir / "LICENSE").write_bytes(license_text)

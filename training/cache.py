@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -141,22 +142,30 @@ def _engine_cues(sample: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple
     return out
 
 
+def _per_sample_cache(path: Path, samples: np.ndarray, wanted: dict[str, object], shape: tuple[int, ...],
+                      dtype: type, desc: str, compute: Callable[[np.ndarray], np.ndarray]) -> np.memmap:
+    """``compute`` of every sample of a rendered cache into ``path`` (.npy memmap of ``(N, *shape)``), unless a
+    cache made the same way (``wanted``, kept in the .json beside it) is there already."""
+    meta_path = path.with_suffix(".json")
+    wanted = {"n": len(samples), "size": list(samples.shape[1:3]), **wanted, "done": True}
+    if path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == wanted:
+        return np.load(path, mmap_mode="r")
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(len(samples), *shape))
+    for i in tqdm(range(len(samples)), desc=desc):
+        arr[i] = compute(np.asarray(samples[i]))
+    arr.flush()
+    meta_path.write_text(json.dumps(wanted))
+    return np.load(path, mmap_mode="r")
+
+
 def build_cue_cache(path: Path, samples: np.ndarray, cmn_size: tuple[int, int] = (144, 256)) -> np.memmap:
     """Engine cues (:data:`CUE_FIELDS`) for every sample of a rendered cache, into ``path`` unless present."""
     from engine.cues.segmenter import MediaPipeSegmenter
 
-    meta_path = path.with_suffix(".json")
-    wanted = {"n": len(samples), "size": list(samples.shape[1:3]), "cmn_size": list(cmn_size),
-              "trimap": TRIMAP_VERSION, "done": True}
-    if path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == wanted:
-        return np.load(path, mmap_mode="r")
-    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(*samples.shape[:3], len(CUE_FIELDS)))
     segmenter = MediaPipeSegmenter(threads=1)
-    for i in tqdm(range(len(samples)), desc="engine cues"):
-        arr[i] = _engine_cues(np.asarray(samples[i]), segmenter, cmn_size)
-    arr.flush()
-    meta_path.write_text(json.dumps(wanted))
-    return np.load(path, mmap_mode="r")
+    return _per_sample_cache(path, samples, {"cmn_size": list(cmn_size), "trimap": TRIMAP_VERSION},
+                             (*samples.shape[1:3], len(CUE_FIELDS)), np.uint8, "engine cues",
+                             lambda sample: _engine_cues(sample, segmenter, cmn_size))
 
 
 # The subject's flash -> no-flash warp of every sample (engine.cues.align.estimate_subject_warp, as a session
@@ -202,17 +211,12 @@ def build_feature_cache(path: Path, samples: np.ndarray, cmn_size: tuple[int, in
     from engine.cues.segmenter import FEATURE_CHANNELS, MediaPipeSegmenter
     from engine.frames import resize
 
-    meta_path = path.with_suffix(".json")
-    wanted = {"n": len(samples), "size": list(samples.shape[1:3]), "cmn_size": list(cmn_size),
-              "features": FEATURES_VERSION, "done": True}
-    if path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == wanted:
-        return np.load(path, mmap_mode="r")
-    shape = (len(samples), FEATURE_CHANNELS, cmn_size[0] // 2, cmn_size[1] // 2)
-    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
     segmenter = MediaPipeSegmenter(threads=1)
-    for i in tqdm(range(len(samples)), desc="segmenter features"):
-        noflash = np.ascontiguousarray(samples[i][..., FIELDS["noflash"]])
-        arr[i] = segmenter.segment_with_features(resize(noflash, cmn_size))[1]
-    arr.flush()
-    meta_path.write_text(json.dumps(wanted))
-    return np.load(path, mmap_mode="r")
+
+    def features(sample: np.ndarray) -> np.ndarray:
+        return segmenter.segment_with_features(resize(np.ascontiguousarray(sample[..., FIELDS["noflash"]]),
+                                                      cmn_size))[1]
+
+    shape = (FEATURE_CHANNELS, cmn_size[0] // 2, cmn_size[1] // 2)
+    return _per_sample_cache(path, samples, {"cmn_size": list(cmn_size), "features": FEATURES_VERSION}, shape,
+                             np.float16, "segmenter features", features)
