@@ -148,6 +148,41 @@ def green_excess(rgb: np.ndarray) -> float:
     return float(rgb[1] - (rgb[0] + rgb[2]) / 2)
 
 
+FRAMES_JS = """
+() => ['local-video', 'processed-video'].map((id) => {
+  const v = document.querySelector(`[data-testid="${id}"]`);
+  if (!v || !v.videoWidth) return null;
+  const c = document.createElement('canvas');
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  c.getContext('2d').drawImage(v, 0, 0);
+  return c.toDataURL('image/png');
+})
+"""
+
+
+def _decode(data_url: str) -> np.ndarray:
+    import base64
+
+    raw = np.frombuffer(base64.b64decode(data_url.split(",", 1)[1]), np.uint8)
+    return cv2.cvtColor(cv2.imdecode(raw, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+async def kept_person_iou(page: Any, segmenter: Any, shots: int = 5) -> list[float]:
+    """With the green background on: per shot, the IoU of the person the processed video keeps (not green)
+    with MediaPipe's person (>= 0.5) in the camera frame shown beside it at the same moment."""
+    ious = []
+    for _ in range(shots):
+        local_url, processed_url = await page.evaluate(FRAMES_JS)
+        local, processed = _decode(local_url), _decode(processed_url)
+        processed = cv2.resize(processed, (local.shape[1], local.shape[0]), interpolation=cv2.INTER_AREA)
+        p = processed.astype(np.float32)
+        kept = (p[..., 1] - (p[..., 0] + p[..., 2]) / 2) < 60  # GREEN is (0, 177, 64): excess ~145
+        person = segmenter.segment(local) >= 0.5
+        ious.append(float((kept & person).sum() / max(1, (kept | person).sum())))
+        await asyncio.sleep(0.3)
+    return ious
+
+
 async def start_and_flash(page: Any, logs: list[str], url: str, background: str) -> None:
     """Open the page, start the camera, pick a background, flash until the service is matting."""
     await page.goto(f"{url}/?flash_ms={FLASH_MS}")
@@ -218,6 +253,11 @@ async def test_green_background_keeps_the_person(photo_clip: Path) -> None:
         for name, raw, now in (("head", raw_head, head), ("chest", raw_chest, chest)):
             assert float(np.abs(now - raw).mean()) < 25, f"{name} changed {raw} -> {now}"
             assert green_excess(now) < green_excess(raw) + 20, f"{name} turned green {raw} -> {now}"
+        # The whole person, not a few regions: what the page keeps is MediaPipe's person, give or take edges.
+        from engine.cues.segmenter import MediaPipeSegmenter
+
+        ious = await kept_person_iou(page, MediaPipeSegmenter())
+        assert float(np.median(ious)) >= 0.9, ious
 
 
 async def test_page_says_when_the_camera_is_denied_or_the_server_is_down(clip: Path, lite_model_dir: Path) -> None:
