@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from engine.backends.onnxruntime import OrtGraph, resolve_providers
+from engine.cues.guidance import GUIDANCE_BANDS
 from engine.errors import ModelError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ def cached_names(flash_prior: bool) -> tuple[str, ...]:
 
 
 FLASH_INPUTS = ("flash", "flash_trimap")  # the flash graph's inputs, by name
+# Config switches no shipped model used, removed after the experiments-2026-12-04 tag (which still runs them).
+REMOVED_SWITCHES = ("flash_evidence", "flash_skip")
 
 
 class Graph(Protocol):
@@ -67,6 +70,11 @@ class ModelInfo:
     person_features: bool  # the frame graph takes the segmenter's decoder features of the frame
     flash_features_shape: tuple[int, int]  # (N, C')
     manifest: dict[str, Any]
+
+
+def _pair(values: Any) -> tuple[float, float]:
+    first, second = values
+    return float(first), float(second)
 
 
 def sha256_of(path: Path) -> str:
@@ -111,7 +119,7 @@ def read_model_info(model_dir: Path) -> ModelInfo:
             raise ModelError(f"{model_dir / name} is not the graph model.json records (sha256 differs): a "
                              "corrupt copy, or a graph replaced without re-exporting")
     cfg = manifest["config"]
-    removed = [k for k in ("flash_evidence", "flash_skip") if cfg.get(k)]
+    removed = [k for k in REMOVED_SWITCHES if cfg.get(k)]
     if removed:
         raise ModelError(f"{model_dir} uses {', '.join(removed)}, which this version no longer runs (tag "
                          "experiments-2026-12-04 does)")
@@ -125,8 +133,7 @@ def read_model_info(model_dir: Path) -> ModelInfo:
         flash_prior=bool(cfg.get("flash_prior", False)),
         align_flash=bool(cfg.get("align_flash", False)),
         guidance=bool(cfg.get("guidance", False)),
-        guidance_bands=(float(cfg.get("guidance_bands", (0.015, 0.04))[0]),
-                        float(cfg.get("guidance_bands", (0.015, 0.04))[1])),
+        guidance_bands=_pair(cfg.get("guidance_bands", GUIDANCE_BANDS)),
         person_features=bool(cfg.get("person_features", False)),
         flash_features_shape=(int(n), int(c)),
         manifest=manifest,

@@ -28,6 +28,7 @@ from engine.cues.align import SubjectWarp
 from engine.cues.guidance import GuidanceParams, build_guidance, guidance_input, trimap_from_one_hot
 from engine.cues.trimap import trimap_one_hot
 from engine.errors import InputError
+from engine.model import REMOVED_SWITCHES
 from training.cache import (
     CUE_FIELDS,
     FIELDS,
@@ -40,7 +41,7 @@ from training.cache import (
 from training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from training.data.prior import FAILURE_WEIGHTS, segmenter_failure
 from training.losses import fnf_loss
-from training.models.config import REMOVED_SWITCHES, FNFConfig, get_config
+from training.models.config import FNFConfig, get_config
 from training.models.fnfnet import FNFNet, build_model
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,8 @@ import numpy as np
 
 from engine.cues.trimap import BG, FG, UNKNOWN, trimap_one_hot
 
+GUIDANCE_BANDS = (0.015, 0.04)  # the default (inner, outer) band: GuidanceParams, FNFConfig.guidance_bands
+
 
 @dataclass(frozen=True)
 class GuidanceParams:
@@ -34,8 +36,8 @@ class GuidanceParams:
     unsure: float = 0.1  # ... at or below which it may be certain background
     # Radius of the unknown band inside the segmenter's confident person and inside its confident background,
     # as fractions of the short side (FNFConfig.guidance_bands: a model is trained with its own).
-    inner: float = 0.015
-    outer: float = 0.04
+    inner: float = GUIDANCE_BANDS[0]
+    outer: float = GUIDANCE_BANDS[1]
 
 
 def _erode(mask: np.ndarray, radius: int) -> np.ndarray:

@@ -6,9 +6,11 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from engine.cues.guidance import GUIDANCE_BANDS
+from engine.model import REMOVED_SWITCHES
+
 Refine = Literal["bmn", "guided"]
 PERSON_FEATURE_CHANNELS = 16  # MediaPipe selfie segmentation's last decoder feature map
-REMOVED_SWITCHES = ("flash_evidence", "flash_skip")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class FNFConfig:
     guidance: bool = False
     # The guidance's unknown band inside the segmenter's confident person and inside its confident background,
     # as fractions of the CMN grid's short side (engine.cues.guidance.GuidanceParams.inner / outer).
-    guidance_bands: tuple[float, float] = (0.015, 0.04)
+    guidance_bands: tuple[float, float] = GUIDANCE_BANDS
     # The per-frame encoder also takes the person segmenter's decoder features of the frame (MediaPipe, trained
     # on real people; (B, 16, h/2, w/2) at half the CMN grid, engine.cues.segmenter): what a network that has
     # seen real skin, hair and cloth makes of the frame, where ours has seen rendered people only.
