@@ -5,7 +5,7 @@ SERVE_VENV := .venv-serve
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: serve test lint typecheck pytest install-dev install-serve chromium clean
+.PHONY: serve test lint typecheck pytest install-dev install-serve chromium clean gpu-check
 
 # Serving install: no torch, shipped default model, ONNX Runtime CPU.
 serve: install-serve
@@ -34,12 +34,17 @@ chromium:
 
 lint:
 	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
 
 typecheck:
 	$(DEV_VENV)/bin/mypy engine export training server clients
 
 pytest:
 	$(DEV_VENV)/bin/pytest -q -ra
+
+# On a machine with an NVIDIA GPU (and the [gpu] / [tensorrt] extras): plans, parity against CPU, 720p/1080p bench.
+gpu-check:
+	PYTHON=$(DEV_VENV)/bin/python scripts/gpu-check.sh
 
 clean:
 	rm -rf $(DEV_VENV) $(SERVE_VENV) .pytest_cache .mypy_cache .ruff_cache

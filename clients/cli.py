@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "matte": "clients.commands.matte",
     "bench": "clients.commands.bench",
     "export": "clients.commands.export",
+    "build-engines": "clients.commands.build_engines",
     "train": "clients.commands.train",
     "eval": "clients.commands.evaluate",
     "check-real": "clients.commands.check_real",

@@ -6,26 +6,28 @@ import hashlib
 import json
 import logging
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from engine.backends.onnxruntime import OrtGraph, resolve_providers
+from engine.backends.onnxruntime import OrtGraph, preload_cuda_libraries, resolve_providers
 from engine.cues.guidance import GUIDANCE_BANDS
-from engine.errors import ModelError, ModelNotFoundError
+from engine.errors import BackendError, ModelError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "flash-lite"
 FORMAT = "cuematte-flash-model"
+# 2: the graphs take their CMN-grid images ready-made (frame_cmn; flash and flash_trimap at the CMN grid) instead
+# of shrinking in-graph with an antialiased Resize, which TensorRT cannot build.
+FORMAT_VERSION = 2
 
 HOW_TO_GET_A_MODEL = (
-    "train and export one: `cuematte train --config lite --out runs/lite` then "
-    "`cuematte export --checkpoint runs/lite/last.safetensors --out-dir MODEL_DIR`, "
+    "train and export one: `cuematte train --recipe flash-lite --out runs/flash-lite` then "
+    "`cuematte export --checkpoint runs/flash-lite/last.safetensors --out-dir MODEL_DIR`, "
     "or for latency work `cuematte export --config lite --random-init --out-dir MODEL_DIR`; "
     "then pass --model MODEL_DIR"
 )
@@ -110,6 +112,9 @@ def read_model_info(model_dir: Path) -> ModelInfo:
         raise ModelError(f"{manifest_path} is not readable JSON: {exc}") from exc
     if manifest.get("format") != FORMAT:
         raise ModelError(f"{manifest_path} is not a {FORMAT} manifest (format={manifest.get('format')!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{model_dir} holds graphs of format version {manifest.get('format_version')!r}; this "
+                         f"version runs {FORMAT_VERSION}: re-export it from its checkpoint with `cuematte export`")
     for role in ("flash", "frame"):
         name = manifest.get("graphs", {}).get(role)
         if not name or not (model_dir / name).is_file():
@@ -140,11 +145,32 @@ def read_model_info(model_dir: Path) -> ModelInfo:
     )
 
 
-class FlashModel:
-    """Both graphs of a model folder loaded into ONNX Runtime sessions (created once, reused)."""
+BACKENDS = ("auto", "cpu", "cuda", "tensorrt")
+PLANS_HOME = Path.home() / ".cache" / "cuematte" / "plans"
 
-    def __init__(self, model: str | Path | None = None, *, providers: Sequence[str] = ("cpu",),
-                 threads: int | None = None, trt_cache: Path | None = None) -> None:
+
+def default_plans_dir(model_name: str) -> Path:
+    """Where ``cuematte build-engines`` puts a model's TensorRT plans unless told otherwise."""
+    return PLANS_HOME / model_name
+
+
+class FlashModel:
+    """Both graphs of a model folder, loaded once per process on one backend:
+
+    * ``cpu``: ONNX Runtime on the CPU (the embedded default);
+    * ``cuda``: ONNX Runtime's CUDA execution provider (``pip install 'cuematte[gpu]'``);
+    * ``tensorrt``: native TensorRT plans built by ``cuematte build-engines`` (``cuematte[tensorrt]``);
+    * ``auto``: TensorRT if plans for this model, GPU and TensorRT exist, else CUDA if ONNX Runtime has it and
+      finds a GPU, else CPU. :attr:`backend` and :attr:`backend_reason` say what was chosen and why.
+
+    ONNX Runtime sessions are shared by every matting session (their ``run`` is thread-safe); TensorRT gives
+    each matting session its own execution context and stream (:meth:`session_graphs`).
+    """
+
+    def __init__(self, model: str | Path | None = None, *, backend: str = "cpu", threads: int | None = None,
+                 plans: Path | None = None) -> None:
+        if backend not in BACKENDS:
+            raise BackendError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         self.info = read_model_info(resolve_model_dir(model))
         if not self.info.trained:
             warnings.warn(
@@ -153,22 +179,65 @@ class FlashModel:
                 UntrainedModelWarning,
                 stacklevel=2,
             )
-        graphs = self.info.manifest["graphs"]
-        self.flash: Graph
-        self.frame: Graph
-        if list(providers) == ["trt-native"]:
-            # Serialized TensorRT engines built beside the ONNX graphs (`cuematte export --tensorrt`).
-            from engine.backends.tensorrt import TrtGraph
+        self.plans_dir = plans or default_plans_dir(self.info.name)
+        self._plans: Any = None
+        self.max_side: int | None = None  # the longest frame side the backend takes (TensorRT's profile)
+        self.backend, self.backend_reason = self._open(backend, threads)
+        log.info("model %s on %s: %s", self.info.name, self.backend, self.backend_reason)
+        self._check_contract()
 
-            self.flash = TrtGraph(self.info.path / "flash.plan")
-            self.frame = TrtGraph(self.info.path / "frame.plan")
-            return
-        resolved = resolve_providers(providers, trt_cache=trt_cache or Path.home() / ".cache" / "cuematte" / "trt")
+    def _open(self, backend: str, threads: int | None) -> tuple[str, str]:
+        if backend in ("tensorrt", "auto"):
+            try:
+                return "tensorrt", self._open_tensorrt()
+            except BackendError as exc:
+                if backend == "tensorrt":
+                    raise
+                skipped = f"no TensorRT ({exc})"
+        else:
+            skipped = "asked for"
+        if backend in ("cuda", "auto"):
+            try:
+                self._open_ort(["cuda"], threads)
+                return "cuda", f"ONNX Runtime CUDA; {skipped}" if backend == "auto" else "ONNX Runtime CUDA"
+            except BackendError as exc:
+                if backend == "cuda":
+                    raise
+                skipped += f"; no ONNX Runtime CUDA ({exc})"
+        self._open_ort(["cpu"], threads)
+        return "cpu", f"ONNX Runtime CPU; {skipped}" if backend == "auto" else "ONNX Runtime CPU"
+
+    def _open_tensorrt(self) -> str:
+        from engine.backends.tensorrt import TrtPlans
+
+        self._plans = TrtPlans(self.plans_dir, dict(self.info.manifest.get("sha256", {})))
+        self.max_side = int(max(self._plans.manifest.profile["max"]))
+        self.flash, self.frame = self.session_graphs()
+        manifest = self._plans.manifest
+        return f"TensorRT {manifest.tensorrt} plans in {self.plans_dir} ({manifest.precision}, {manifest.gpu})"
+
+    def _open_ort(self, names: list[str], threads: int | None) -> None:
+        graphs = self.info.manifest["graphs"]
+        resolved = resolve_providers(names)
+        if "cuda" in names:
+            preload_cuda_libraries()
         try:
             self.flash = OrtGraph(self.info.path / graphs["flash"], providers=resolved, threads=threads)
             self.frame = OrtGraph(self.info.path / graphs["frame"], providers=resolved, threads=threads)
         except Exception as exc:  # onnxruntime raises its own exception types for broken files
             raise ModelError(f"cannot load the graphs of {self.info.path}: {exc}") from exc
+        wanted = resolved[0]
+        if wanted not in self.frame.session.get_providers():  # e.g. onnxruntime-gpu on a machine without a GPU
+            raise BackendError(f"ONNX Runtime could not start {wanted} here (no usable GPU?)")
+
+    def session_graphs(self) -> tuple[Graph, Graph]:
+        """(flash, frame) graphs for one matting session: the shared ONNX Runtime sessions, or a new TensorRT
+        execution context and stream per graph."""
+        if self._plans is not None:
+            return self._plans.graph("flash"), self._plans.graph("frame")
+        return self.flash, self.frame
+
+    def _check_contract(self) -> None:
         cached = set(self.cached_names)
         if set(self.flash.input_names) != set(FLASH_INPUTS):
             raise ModelError(
@@ -178,7 +247,7 @@ class FlashModel:
             raise ModelError(
                 f"flash graph outputs {self.flash.output_names} do not match model.json ({sorted(cached)})"
             )
-        expected = ({"frame"} | cached | ({"person_mask"} if self.info.person_mask else set())
+        expected = ({"frame", "frame_cmn"} | cached | ({"person_mask"} if self.info.person_mask else set())
                     | ({"guidance"} if self.info.guidance else set())
                     | ({"person_features"} if self.info.person_features else set()))
         if set(self.frame.input_names) != expected:

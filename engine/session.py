@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,8 +51,8 @@ class Matte:
 class _FlashState:
     cache: dict[str, np.ndarray]  # the flash graph's outputs: flash_features (1, N, C') = T^f [, flash_prior]
     cue: FlashCue
-    # The flash graph's feeds, kept so the uncached path can recompute T^f: flash (1, 3, H, W) float32,
-    # flash_trimap (1, 3, H, W) one-hot.
+    # The flash graph's feeds, kept so the uncached path can recompute T^f: flash (1, 3, h, w) float32 and
+    # flash_trimap (1, 3, h, w) one-hot, area-averaged to the CMN grid.
     inputs: dict[str, np.ndarray]
     subject: SubjectWarp | None = None  # align_flash models: how the flash inputs were warped onto the subject
     # align_flash models that track: the no-flash frame taken with the flash at the CMN grid (h, w, 3) uint8, and
@@ -107,11 +106,13 @@ class StageTimes:
 class MattingSession:
     """Flash/no-flash matting for one camera stream. Not thread-safe: one caller at a time."""
 
-    def __init__(self, model: str | Path | FlashModel | None = None, *, providers: Sequence[str] = ("cpu",),
+    def __init__(self, model: str | Path | FlashModel | None = None, *, backend: str = "cpu",
                  threads: int | None = None, segmenter: str | PersonSegmenter | None = "mediapipe",
                  max_side: int = 1280, trimap_params: TrimapParams | None = None, temporal: float = 0.0,
                  track_subject: bool = True, guidance_params: GuidanceParams | None = None) -> None:
-        self.model = model if isinstance(model, FlashModel) else FlashModel(model, providers=providers, threads=threads)
+        self.model = model if isinstance(model, FlashModel) else FlashModel(model, backend=backend, threads=threads)
+        # This session's executions of the two graphs (its own context and stream on TensorRT).
+        self.flash_graph, self.frame_graph = self.model.session_graphs()
         self.segmenter = create_segmenter(segmenter, threads)
         if self.model.info.person_mask and self.segmenter is None:
             raise ModelError(f"model {self.model.info.path} takes a per-frame person mask; use segmenter='mediapipe'")
@@ -121,7 +122,7 @@ class MattingSession:
         if self.model.info.align_flash and self.segmenter is None:
             raise ModelError(f"model {self.model.info.path} takes its flash aligned on the person the segmenter "
                              "finds; use segmenter='mediapipe'")
-        self.max_side = max_side
+        self.max_side = min(max_side, self.model.max_side or max_side)
         self.trimap_params = trimap_params or TrimapParams()
         inner, outer = self.model.info.guidance_bands
         self.guidance_params = guidance_params or GuidanceParams(inner=inner, outer=outer)
@@ -182,7 +183,10 @@ class MattingSession:
                                              cue.alignment.warp)
             flash_in, trimap_in = subject.to_noflash(flash_s), subject.to_noflash(cue.trimap, nearest=True)
         t1 = self.times.record("trimap", t0)
-        inputs = {"flash": to_nchw(flash_in), "flash_trimap": trimap_one_hot(trimap_in)[None]}
+        cmn = self.model.info.cmn_size
+        one_hot = np.ascontiguousarray(trimap_one_hot(trimap_in).transpose(1, 2, 0))
+        inputs = {"flash": to_nchw(resize(flash_in, cmn)),
+                  "flash_trimap": np.ascontiguousarray(resize(one_hot, cmn).transpose(2, 0, 1)[None])}
         cache = self._run_flash(inputs)
         self.times.record("flash", t1)
         self._flash = _FlashState(cache=cache, cue=cue, inputs=inputs, subject=subject, reference=reference)
@@ -190,8 +194,11 @@ class MattingSession:
         return cue
 
     def _run_flash(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self.model.flash.run(inputs)
-        return {name: out[name] for name in self.model.cached_names}
+        out = self.flash_graph.run(inputs)
+        cache = {name: out[name] for name in self.model.cached_names}
+        for arr in cache.values():  # read-only: a GPU backend may keep them on the device between frames
+            arr.flags.writeable = False
+        return cache
 
     # -- the per-frame half -------------------------------------------------------------------------------------
     @staticmethod
@@ -227,13 +234,13 @@ class MattingSession:
         h, w = frame.shape[:2]
         size = fit_within((h, w), self.max_side)
         small = resize(frame, size)
-        feeds = {"frame": to_nchw(small), **cache}
+        cmn = self.model.info.cmn_size
+        small_c = resize(small, cmn)  # area-averaged, as the model was trained (FNFNet.to_cmn)
+        feeds = {"frame": to_nchw(small), "frame_cmn": to_nchw(small_c), **cache}
         track = self.track_subject and state.reference is not None and "flash_prior" in cache
         guidance: np.ndarray | None = None
         if self.model.info.person_mask or track:
             assert self.segmenter is not None
-            cmn = self.model.info.cmn_size
-            mask_in = resize(small, cmn)
             # The segmenter sees the frame at its own aspect (its square model for a portrait or square frame),
             # its mask comes back at the CMN grid; features come from the landscape model at the CMN grid, as
             # trained: one run gives both for a landscape frame.
@@ -243,20 +250,20 @@ class MattingSession:
             else:
                 person = seg.segment(small, size=cmn)
                 if self.model.info.person_features:
-                    features = seg.segment_with_features(mask_in)[1]
+                    features = seg.segment_with_features(small_c)[1]
             if self.model.info.person_features:
                 feeds["person_features"] = features[None]
             if self.model.info.person_mask:
                 feeds["person_mask"] = person[None, None].astype(np.float32)
             if track:
-                feeds["flash_prior"] = self._tracked_prior(state, cache["flash_prior"], mask_in, person)
+                feeds["flash_prior"] = self._tracked_prior(state, cache["flash_prior"], small_c, person)
             if self.model.info.guidance:
                 # The cached prior's trimap channels, moved with the person: the flash's say on this frame.
                 flash_tri = trimap_from_one_hot(feeds["flash_prior"][0, 3:6])
                 guidance = build_guidance(person, flash_tri, self.guidance_params)
                 feeds["guidance"] = guidance_input(guidance)
         t1 = self.times.record("pre", t0)
-        out = self.model.frame.run(feeds)
+        out = self.frame_graph.run(feeds)
         t2 = self.times.record("graph", t1)
         fixed = None
         if guidance is not None and self.smoother.strength > 0:

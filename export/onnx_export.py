@@ -1,11 +1,13 @@
 """PyTorch FNFNet -> two ONNX graphs split at the cache boundary, checked and compared to PyTorch.
 
-``flash.onnx``: ``flash`` (1,3,H,W) + ``flash_trimap`` (1,3,H,W)
+``flash.onnx``: ``flash`` (1,3,h,w) + ``flash_trimap`` (1,3,h,w), both at the CMN grid
 -> ``flash_features`` (1,N,C') = T^f.
-``frame.onnx``: ``frame`` (1,3,H,W) + ``flash_features`` (1,N,C') [+ ``person_mask`` (1,1,h,w)]
-[+ ``flash_prior`` (1,6,h,w)] [+ ``guidance`` (1,3,h,w)] [+ ``person_features`` (1,16,h/2,w/2)]
--> ``alpha`` (1,1,H,W), ``foreground`` (1,3,H,W). H and W are dynamic in both graphs. Models with
-``flash_prior`` get it as a second output of ``flash.onnx`` (cached beside T^f).
+``frame.onnx``: ``frame`` (1,3,H,W) + ``frame_cmn`` (1,3,h,w) + ``flash_features`` (1,N,C')
+[+ ``person_mask`` (1,1,h,w)] [+ ``flash_prior`` (1,6,h,w)] [+ ``guidance`` (1,3,h,w)]
+[+ ``person_features`` (1,16,h/2,w/2)] -> ``alpha`` (1,1,H,W), ``foreground`` (1,3,H,W). Only H and W are
+dynamic. Models with ``flash_prior`` get it as a second output of ``flash.onnx`` (cached beside T^f).
+The CMN-grid images come in ready-made (the engine shrinks with area averaging), so the graphs hold no
+antialiased Resize, which TensorRT cannot build (format version 2; version 1 graphs shrank in-graph).
 
 The folder also gets ``model.json`` (the engine's manifest); every graph carries the config and
 normalisation in its ONNX metadata too, so a lone .onnx file still says what it is.
@@ -28,13 +30,11 @@ import onnxruntime as ort
 import torch
 
 from engine.errors import CuematteError
-from engine.model import FLASH_INPUTS, cached_names, sha256_of
+from engine.model import FLASH_INPUTS, FORMAT, FORMAT_VERSION, cached_names, sha256_of
 from training.models.fnfnet import FlashGraph, FNFNet, FrameGraph
 
 log = logging.getLogger(__name__)
 
-FORMAT = "cuematte-flash-model"
-FORMAT_VERSION = 1
 OPSET = 18
 # Parity tolerances (max abs error, ONNX Runtime CPU vs PyTorch CPU, float32).
 ALPHA_TOL = 1e-3
@@ -79,6 +79,8 @@ def _normalization(net: FNFNet) -> dict[str, Any]:
         "mean": list(net.cfg.norm_mean),
         "std": list(net.cfg.norm_std),
         "applied": "in-graph",
+        "cmn_grid": "frame_cmn, flash and flash_trimap come at the CMN grid, shrunk by area averaging "
+        "(OpenCV INTER_AREA)",
         "flash_trimap": "one-hot float32 channels [background, unknown, foreground]",
         "person_mask": "float32 person probability in [0, 1]" if net.cfg.person_mask else None,
         "flash_prior": f"float32 (1, {net.cfg.prior_channels}, h, w) at the CMN grid: normalised flash RGB, then "
@@ -138,9 +140,10 @@ def example_inputs(net: FNFNet, size: tuple[int, int], seed: int = 0) -> dict[st
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
     r = (xx**2 + yy**2).sqrt()
     trimap = torch.stack([(r > 0.7), (r > 0.4) & (r <= 0.7), (r <= 0.4)]).float()[None]
-    inputs = {"frame": frame, "flash": flash, "flash_trimap": trimap}
+    inputs = {"frame": frame, "frame_cmn": net.to_cmn(frame), "flash": net.to_cmn(flash),
+              "flash_trimap": net.to_cmn(trimap)}
     if net.cfg.person_mask:
-        inputs["person_mask"] = (r <= 0.6).float()[None, None]
+        inputs["person_mask"] = net.to_cmn((r <= 0.6).float()[None, None])
     if net.cfg.guidance:
         gy, gx = torch.meshgrid(torch.linspace(-1, 1, net.cfg.cmn_size[0]), torch.linspace(-1, 1, net.cfg.cmn_size[1]),
                                 indexing="ij")
@@ -181,16 +184,14 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
     flash_path, frame_path = out_dir / "flash.onnx", out_dir / "frame.onnx"
     t0 = time.perf_counter()
     _export(FlashGraph(net), tuple(ex[k] for k in flash_inputs), flash_path, list(flash_inputs),
-            list(cached_names(net.cfg.flash_prior)), {k: {2: h_dim, 3: w_dim} for k in flash_inputs})
-    frame_inputs = ["frame", "flash_features"]
-    frame_args: tuple[Any, ...] = (ex["frame"], tokens)
-    frame_dyn: dict[str, Any] = {"frame": {2: h_dim, 3: w_dim}, "flash_features": None}
+            list(cached_names(net.cfg.flash_prior)), {k: None for k in flash_inputs})
+    frame_inputs = ["frame", "frame_cmn", "flash_features"]
+    frame_args: tuple[Any, ...] = (ex["frame"], ex["frame_cmn"], tokens)
+    frame_dyn: dict[str, Any] = {"frame": {2: h_dim, 3: w_dim}, "frame_cmn": None, "flash_features": None}
     if net.cfg.person_mask:
-        m_h = torch.export.Dim("mask_height", min=16, max=4096)
-        m_w = torch.export.Dim("mask_width", min=16, max=4096)
         frame_inputs.append("person_mask")
         frame_args = (*frame_args, ex["person_mask"])
-        frame_dyn["person_mask"] = {2: m_h, 3: m_w}
+        frame_dyn["person_mask"] = None
     else:
         frame_args = (*frame_args, None)
         frame_dyn["person_mask"] = None
@@ -211,8 +212,8 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
 
     hw = {2: "height", 3: "width"}
     dims = {
-        "flash": {"flash": hw, "flash_trimap": hw},
-        "frame": {"frame": hw, "alpha": hw, "foreground": hw, "person_mask": {2: "mask_height", 3: "mask_width"}},
+        "flash": {},
+        "frame": {"frame": hw, "alpha": hw, "foreground": hw},
     }
     for graph, path in (("flash", flash_path), ("frame", frame_path)):
         model = onnx.load(str(path))
@@ -263,12 +264,12 @@ def check_parity(net: FNFNet, out_dir: Path, size: tuple[int, int], seed: int = 
     with torch.no_grad():
         prior = net.flash_prior(*(ex[k] for k in flash_inputs))
         cached = {"flash_features": net.encode_prior(prior), "flash_prior": prior}
-        out = net.forward_frame(ex["frame"], cached["flash_features"], ex.get("person_mask"),
+        out = net.forward_frame(ex["frame"], ex["frame_cmn"], cached["flash_features"], ex.get("person_mask"),
                                 cached["flash_prior"] if net.cfg.flash_prior else None, ex.get("guidance"),
                                 ex.get("person_features"))
     names = list(cached_names(net.cfg.flash_prior))
     ort_cached = dict(zip(names, flash_sess.run(names, {k: ex[k].numpy() for k in flash_inputs}), strict=True))
-    feeds = {"frame": ex["frame"].numpy(), **ort_cached}
+    feeds = {"frame": ex["frame"].numpy(), "frame_cmn": ex["frame_cmn"].numpy(), **ort_cached}
     if net.cfg.person_mask:
         feeds["person_mask"] = ex["person_mask"].numpy()
     for name in ("guidance", "person_features"):

@@ -64,7 +64,8 @@ class Service:
         info = self.model.info
         return web.json_response({"status": "ok", "sessions": len(self.sessions),
                                   "max_sessions": self.config.max_sessions, "model": info.name,
-                                  "trained": info.trained, "segmenter": self.segmenter})
+                                  "trained": info.trained, "segmenter": self.segmenter,
+                                  "backend": self.model.backend, "backend_reason": self.model.backend_reason})
 
     async def metrics_route(self, request: web.Request) -> web.Response:
         if not self.authorized(request):
@@ -133,7 +134,7 @@ def create_app(config: ServerConfig, model: FlashModel | None = None) -> web.App
     anyone connects); every session shares its ONNX Runtime sessions, which are safe to run concurrently."""
     config.validate()
     if model is None:
-        model = FlashModel(config.model, providers=config.providers, threads=config.threads)
+        model = FlashModel(config.model, backend=config.backend, threads=config.threads, plans=config.plans)
     service = Service(config, model)
     # Offers are capped by max_offer_bytes in the handler (400, not aiohttp's 413).
     app = web.Application(client_max_size=max(config.max_offer_bytes * 2, 1024))

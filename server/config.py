@@ -44,7 +44,8 @@ class ServerConfig:
     max_sessions: int = 4
     cert: Path | None = None
     key: Path | None = None
-    providers: tuple[str, ...] = ("cpu",)
+    backend: str = "cpu"  # engine.model.BACKENDS; the CLI's default is "auto"
+    plans: Path | None = None  # TensorRT plans folder (None: where build-engines puts them)
     threads: int | None = None  # ONNX Runtime intra-op threads; None: its default
     segmenter: str = "mediapipe"  # person segmenter for the flash trimap; "grabcut" needs no weights
     max_side: int = 1280  # frames are matted at most this long on their long side

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -18,8 +19,12 @@ from engine.errors import (
     ModelError,
     ModelNotFoundError,
 )
+from engine.frames import resize
 from engine.model import resolve_model_dir
 from engine.session import MattingSession
+
+if TYPE_CHECKING:
+    import torch
 
 pytestmark = pytest.mark.usefixtures("quiet_untrained")
 
@@ -46,6 +51,31 @@ def test_cached_and_uncached_paths_agree(session: MattingSession, scene: tuple[n
     assert cached.alpha.min() >= 0.0 and cached.alpha.max() <= 1.0
 
 
+def engine_cmn(image: np.ndarray) -> torch.Tensor:
+    """An (H, W, C) image shrunk to the CMN grid as the session shrinks it (OpenCV area averaging), as a
+    (1, C, 144, 256) float tensor; uint8 images scaled to [0, 1] as the session feeds them."""
+    import torch
+
+    small = np.ascontiguousarray(resize(image, (144, 256)))
+    out = torch.from_numpy(small).permute(2, 0, 1)[None].float()
+    return out / 255 if image.dtype == np.uint8 else out
+
+
+def test_the_engine_shrinks_to_the_cmn_grid_as_training_does() -> None:
+    """Training's FNFNet.to_cmn (torch area) and the engine's OpenCV area averaging agree at training's 2x and
+    at 1280x720's 5x; the graphs take what the engine computes (model format 2)."""
+    torch = pytest.importorskip("torch")
+    from training.models.config import get_config
+    from training.models.fnfnet import build_model
+
+    net = build_model(get_config("lite"))
+    rng = np.random.default_rng(0)
+    for h, w in ((288, 512), (720, 1280)):
+        image = rng.random((h, w, 3), dtype=np.float32)
+        want = net.to_cmn(torch.from_numpy(image).permute(2, 0, 1)[None])
+        assert torch.allclose(engine_cmn(image), want, atol=1e-5)
+
+
 def test_engine_matches_pytorch_end_to_end(session: MattingSession, scene: tuple[np.ndarray, ...]) -> None:
     """The cached ONNX path equals the full PyTorch model run on the same frame, flash and trimap."""
     torch = pytest.importorskip("torch")
@@ -61,8 +91,10 @@ def test_engine_matches_pytorch_end_to_end(session: MattingSession, scene: tuple
     def t(img: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
 
+    tri = engine_cmn(cue.one_hot().transpose(1, 2, 0))
     with torch.no_grad():
-        ref = net(t(noflash), t(flash), torch.from_numpy(cue.one_hot())[None])["alpha"][0, 0].numpy()
+        tokens = net.encode_flash(engine_cmn(flash), tri)
+        ref = net.forward_frame(t(noflash), engine_cmn(noflash), tokens)["alpha"][0, 0].numpy()
     assert np.abs(got - ref).max() <= 1e-3
 
 
@@ -214,15 +246,17 @@ def test_an_align_flash_model_takes_its_flash_where_the_subject_is_now(
         return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
 
     mask = torch.from_numpy(seg.segment(resize(noflash, (144, 256))))[None, None]
-    tri = torch.from_numpy(trimap_one_hot(fit.to_noflash(cue.trimap, nearest=True)))[None]
+    tri = engine_cmn(trimap_one_hot(fit.to_noflash(cue.trimap, nearest=True)).transpose(1, 2, 0))
     with torch.no_grad():
-        ref = net(t(noflash), t(fit.to_noflash(flash)), tri, mask)["alpha"][0, 0].numpy()
+        prior = net.flash_prior(engine_cmn(fit.to_noflash(flash)), tri)
+        ref = net.forward_frame(t(noflash), engine_cmn(noflash), net.encode_prior(prior), mask,
+                                prior)["alpha"][0, 0].numpy()
     assert np.abs(got - ref).max() <= 1e-3
     # The cached prior is the warped flash's, not the flash as shot (a random-init net's alpha barely shows it).
     cached = session._flash.cache["flash_prior"] if session._flash else None
     with torch.no_grad():
-        aligned = net.flash_prior(t(fit.to_noflash(flash)), tri).numpy()
-        as_shot = net.flash_prior(t(flash), torch.from_numpy(cue.one_hot())[None]).numpy()
+        aligned = prior.numpy()
+        as_shot = net.flash_prior(engine_cmn(flash), engine_cmn(cue.one_hot().transpose(1, 2, 0))).numpy()
     assert cached is not None and np.abs(cached - aligned).max() <= 1e-4
     assert np.abs(cached - as_shot).mean() > 10 * np.abs(cached - aligned).mean()
 

@@ -39,12 +39,13 @@ def test_graph_io_names_and_dynamic_dims(lite_model_dir: Path) -> None:
         return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
 
     assert {i.name: dims(i) for i in flash.graph.input} == {
-        "flash": [1, 3, "height", "width"],
-        "flash_trimap": [1, 3, "height", "width"],
+        "flash": [1, 3, 144, 256],  # at the CMN grid: the engine shrinks, no antialiased Resize in the graph
+        "flash_trimap": [1, 3, 144, 256],
     }
     assert [o.name for o in flash.graph.output] == ["flash_features"]
     inputs = {i.name: dims(i) for i in frame.graph.input}
     assert inputs["frame"] == [1, 3, "height", "width"]
+    assert inputs["frame_cmn"] == [1, 3, 144, 256]
     assert inputs["flash_features"] == [1, 144, 64]  # 9x16 tokens of 64 channels, the cached T^f
     assert {o.name: dims(o) for o in frame.graph.output} == {
         "alpha": [1, 1, "height", "width"],
@@ -68,7 +69,7 @@ def test_parity_at_an_unseen_size(lite_model_dir: Path) -> None:
 
 def test_person_mask_graph(lite_mask_model_dir: Path) -> None:
     frame = onnx.load(str(lite_mask_model_dir / "frame.onnx"))
-    assert [i.name for i in frame.graph.input] == ["frame", "flash_features", "person_mask"]
+    assert [i.name for i in frame.graph.input] == ["frame", "frame_cmn", "flash_features", "person_mask"]
     info = read_model_info(lite_mask_model_dir)
     assert info.person_mask and not info.trained
 
@@ -78,7 +79,8 @@ def test_flash_prior_graphs(lite_prior_model_dir: Path) -> None:
     flash = onnx.load(str(lite_prior_model_dir / "flash.onnx"))
     frame = onnx.load(str(lite_prior_model_dir / "frame.onnx"))
     assert [o.name for o in flash.graph.output] == ["flash_features", "flash_prior"]
-    assert [i.name for i in frame.graph.input] == ["frame", "flash_features", "person_mask", "flash_prior"]
+    assert [i.name for i in frame.graph.input] == ["frame", "frame_cmn", "flash_features", "person_mask",
+                                                  "flash_prior"]
     prior = next(i for i in frame.graph.input if i.name == "flash_prior")
     assert [d.dim_value for d in prior.type.tensor_type.shape.dim] == [1, 6, 144, 256]
     info = read_model_info(lite_prior_model_dir)
@@ -104,7 +106,8 @@ def test_guided_feature_model_exports_from_the_cli_and_mattes(tmp_path: Path, sc
     assert config["guidance"] and config["person_features"] and config["align_flash"]
     frame = onnx.load(str(out / "frame.onnx"))
     dims = {i.name: [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim] for i in frame.graph.input}
-    assert list(dims) == ["frame", "flash_features", "person_mask", "flash_prior", "guidance", "person_features"]
+    assert list(dims) == ["frame", "frame_cmn", "flash_features", "person_mask", "flash_prior", "guidance",
+                          "person_features"]
     assert dims["guidance"] == [1, 3, 144, 256] and dims["person_features"] == [1, 16, 72, 128]
     torch.manual_seed(0)
     net = build_model(get_config("lite", person_mask=True, flash_prior=True, align_flash=True, guidance=True,

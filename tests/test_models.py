@@ -48,8 +48,8 @@ def test_cache_split_equals_end_to_end() -> None:
     net = build_model(get_config("lite")).eval()
     frame, flash, trimap = _inputs(144, 256, seed=1)
     with torch.no_grad():
-        tokens = net.encode_flash(flash, trimap)
-        cached = net.forward_frame(frame, tokens)["alpha"]
+        tokens = net.encode_flash(net.to_cmn(flash), net.to_cmn(trimap))
+        cached = net.forward_frame(frame, net.to_cmn(frame), tokens)["alpha"]
         full = net(frame, flash, trimap)["alpha"]
     n, c = tokens.shape[1:]
     assert (n, c) == (net.cfg.token_grid[0] * net.cfg.token_grid[1], net.cfg.embed_dim)
@@ -61,8 +61,8 @@ def test_flash_features_matter() -> None:
     torch.manual_seed(0)
     net = build_model(get_config("lite")).eval()
     frame, flash, trimap = _inputs(144, 256, seed=2)
-    tokens = net.encode_flash(flash, trimap).detach().requires_grad_(True)
-    net.forward_frame(frame, tokens)["alpha"].sum().backward()
+    tokens = net.encode_flash(net.to_cmn(flash), net.to_cmn(trimap)).detach().requires_grad_(True)
+    net.forward_frame(frame, net.to_cmn(frame), tokens)["alpha"].sum().backward()
     assert tokens.grad is not None and float(tokens.grad.abs().sum()) > 0
 
 
@@ -71,10 +71,10 @@ def test_person_mask_switch() -> None:
     net = build_model(get_config("lite", person_mask=True)).eval()
     frame, flash, trimap = _inputs(144, 256)
     with torch.no_grad():
-        tokens = net.encode_flash(flash, trimap)
-        out = net.forward_frame(frame, tokens, torch.rand(1, 1, 72, 128))
+        tokens = net.encode_flash(net.to_cmn(flash), net.to_cmn(trimap))
+        out = net.forward_frame(frame, net.to_cmn(frame), tokens, torch.rand(1, 1, 72, 128))
         with pytest.raises(ValueError, match="person mask"):
-            net.forward_frame(frame, tokens)
+            net.forward_frame(frame, net.to_cmn(frame), tokens)
     assert out["alpha"].shape == (1, 1, 144, 256)
     assert net.noflash_encoder.body.conv_stem.in_channels == 4
 
@@ -87,17 +87,17 @@ def test_flash_prior_reaches_the_per_frame_encoder() -> None:
     frame, flash, trimap = _inputs(180, 320, seed=3)
     mask = torch.rand(1, 1, 144, 256)
     with torch.no_grad():
-        tokens, prior = net.encode_flash(flash, trimap), net.flash_prior(flash, trimap)
-        cached = net.forward_frame(frame, tokens, mask, prior)["alpha"]
+        flash_c, trimap_c, frame_c = net.to_cmn(flash), net.to_cmn(trimap), net.to_cmn(frame)
+        tokens, prior = net.encode_flash(flash_c, trimap_c), net.flash_prior(flash_c, trimap_c)
+        cached = net.forward_frame(frame, frame_c, tokens, mask, prior)["alpha"]
         assert torch.equal(cached, net(frame, flash, trimap, mask)["alpha"])
         with pytest.raises(ValueError, match="flash prior"):
-            net.forward_frame(frame, tokens, mask)
+            net.forward_frame(frame, frame_c, tokens, mask)
     assert prior.shape == (1, 6, *net.cfg.cmn_size)
-    assert torch.equal(prior[:, 3:], torch.nn.functional.interpolate(trimap, size=net.cfg.cmn_size, mode="bilinear",
-                                                                      antialias=True))
+    assert torch.equal(prior[:, 3:], trimap_c)
     assert net.noflash_encoder.body.conv_stem.in_channels == 3 + 1 + 6
     prior = prior.detach().requires_grad_(True)
-    net.forward_frame(frame, tokens.detach(), mask, prior)["alpha"].sum().backward()
+    net.forward_frame(frame, frame_c, tokens.detach(), mask, prior)["alpha"].sum().backward()
     assert prior.grad is not None and float(prior.grad[:, 3:].abs().sum()) > 0
 
 

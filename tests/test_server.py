@@ -475,6 +475,7 @@ async def test_health_metrics_and_page(scenes: dict[str, np.ndarray], model: Fla
             status, text = await _get(url + "/health")
             health = json.loads(text)
             assert status == 200 and health["status"] == "ok" and health["sessions"] == 1
+            assert health["backend"] == model.backend and health["backend_reason"] == model.backend_reason
             assert health["max_sessions"] == 3 and health["trained"] is False and health["segmenter"] == "mediapipe"
             await c.flash()
             await c.state("matting")

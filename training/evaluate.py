@@ -146,13 +146,13 @@ def noflash_method(model_dir: Path) -> Method:
         segmenter = MediaPipeSegmenter()
 
     def run(s: EvalSample) -> tuple[np.ndarray, np.ndarray | None]:
-        x = to_nchw(s.noflash)
-        unknown = np.zeros_like(x)
+        small = resize(s.noflash, model.info.cmn_size)
+        x_c = to_nchw(small)
+        unknown = np.zeros_like(x_c)
         unknown[:, 1] = 1.0
-        cached = model.flash.run({"flash": x, "flash_trimap": unknown})
-        feeds = {"frame": x, **{k: cached[k] for k in model.cached_names}}
+        cached = model.flash.run({"flash": x_c, "flash_trimap": unknown})
+        feeds = {"frame": to_nchw(s.noflash), "frame_cmn": x_c, **{k: cached[k] for k in model.cached_names}}
         if segmenter is not None:
-            small = resize(s.noflash, model.info.cmn_size)
             person, features = segmenter.segment_with_features(small)
             feeds["person_mask"] = person[None, None].astype(np.float32)
             if model.info.person_features:

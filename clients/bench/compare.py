@@ -157,10 +157,13 @@ def _ours(session: MattingSession, flash: np.ndarray, noflash: np.ndarray, size:
     session.set_flash(f, n)
     state = session._flash  # the cached features, as the stage bench uses them
     assert state is not None
-    feeds = {"frame": to_nchw(n), **state.cache}
-    if session.model.info.person_mask:
-        feeds["person_mask"] = np.ones((1, 1, *session.model.info.cmn_size), np.float32)
     info = session.model.info
+    feeds = {"frame": to_nchw(n), "frame_cmn": to_nchw(resize(n, info.cmn_size)), **state.cache}
+    if info.person_mask:
+        feeds["person_mask"] = np.ones((1, 1, *info.cmn_size), np.float32)
+    if info.guidance:  # all unknown: the network's whole output is used, the most it can cost
+        feeds["guidance"] = np.zeros((1, 3, *info.cmn_size), np.float32)
+        feeds["guidance"][:, 1] = 1.0
     sess = _load(info.path / info.manifest["graphs"]["frame"], threads)
     return partial(sess.run, None, feeds)
 

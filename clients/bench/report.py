@@ -284,7 +284,7 @@ def write_report(out_dir: Path, *, machine: dict[str, Any], model: dict[str, Any
     lines = ["# cuematte latency report", ""]
     trained = "trained" if model.get("trained") else "**untrained (random init)**: timings are real, mattes are not"
     lines += [f"Model `{model.get('name')}` from `{model.get('path')}` ({trained}); "
-              f"{machine.get('cpu')}, {machine.get('cores')} cores, providers {machine.get('providers')}, "
+              f"{machine.get('cpu')}, {machine.get('cores')} cores, backend {machine.get('backend')}, "
               f"threads {machine.get('threads') or 'default'}, onnxruntime {machine.get('onnxruntime')}.", ""]
     if results:
         s = settings or {}

@@ -52,7 +52,7 @@ def parse_sizes(spec: str) -> list[tuple[int, int]]:
     return sizes
 
 
-def machine_info(threads: int | None, providers: list[str]) -> dict[str, object]:
+def machine_info(threads: int | None, backend: str) -> dict[str, object]:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -66,7 +66,7 @@ def machine_info(threads: int | None, providers: list[str]) -> dict[str, object]
         "cpu": cpu,
         "cores": os.cpu_count(),
         "threads": threads,
-        "providers": providers,
+        "backend": backend,
         "onnxruntime": ort.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
@@ -102,7 +102,7 @@ def bench_stages(session: MattingSession, flash: np.ndarray, noflash: np.ndarray
     state_flash = session._flash
     assert state_flash is not None
     feeds = state_flash.inputs
-    records.append(_rec("flash", size, _time(lambda: session.model.flash.run(feeds), warmup, repeat)))
+    records.append(_rec("flash", size, _time(lambda: session.flash_graph.run(feeds), warmup, repeat)))
 
     parts: dict[str, list[float]] = {"frame_pre": [], "frame_graph": [], "frame_post": []}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_temporal_argument(p: argparse.ArgumentParser, applies_to: str = "") -> None:
@@ -11,3 +12,13 @@ def add_temporal_argument(p: argparse.ArgumentParser, applies_to: str = "") -> N
 
     p.add_argument("--temporal", type=float, default=VIDEO_SMOOTHING,
                    help=f"{applies_to}motion-aware alpha smoothing against flicker, strength in [0, 1); 0 = off")
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--plans``: where the model runs (engine.model.FlashModel)."""
+    from engine.model import BACKENDS
+
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto: TensorRT plans if built for this GPU, else ONNX Runtime CUDA, else CPU")
+    p.add_argument("--plans", type=Path, default=None,
+                   help="TensorRT plans folder (default: ~/.cache/cuematte/plans/MODEL, as build-engines writes)")

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from clients.commands import add_backend_arguments
+
 HELP = "time the trimap, flash graph, cached per-frame path and first frame at several sizes"
 
 
@@ -16,8 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
     p.add_argument("--sizes", default="640x360,1280x720", help="comma-separated WIDTHxHEIGHT list")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
-    p.add_argument("--providers", default="cpu", help="execution providers in order, e.g. tensorrt,cuda,cpu")
+    add_backend_arguments(p)
     p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe")
+    p.add_argument("--max-side", type=int, default=1280,
+                   help="matte frames at most this long on their long side (as the service; 1920 for 1080p)")
     p.add_argument("--flash", type=Path, help="flash photo to time on (default: a generated scene)")
     p.add_argument("--noflash", type=Path, help="no-flash photo to time on (with --flash)")
     p.add_argument("--warmup", type=int, default=3)
@@ -41,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from clients.scenes import make_pair
     from engine.errors import InputError
     from engine.io import read_image
+    from engine.model import FlashModel
     from engine.session import MattingSession
 
     sizes = parse_sizes(args.sizes)
@@ -54,16 +59,16 @@ def run(args: argparse.Namespace) -> int:
         flash, noflash = read_image(args.flash, "flash frame"), read_image(args.noflash, "no-flash frame")
     else:
         flash, noflash, _ = make_pair(720, 1280)
-    providers = args.providers.split(",")
-    session = MattingSession(args.model, providers=providers, threads=args.threads, segmenter=args.segmenter)
+    model = FlashModel(args.model, backend=args.backend, threads=args.threads, plans=args.plans)
+    session = MattingSession(model, threads=args.threads, segmenter=args.segmenter, max_side=args.max_side)
     records = []
     for size in sizes:
         records += bench_stages(session, flash, noflash, noflash, size, warmup=args.warmup, repeat=args.repeat)
     info = session.model.info
-    print(f"model {info.path} ({info.name}, {'trained' if info.trained else 'untrained'}), providers {providers}, "
-          f"threads {args.threads or 'default'}")
+    print(f"model {info.path} ({info.name}, {'trained' if info.trained else 'untrained'}), backend "
+          f"{model.backend} ({model.backend_reason}), threads {args.threads or 'default'}")
     print(format_table(records))
-    machine = machine_info(args.threads, providers) | {"model": info.name}
+    machine = machine_info(args.threads, model.backend) | {"model": info.name}
     extra: dict[str, Any] = {}
 
     comparisons = []
@@ -139,6 +144,6 @@ def _inprocess_app(args: argparse.Namespace) -> Any:
 
         web_dir = Path(tempfile.mkdtemp(prefix="cuematte-bench-web-"))
         (web_dir / "index.html").write_text("<!doctype html><title>cuematte bench</title>\n")
-    config = ServerConfig(host="127.0.0.1", port=0, model=args.model, providers=tuple(args.providers.split(",")),
+    config = ServerConfig(host="127.0.0.1", port=0, model=args.model, backend=args.backend, plans=args.plans,
                           threads=args.threads, segmenter=args.segmenter, web_dir=web_dir)
     return lambda: create_app(config)

@@ -23,7 +23,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --config --person-mask: the frame graph also takes the segmenter's features")
     p.add_argument("--seed", type=int, default=0, help="seed of the random init")
     p.add_argument("--out-dir", type=Path, required=True, help="model folder to write")
-    p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs a CUDA machine)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,11 +58,6 @@ def run(args: argparse.Namespace) -> int:
             f"flash_features {res['flash_features_max_abs']:.2e} (tolerance 1e-3)"
         )
     sizes = ", ".join(f"{f.name} {f.stat().st_size / 1e6:.1f} MB" for f in sorted(args.out_dir.glob("*.onnx")))
-    if args.tensorrt:
-        from export.tensorrt import build_model_engines
-
-        for plan in build_model_engines(args.out_dir):
-            print(f"built {plan} ({plan.stat().st_size / 1e6:.1f} MB)")
     state = "trained" if trained else "UNTRAINED (random init)"
     print(f"wrote {args.out_dir}: {manifest['name']} {state}; {sizes}")
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.commands import add_temporal_argument
+from clients.commands import add_backend_arguments, add_temporal_argument
 
 HELP = "matte an image, a folder of images or a video with a flash frame's cached features"
 
@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_temporal_argument(p, "videos: ")
     p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: up to 4)")
-    p.add_argument("--providers", default="cpu", help="execution providers in order, e.g. tensorrt,cuda,cpu")
+    add_backend_arguments(p)
 
 
 def parse_background(spec: str) -> object:
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.compositing import Background, composite
     from engine.io import VideoReader, VideoWriter, list_inputs, read_image, write_image
+    from engine.model import FlashModel
     from engine.session import MattingSession
 
     background = parse_background(args.background)
@@ -65,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
             noflash = next(iter(reader))
     else:
         noflash = read_image(files[0], "input image")
-    session = MattingSession(args.model, providers=args.providers.split(","), threads=args.threads,
-                             segmenter=args.segmenter, temporal=args.temporal if kind == "video" else 0.0)
+    session = MattingSession(FlashModel(args.model, backend=args.backend, threads=args.threads, plans=args.plans),
+                             threads=args.threads, segmenter=args.segmenter,
+                             temporal=args.temporal if kind == "video" else 0.0)
     cue = session.set_flash(flash, noflash)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if args.trimap_out:

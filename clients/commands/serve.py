@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clients.commands import add_temporal_argument
+from clients.commands import add_backend_arguments, add_temporal_argument
 
 HELP = "serve WebRTC matting and the browser demo (localhost by default; a token is required beyond it)"
 
@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-sessions", type=int, default=4, help="concurrent peers; one more gets 503")
     p.add_argument("--cert", type=Path, help="TLS certificate (PEM); browsers need HTTPS for cameras off localhost")
     p.add_argument("--key", type=Path, help="TLS private key (PEM), with --cert")
-    p.add_argument("--providers", default="cpu", help="execution providers in order, e.g. cuda,cpu")
+    add_backend_arguments(p)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe",
                    help="person segmenter for the flash trimap (grabcut: the weight-free fallback)")
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = ServerConfig(host=args.host, port=args.port, model=args.model, token=args.token,
                           max_sessions=args.max_sessions, cert=args.cert, key=args.key,
-                          providers=tuple(args.providers.split(",")), threads=args.threads,
+                          backend=args.backend, plans=args.plans, threads=args.threads,
                           segmenter=args.segmenter, max_side=args.max_side, temporal=args.temporal).validate()
     ssl_context = config.ssl_context()
     app = create_app(config)  # loads the model: a missing one is an `error:` line before anything binds

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from clients.commands import add_temporal_argument
+from clients.commands import add_backend_arguments, add_temporal_argument
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe",
                    help="person segmenter behind the flash trimap (grabcut: weight-free fallback)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: up to 4)")
-    p.add_argument("--providers", default="cpu", help="execution providers in order, e.g. tensorrt,cuda,cpu")
+    add_backend_arguments(p)
 
 
 def _size(spec: str) -> tuple[int, int]:
@@ -78,10 +78,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _session(args: argparse.Namespace) -> MattingSession:
+    from engine.model import FlashModel
     from engine.session import MattingSession
 
-    return MattingSession(args.model, providers=args.providers.split(","), threads=args.threads,
-                          segmenter=args.segmenter, temporal=args.temporal)
+    return MattingSession(FlashModel(args.model, backend=args.backend, threads=args.threads, plans=args.plans),
+                          threads=args.threads, segmenter=args.segmenter, temporal=args.temporal)
 
 
 def _run_file(args: argparse.Namespace, background: Background, size: tuple[int, int] | None,

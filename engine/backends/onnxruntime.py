@@ -1,4 +1,5 @@
-"""ONNX Runtime sessions: CPU by default, CUDA and TensorRT execution providers on request."""
+"""ONNX Runtime sessions: CPU by default, the CUDA execution provider on request (native TensorRT plans are
+``engine/backends/tensorrt.py``)."""
 
 from __future__ import annotations
 
@@ -19,18 +20,17 @@ log = logging.getLogger(__name__)
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
 }
 
 
-def resolve_providers(names: Sequence[str], *, trt_cache: Path | None = None) -> list[Any]:
-    """Map short names ('tensorrt', 'cuda', 'cpu') to provider entries, in priority order.
+def resolve_providers(names: Sequence[str]) -> list[str]:
+    """Map short names ('cuda', 'cpu') to provider names, in priority order.
 
     CPU is always appended last as the fallback for ops the accelerators do not take. An accelerator that
     this onnxruntime build lacks is a :class:`BackendError`, not a silent CPU run.
     """
     available = set(ort.get_available_providers())
-    out: list[Any] = []
+    out: list[str] = []
     for name in names:
         key = name.lower()
         if key not in PROVIDERS:
@@ -39,19 +39,23 @@ def resolve_providers(names: Sequence[str], *, trt_cache: Path | None = None) ->
         if provider not in available:
             raise BackendError(
                 f"{provider} is not available in this onnxruntime build (available: {sorted(available)}); "
-                "install onnxruntime-gpu on a CUDA machine"
+                "install onnxruntime-gpu on a CUDA machine (pip install 'cuematte[gpu]')"
             )
-        if key == "tensorrt":
-            opts: dict[str, Any] = {"trt_fp16_enable": True}
-            if trt_cache is not None:
-                trt_cache.mkdir(parents=True, exist_ok=True)
-                opts |= {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache)}
-            out.append((provider, opts))
-        else:
-            out.append(provider)
+        out.append(provider)
     if "CPUExecutionProvider" not in out:
         out.append("CPUExecutionProvider")
     return out
+
+
+def preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from the nvidia-* wheels if they are installed (onnxruntime-gpu's own helper, 1.21+),
+    so that the CUDA provider finds them without LD_LIBRARY_PATH. Where they are not, the system's are used."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # missing wheels are fine: the provider then searches the library path
+            log.debug("onnxruntime.preload_dlls: %s", exc)
 
 
 def default_threads() -> int:

@@ -165,22 +165,23 @@ class FNFNet(nn.Module):
     def _normalize(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
 
-    def _to_cmn(self, x: Tensor) -> Tensor:
-        # Antialiased so a 1280x720 frame is averaged, not point-sampled, down to the CMN grid.
-        return F.interpolate(x, size=self.cfg.cmn_size, mode="bilinear", align_corners=False, antialias=True)
+    def to_cmn(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, C, h, w) at the CMN grid by area averaging: what the engine does with OpenCV's
+        INTER_AREA before it feeds the graphs (the same at integer ratios, such as training's 2x). The graphs take
+        their CMN-grid inputs ready-made, so no antialiased Resize sits in them (TensorRT cannot build one)."""
+        return F.interpolate(x, size=self.cfg.cmn_size, mode="area")
 
     def _tokens(self, x: Tensor, embed: nn.Module, pos: Tensor) -> Tensor:
         return embed(x).flatten(2).transpose(1, 2) + pos
 
     # -- the flash half (cached) -----------------------------------------------------------------------------
     def flash_prior(self, flash: Tensor, flash_trimap: Tensor) -> Tensor:
-        """Flash frame (B, 3, H, W) in [0,1] and one-hot flash trimap (B, 3, H, W) [bg, unknown, fg] -> the flash
-        encoder's input (B, 6, h, w) at the CMN resolution: normalised RGB, then the trimap."""
-        return torch.cat([self._normalize(self._to_cmn(flash)), self._to_cmn(flash_trimap)], dim=1)
+        """Flash frame (B, 3, h, w) in [0,1] and one-hot flash trimap (B, 3, h, w) [bg, unknown, fg], both at the
+        CMN grid (:meth:`to_cmn`) -> the flash encoder's input (B, 6, h, w): normalised RGB, then the trimap."""
+        return torch.cat([self._normalize(flash), flash_trimap], dim=1)
 
     def encode_flash(self, flash: Tensor, flash_trimap: Tensor) -> Tensor:
-        """Inputs as :meth:`flash_prior` -> flash tokens T^f (B, N, C') with N = (h/16)(w/16) at the CMN
-        resolution."""
+        """Inputs as :meth:`flash_prior` -> flash tokens T^f (B, N, C') with N = (h/16)(w/16)."""
         return self.encode_prior(self.flash_prior(flash, flash_trimap))
 
     def encode_prior(self, x: Tensor) -> Tensor:
@@ -193,11 +194,12 @@ class FNFNet(nn.Module):
 
     # -- the per-frame half --------------------------------------------------------------------------------
     def forward_frame(
-        self, frame: Tensor, flash_tokens: Tensor, person_mask: Tensor | None = None,
+        self, frame: Tensor, frame_cmn: Tensor, flash_tokens: Tensor, person_mask: Tensor | None = None,
         flash_prior: Tensor | None = None, guidance: Tensor | None = None,
         person_features: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """No-flash frame (B, 3, H, W) in [0,1], cached T^f (B, N, C'), optional person mask (B, 1, h', w'),
+        """No-flash frame (B, 3, H, W) in [0,1] and the same at the CMN grid (B, 3, h, w) (:meth:`to_cmn`),
+        cached T^f (B, N, C'), optional person mask (B, 1, h', w'),
         cached flash prior (B, 6, h, w) (models with ``flash_prior``), guidance one-hot (B, 3, h, w)
         [bg, unknown, fg] at the CMN grid (models with ``guidance``), the segmenter's decoder features
         (B, 16, h/2, w/2) (models with ``person_features``) -> dict with CMN-resolution outputs
@@ -209,7 +211,7 @@ class FNFNet(nn.Module):
             raise ValueError("this model was configured with guidance=True and needs the guidance trimap")
         if cfg.person_mask and person_mask is None:
             raise ValueError("this model was configured with person_mask=True and needs a person mask")
-        img_c = self._to_cmn(frame)
+        img_c = frame_cmn
         x = self._normalize(img_c)
         mask_c: Tensor | None = None
         if cfg.person_mask:
@@ -291,14 +293,16 @@ class FNFNet(nn.Module):
         self, noflash: Tensor, flash: Tensor, flash_trimap: Tensor, person_mask: Tensor | None = None,
         guidance: Tensor | None = None, person_features: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """End to end (training, first frame): both halves; shapes as in the two methods."""
-        prior = self.flash_prior(flash, flash_trimap)
-        return self.forward_frame(noflash, self.encode_prior(prior), person_mask,
+        """End to end (training, first frame): both halves. noflash, flash and flash_trimap (B, 3, H, W) at full
+        resolution (brought to the CMN grid here, as the engine does before the graphs); the rest as in
+        :meth:`forward_frame`."""
+        prior = self.flash_prior(self.to_cmn(flash), self.to_cmn(flash_trimap))
+        return self.forward_frame(noflash, self.to_cmn(noflash), self.encode_prior(prior), person_mask,
                                   prior if self.cfg.flash_prior else None, guidance, person_features)
 
 
 class FlashGraph(nn.Module):
-    """Export wrapper of the cached half: (flash, flash_trimap) -> flash_features[, flash_prior]."""
+    """Export wrapper of the cached half: (flash, flash_trimap) at the CMN grid -> flash_features[, flash_prior]."""
 
     def __init__(self, net: FNFNet) -> None:
         super().__init__()
@@ -311,18 +315,19 @@ class FlashGraph(nn.Module):
 
 
 class FrameGraph(nn.Module):
-    """Export wrapper of the per-frame half: (frame, flash_features[, person_mask][, flash_prior][, guidance]
-    [, person_features]) -> (alpha, foreground)."""
+    """Export wrapper of the per-frame half: (frame, frame_cmn, flash_features[, person_mask][, flash_prior]
+    [, guidance][, person_features]) -> (alpha, foreground)."""
 
     def __init__(self, net: FNFNet) -> None:
         super().__init__()
         self.net = net
 
     def forward(
-        self, frame: Tensor, flash_features: Tensor, person_mask: Tensor | None = None,
+        self, frame: Tensor, frame_cmn: Tensor, flash_features: Tensor, person_mask: Tensor | None = None,
         flash_prior: Tensor | None = None, guidance: Tensor | None = None, person_features: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        out = self.net.forward_frame(frame, flash_features, person_mask, flash_prior, guidance, person_features)
+        out = self.net.forward_frame(frame, frame_cmn, flash_features, person_mask, flash_prior, guidance,
+                                     person_features)
         return out["alpha"], out["fg"]
 
 
