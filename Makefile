@@ -7,7 +7,7 @@ PORT ?= 8080
 
 .PHONY: serve test lint typecheck pytest install-dev install-serve chromium clean gpu-check
 
-# Serving install: no torch, shipped default model, ONNX Runtime CPU.
+# Serving install (the server extra): no torch, shipped default model, ONNX Runtime CPU.
 serve: install-serve
 	$(SERVE_VENV)/bin/cuematte serve --host $(HOST) --port $(PORT)
 
@@ -15,7 +15,7 @@ install-serve: $(SERVE_VENV)/.installed
 $(SERVE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(SERVE_VENV)
 	$(SERVE_VENV)/bin/pip install -q --upgrade pip
-	$(SERVE_VENV)/bin/pip install -q -e .
+	$(SERVE_VENV)/bin/pip install -q -e '.[server]'
 	touch $@
 
 # Everything (serving + train + dev), Chromium for the browser tests, then lint, types and tests.
@@ -37,7 +37,7 @@ lint:
 	$(DEV_VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
 
 typecheck:
-	$(DEV_VENV)/bin/mypy engine export training server clients
+	$(DEV_VENV)/bin/mypy cuematte
 
 pytest:
 	$(DEV_VENV)/bin/pytest -q -ra

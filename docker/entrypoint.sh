@@ -1,7 +1,7 @@
 #!/bin/sh
 # Entrypoint of the cuematte images (installed as /usr/local/bin/cuematte-entrypoint).
 #
-# `cuematte serve` refuses to bind beyond loopback without a token (server/config.py), and it reads the token
+# `cuematte serve` refuses to bind beyond loopback without a token (cuematte/server/config.py), and it reads the token
 # only from its `--token` option; there is no environment variable for it. So for `cuematte serve ...` this script
 # takes the token from
 #   CUEMATTE_TOKEN        the token itself, or

@@ -38,7 +38,7 @@ if [[ $# -ge 2 && $1 == cuematte && $2 == serve ]]; then
     if [[ -n ${CUEMATTE_MODEL:-} ]]; then model_args=(--model "$CUEMATTE_MODEL"); fi
     # The model's name from its model.json, as build-engines names its default plans folder.
     model_name=$(python3 -c 'import sys
-from engine.model import read_model_info, resolve_model_dir
+from cuematte.engine.model import read_model_info, resolve_model_dir
 print(read_model_info(resolve_model_dir(sys.argv[1] or None)).name)' "${CUEMATTE_MODEL:-}") \
         || fail "cannot read the model's name from ${CUEMATTE_MODEL:-the shipped model}/model.json"
     plans="${CUEMATTE_PLANS_ROOT:-/plans}/$model_name"

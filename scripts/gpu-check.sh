@@ -14,14 +14,14 @@ fi
 status=0
 backends=()
 if "$PY" -c 'import tensorrt' 2>/dev/null; then
-    "$PY" -m clients.cli build-engines --out "$OUT/plans" && backends+=(tensorrt) || status=1
+    "$PY" -m cuematte.clients.cli build-engines --out "$OUT/plans" && backends+=(tensorrt) || status=1
 fi
 if "$PY" -c 'import sys, onnxruntime as o; sys.exit("CUDAExecutionProvider" not in o.get_available_providers())'; then
     backends+=(cuda)
 fi
 "$PY" -m pytest -q -m gpu tests/test_gpu.py -ra -s -p no:cacheprovider || status=1
 for b in "${backends[@]}"; do
-    "$PY" -m clients.cli bench --backend "$b" --plans "$OUT/plans" --sizes 1280x720,1920x1080 --max-side 1920 \
+    "$PY" -m cuematte.clients.cli bench --backend "$b" --plans "$OUT/plans" --sizes 1280x720,1920x1080 --max-side 1920 \
         --warmup 20 --repeat 200 --json "$OUT/bench-$b.json" || status=1
 done
 exit $status

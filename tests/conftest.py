@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.scenes import make_pair
+from cuematte.clients.scenes import make_pair
 
 
 def _export(tmp: Path, config: str, person_mask: bool = False, flash_prior: bool = False,
             align_flash: bool = False, guidance: bool = False) -> Path:
     torch = pytest.importorskip("torch")
-    from export.onnx_export import export_onnx
-    from training.models.config import get_config
-    from training.models.fnfnet import build_model
+    from cuematte.export.onnx_export import export_onnx
+    from cuematte.training.models.config import get_config
+    from cuematte.training.models.fnfnet import build_model
 
     torch.manual_seed(0)
     net = build_model(get_config(config, person_mask=person_mask, flash_prior=flash_prior,
@@ -65,6 +65,6 @@ def scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @pytest.fixture
 def quiet_untrained() -> None:
-    from engine.model import UntrainedModelWarning
+    from cuematte.engine.model import UntrainedModelWarning
 
     warnings.simplefilter("ignore", UntrainedModelWarning)

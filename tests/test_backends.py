@@ -12,9 +12,9 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from engine.backends.tensorrt import PLAN_FORMAT, PLAN_FORMAT_VERSION, PlanManifest
-from engine.errors import BackendError, ModelError
-from engine.model import DEFAULT_MODEL, FlashModel
+from cuematte.engine.backends.tensorrt import PLAN_FORMAT, PLAN_FORMAT_VERSION, PlanManifest
+from cuematte.engine.errors import BackendError, ModelError
+from cuematte.engine.model import DEFAULT_MODEL, FlashModel
 
 NO_GPU = ("CUDAExecutionProvider" not in ort.get_available_providers()
           and importlib.util.find_spec("tensorrt") is None)
@@ -84,7 +84,7 @@ def test_a_broken_plans_manifest_is_a_named_error(tmp_path: Path, broken: str) -
 
 @needs_no_gpu
 def test_build_engines_without_tensorrt_exits_with_one_line(tmp_path: Path) -> None:
-    cli = [sys.executable, "-m", "clients.cli", "build-engines", "--out", str(tmp_path / "plans")]
+    cli = [sys.executable, "-m", "cuematte.clients.cli", "build-engines", "--out", str(tmp_path / "plans")]
     done = subprocess.run(cli, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "tensorrt package" in done.stderr

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.bench import framecode
-from clients.cli import main
-from clients.scenes import make_pair
+from cuematte.clients.bench import framecode
+from cuematte.clients.cli import main
+from cuematte.clients.scenes import make_pair
 
 
 # -- the frame-number code ----------------------------------------------------------------------------------------
@@ -72,7 +72,7 @@ def test_framecode_reads_the_luma_plane() -> None:
     """The bench reads numbers from the decoded Y plane (no RGB conversion): limited range, padded lines."""
     from av import VideoFrame
 
-    from clients.bench.webrtc import read_number
+    from cuematte.clients.bench.webrtc import read_number
 
     _, base, _ = make_pair(360, 640)
     vf = VideoFrame.from_ndarray(framecode.stamp(base.copy(), 31337), format="rgb24").reformat(format="yuv420p")
@@ -105,8 +105,8 @@ def _rvm_like(path: Path) -> Path:
 
 @pytest.mark.usefixtures("quiet_untrained")
 def test_compare_reports_ratios_to_ours(lite_model_dir: Path, tmp_path: Path) -> None:
-    from clients.bench.compare import compare_models
-    from engine.session import MattingSession
+    from cuematte.clients.bench.compare import compare_models
+    from cuematte.engine.session import MattingSession
 
     rvm = _rvm_like(tmp_path / "rvm_like.onnx")
     broken = tmp_path / "broken.onnx"
@@ -126,7 +126,7 @@ def test_compare_reports_ratios_to_ours(lite_model_dir: Path, tmp_path: Path) ->
 def test_synthesised_inputs_follow_the_declared_shapes() -> None:
     from types import SimpleNamespace as NS
 
-    from clients.bench.compare import synthesise_inputs
+    from cuematte.clients.bench.compare import synthesise_inputs
 
     metas = [NS(name="input", shape=["batch", 3, "h", "w"], type="tensor(float)"),
              NS(name="trimap", shape=[1, 1, "h", "w"], type="tensor(float)"),
@@ -157,7 +157,7 @@ def test_stage_bench_json_and_report(lite_model_dir: Path, tmp_path: Path) -> No
 # -- bench --webrtc against the service in-process ----------------------------------------------------------------
 @pytest.mark.usefixtures("quiet_untrained")
 def test_webrtc_bench_writes_a_report(lite_model_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("server.app", reason="the WebRTC service is not in this checkout")
+    pytest.importorskip("cuematte.server.app", reason="the WebRTC service is not in this checkout")
     import matplotlib.image
 
     report = tmp_path / "report"

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.breakdown import LOCATED, SEGMENTER_ONLY, against, breakdown, edge_band, error_split, main
-from training.data.config import SynthConfig
-from training.data.make_eval import make_eval
-from training.evaluate import EvalSample, score
+from cuematte.training.breakdown import LOCATED, SEGMENTER_ONLY, against, breakdown, edge_band, error_split, main
+from cuematte.training.data.config import SynthConfig
+from cuematte.training.data.make_eval import make_eval
+from cuematte.training.evaluate import EvalSample, score
 
 pytestmark = pytest.mark.usefixtures("quiet_untrained")
 

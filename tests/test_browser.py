@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from clients.scenes import make_pair
-from engine.compositing import GREEN
-from engine.model import FlashModel, UntrainedModelWarning
-from server.app import create_app
-from server.config import ServerConfig
+from cuematte.clients.scenes import make_pair
+from cuematte.engine.compositing import GREEN
+from cuematte.engine.model import FlashModel, UntrainedModelWarning
+from cuematte.server.app import create_app
+from cuematte.server.config import ServerConfig
 
 CHROMIUM = Path("/usr/bin/chromium")
 H, W, FPS = 360, 640, 10
@@ -68,8 +68,8 @@ def write_y4m(path: Path, flash: np.ndarray, noflash: np.ndarray) -> Path:
 @pytest.fixture(scope="module")
 def photo_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real person: the top 16:9 of scikit-image's astronaut portrait, with a flash rendered for it."""
-    from engine.cues.segmenter import MediaPipeSegmenter
-    from training.photo_flash import render_flash, skimage_photo
+    from cuematte.engine.cues.segmenter import MediaPipeSegmenter
+    from cuematte.training.photo_flash import render_flash, skimage_photo
 
     noflash = cv2.resize(skimage_photo("astronaut.png")[:288], (W, H), interpolation=cv2.INTER_AREA)
     flash = render_flash(noflash, MediaPipeSegmenter().segment(noflash), exposure=1.0, shift=(0.0, 0.0))
@@ -254,7 +254,7 @@ async def test_green_background_keeps_the_person(photo_clip: Path) -> None:
             assert float(np.abs(now - raw).mean()) < 25, f"{name} changed {raw} -> {now}"
             assert green_excess(now) < green_excess(raw) + 20, f"{name} turned green {raw} -> {now}"
         # The whole person, not a few regions: what the page keeps is MediaPipe's person, give or take edges.
-        from engine.cues.segmenter import MediaPipeSegmenter
+        from cuematte.engine.cues.segmenter import MediaPipeSegmenter
 
         ious = await kept_person_iou(page, MediaPipeSegmenter())
         assert float(np.median(ious)) >= 0.9, ious

@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from clients.cli import main
-from clients.scenes import make_pair
-from engine.io import VideoReader, VideoWriter, read_image, write_image
+from cuematte.clients.cli import main
+from cuematte.clients.scenes import make_pair
+from cuematte.engine.io import VideoReader, VideoWriter, read_image, write_image
 
 pytestmark = pytest.mark.usefixtures("quiet_untrained")
 
@@ -162,3 +162,22 @@ def test_console_script_exit_code_and_message(files: dict[str, Path], tmp_path: 
                            "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "error: flash frame not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _without(module: str, command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a fresh interpreter where ``module`` cannot be imported (an extra not installed)."""
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            "from cuematte.clients.cli import main\n"
+            f"sys.exit(main({command!r}))\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_a_command_whose_extra_is_missing_names_it(files: dict[str, Path]) -> None:
+    """The base install is the engine and the CLI; a command that needs an extra says which one."""
+    for module, extra, command in (
+        ("aiortc", "server", ["serve", "--port", "0"]),
+        ("pyvirtualcam", "virtualcam", ["virtualcam", "--flash", str(files["flash"]), "--input", str(files["video"])]),
+    ):
+        done = _without(module, command)
+        assert done.returncode == 2, done.stderr
+        assert f"needs the {extra} extra" in done.stderr and f"pip install 'cuematte[{extra}]'" in done.stderr

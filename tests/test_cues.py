@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.scenes import make_glint_pair, make_pair, person_mask
-from engine.cues.align import estimate_alignment, estimate_gains, estimate_subject_warp
-from engine.cues.flash_ratio import FlashRatioParams, flash_ratio_map, pick_seeds
-from engine.cues.trimap import BG, FG, UNKNOWN, PersonSegmenter, build_flash_trimap, trimap_from_mask
-from engine.errors import FlashCueError, FrameFormatError, SizeMismatchError
-from engine.frames import resize
+from cuematte.clients.scenes import make_glint_pair, make_pair, person_mask
+from cuematte.engine.cues.align import estimate_alignment, estimate_gains, estimate_subject_warp
+from cuematte.engine.cues.flash_ratio import FlashRatioParams, flash_ratio_map, pick_seeds
+from cuematte.engine.cues.trimap import BG, FG, UNKNOWN, PersonSegmenter, build_flash_trimap, trimap_from_mask
+from cuematte.engine.errors import FlashCueError, FrameFormatError, SizeMismatchError
+from cuematte.engine.frames import resize
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -145,10 +145,10 @@ def _eval_pair(tmp_path: Path, split: str, index: int) -> tuple[np.ndarray, np.n
     """Rendered evaluation sample ``index`` of ``split`` -> (flash, no-flash, the flash frame's alpha)."""
     from dataclasses import replace
 
-    from training.data.config import SynthConfig
-    from training.data.io import read_matte
-    from training.data.make_eval import make_eval
-    from training.evaluate import load_split
+    from cuematte.training.data.config import SynthConfig
+    from cuematte.training.data.io import read_matte
+    from cuematte.training.data.make_eval import make_eval
+    from cuematte.training.evaluate import load_split
 
     make_eval(tmp_path, 1, split, replace(SynthConfig(), size=(288, 512)), start=index)
     (s,) = load_split(tmp_path)
@@ -157,7 +157,7 @@ def _eval_pair(tmp_path: Path, split: str, index: int) -> tuple[np.ndarray, np.n
 
 @pytest.fixture(scope="module")
 def mediapipe() -> PersonSegmenter:
-    from engine.cues.segmenter import MediaPipeSegmenter
+    from cuematte.engine.cues.segmenter import MediaPipeSegmenter
 
     return MediaPipeSegmenter()
 

@@ -1,4 +1,4 @@
-"""training.data: the procedural flash/no-flash compositor (real rendering, small sizes to stay fast)."""
+"""cuematte.training.data: the procedural flash/no-flash compositor (real rendering, small sizes to stay fast)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.data import (
+from cuematte.training.data import (
     SynthConfig,
     eval_seed,
     is_eval_seed,
@@ -19,13 +19,13 @@ from training.data import (
     render_sequence,
     train_seed,
 )
-from training.data.camouflage import CAMOUFLAGE_KINDS
-from training.data.contact_sheet import main as contact_sheet_main
-from training.data.contact_sheet import sheet_size
-from training.data.io import read_matte, read_rgb
-from training.data.make_eval import make_eval
-from training.data.person import build_person
-from training.data.samples import FlashSample
+from cuematte.training.data.camouflage import CAMOUFLAGE_KINDS
+from cuematte.training.data.contact_sheet import main as contact_sheet_main
+from cuematte.training.data.contact_sheet import sheet_size
+from cuematte.training.data.io import read_matte, read_rgb
+from cuematte.training.data.make_eval import make_eval
+from cuematte.training.data.person import build_person
+from cuematte.training.data.samples import FlashSample
 
 SMALL = SynthConfig(size=(144, 256))
 CLEAN = replace(SMALL, noise_scale=0.0, p_jpeg=0.0)  # no noise, no JPEG: only 8-bit rounding remains
@@ -182,7 +182,7 @@ def test_segmenter_failures_are_gross_and_stay_masks() -> None:
     """Each failure kind changes a large share of the mask the way a segmenter gets a frame wrong: the subject
     (mostly) gone, a part of it cut away, or a large region outside it called a person; values stay in [0, 1]
     and a seed gives the same failure."""
-    from training.data.prior import segmenter_failure
+    from cuematte.training.data.prior import segmenter_failure
 
     mask = np.zeros((144, 256), np.float32)
     mask[50:, 80:180] = 1.0
@@ -287,7 +287,7 @@ def test_make_eval_writes_readable_files(tmp_path: Path) -> None:
 
 
 def test_make_eval_hold_still_keeps_the_frame_to_matte_and_lines_up_the_flash(tmp_path: Path) -> None:
-    from training.data.make_eval import main as make_eval_main
+    from cuematte.training.data.make_eval import main as make_eval_main
 
     for name, extra in (("plain", []), ("still", ["--hold-still"])):
         make_eval_main(["--out", str(tmp_path / name), "--n", "1", "--split", "static", "--size", "144x256", *extra])
@@ -303,7 +303,7 @@ def test_make_eval_hold_still_keeps_the_frame_to_matte_and_lines_up_the_flash(tm
 
 def test_dataset_tensors_and_splits() -> None:
     torch = pytest.importorskip("torch")
-    from training.data.dataset import FlashDataset
+    from cuematte.training.data.dataset import FlashDataset
 
     train = FlashDataset(2, "train", SMALL)
     item = train[1]

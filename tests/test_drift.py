@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clients.scenes import make_pair, person_mask
-from engine.drift import DriftDetector, DriftParams, thumbnail
+from cuematte.clients.scenes import make_pair, person_mask
+from cuematte.engine.drift import DriftDetector, DriftParams, thumbnail
 
 H, W = 360, 640
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from engine.compositing import Background, composite
-from engine.errors import (
+from cuematte.engine.compositing import Background, composite
+from cuematte.engine.errors import (
     FlashCueError,
     FlashNotSetError,
     FrameFormatError,
@@ -19,9 +19,9 @@ from engine.errors import (
     ModelError,
     ModelNotFoundError,
 )
-from engine.frames import resize
-from engine.model import resolve_model_dir
-from engine.session import MattingSession
+from cuematte.engine.frames import resize
+from cuematte.engine.model import resolve_model_dir
+from cuematte.engine.session import MattingSession
 
 if TYPE_CHECKING:
     import torch
@@ -65,8 +65,8 @@ def test_the_engine_shrinks_to_the_cmn_grid_as_training_does() -> None:
     """Training's FNFNet.to_cmn (torch area) and the engine's OpenCV area averaging agree at training's 2x and
     at 1280x720's 5x; the graphs take what the engine computes (model format 2)."""
     torch = pytest.importorskip("torch")
-    from training.models.config import get_config
-    from training.models.fnfnet import build_model
+    from cuematte.training.models.config import get_config
+    from cuematte.training.models.fnfnet import build_model
 
     net = build_model(get_config("lite"))
     rng = np.random.default_rng(0)
@@ -79,8 +79,8 @@ def test_the_engine_shrinks_to_the_cmn_grid_as_training_does() -> None:
 def test_engine_matches_pytorch_end_to_end(session: MattingSession, scene: tuple[np.ndarray, ...]) -> None:
     """The cached ONNX path equals the full PyTorch model run on the same frame, flash and trimap."""
     torch = pytest.importorskip("torch")
-    from training.models.config import get_config
-    from training.models.fnfnet import build_model
+    from cuematte.training.models.config import get_config
+    from cuematte.training.models.fnfnet import build_model
 
     torch.manual_seed(0)
     net = build_model(get_config("lite")).eval()  # the fixture's weights (same seed)
@@ -169,7 +169,7 @@ def test_compositing_modes(scene: tuple[np.ndarray, ...]) -> None:
 
 
 def test_no_model_anywhere_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import engine.model as em
+    import cuematte.engine.model as em
 
     monkeypatch.setattr(em, "DEFAULT_MODEL", tmp_path / "absent")
     with pytest.raises(ModelNotFoundError, match="cuematte export"):
@@ -180,7 +180,8 @@ def test_serving_code_imports_without_torch() -> None:
     """Serving must install and start without torch: importing the engine must not pull it in."""
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['timm'] = None\n"
-        "import engine.session, engine.compositing, engine.io, engine.cues.trimap, clients.cli\n"
+        "import cuematte.engine.session, cuematte.engine.compositing, cuematte.engine.io\n"
+        "import cuematte.engine.cues.trimap, cuematte.clients.cli\n"
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
@@ -192,7 +193,7 @@ def test_a_flash_prior_model_caches_its_prior_and_mattes_when_no_subject_is_loca
     """A flash that lit only a glint in an empty room: neither the flash nor MediaPipe locates a subject. A model
     that reads the flash frame per frame still mattes, from an all-unknown trimap; the cached flash prior is the
     flash graph's output and the cached path equals the uncached one."""
-    from clients.scenes import make_glint_pair
+    from cuematte.clients.scenes import make_glint_pair
 
     flash, noflash = make_glint_pair(288, 512)
     session = MattingSession(lite_prior_model_dir, threads=2)
@@ -215,13 +216,13 @@ def test_an_align_flash_model_takes_its_flash_where_the_subject_is_now(
     those inputs by hand); the warp puts the flash's own matte on the frame's. Models without the switch take
     the flash as shot; the switch needs the segmenter."""
     torch = pytest.importorskip("torch")
-    from engine.cues.align import estimate_subject_warp
-    from engine.cues.segmenter import MediaPipeSegmenter
-    from engine.cues.trimap import build_flash_trimap, trimap_one_hot
-    from engine.frames import resize
-    from training.data import SynthConfig, render_sample
-    from training.models.config import get_config
-    from training.models.fnfnet import build_model
+    from cuematte.engine.cues.align import estimate_subject_warp
+    from cuematte.engine.cues.segmenter import MediaPipeSegmenter
+    from cuematte.engine.cues.trimap import build_flash_trimap, trimap_one_hot
+    from cuematte.engine.frames import resize
+    from cuematte.training.data import SynthConfig, render_sample
+    from cuematte.training.models.config import get_config
+    from cuematte.training.models.fnfnet import build_model
 
     s = render_sample(11, SynthConfig(size=(288, 512)))
     u8 = lambda x: (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
@@ -271,8 +272,8 @@ def test_an_align_flash_session_moves_the_cached_prior_with_the_person(lite_alig
     """After the flash the person keeps moving: each frame the session fits the person's motion from the frame
     taken with the flash and moves the cached prior onto them (the fit carries from frame to frame); with
     tracking off the prior stays where the flash caught them."""
-    from clients.scenes import make_pair
-    from engine.frames import resize
+    from cuematte.clients.scenes import make_pair
+    from cuematte.engine.frames import resize
 
     flash, noflash, alpha = make_pair(288, 512, seed=3, shift=3)
     later = np.roll(noflash, 10, axis=1)  # the person (and the wall) 10 px to the right

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from clients.cli import main
-from training.data.config import SynthConfig
-from training.data.make_eval import make_eval
+from cuematte.clients.cli import main
+from cuematte.training.data.config import SynthConfig
+from cuematte.training.data.make_eval import make_eval
 
 pytestmark = pytest.mark.usefixtures("quiet_untrained")
 
@@ -50,7 +50,7 @@ def test_eval_reports_every_method_and_split(lite_model_dir: Path, lite_mask_mod
 
 
 def test_mse_ratios_against_each_baseline() -> None:
-    from training.evaluate import mse_ratios
+    from cuematte.training.evaluate import mse_ratios
 
     table = {"static": {"ours": {"mse": 2.0}, "ours-smoothed": {"mse": 1.0}, "mediapipe": {"mse": 8.0},
                         "noflash": {"mse": 0.0}},
@@ -60,7 +60,7 @@ def test_mse_ratios_against_each_baseline() -> None:
 
 
 def test_two_ablations_of_one_kind_get_distinct_names(lite_model_dir: Path) -> None:
-    from training.evaluate import noflash_methods
+    from cuematte.training.evaluate import noflash_methods
 
     assert list(noflash_methods([lite_model_dir, lite_model_dir])) == ["noflash-nomask", "noflash-nomask-2"]
 
@@ -69,7 +69,7 @@ def test_two_ablations_of_one_kind_get_distinct_names(lite_model_dir: Path) -> N
 def test_noflash_ablation_with_a_person_mask_model(model: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """An ablation trained with the segmenter prior is fed MediaPipe's mask, as the shipped model is (and, with
     the flash prior, the flash graph's outputs for the no-flash frame, as in its training)."""
-    from training.evaluate import load_split, noflash_method
+    from cuematte.training.evaluate import load_split, noflash_method
 
     make_eval(tmp_path / "static", 1, "static", replace(SynthConfig(), size=(144, 256)))
     (sample,) = load_split(tmp_path / "static")

@@ -12,11 +12,11 @@ import pytest
 onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 
-from engine.errors import ModelError  # noqa: E402
-from engine.model import FlashModel, UntrainedModelWarning, read_model_info  # noqa: E402
-from export.onnx_export import ALPHA_TOL, check_parity  # noqa: E402
-from training.models.config import get_config  # noqa: E402
-from training.models.fnfnet import build_model  # noqa: E402
+from cuematte.engine.errors import ModelError  # noqa: E402
+from cuematte.engine.model import FlashModel, UntrainedModelWarning, read_model_info  # noqa: E402
+from cuematte.export.onnx_export import ALPHA_TOL, check_parity  # noqa: E402
+from cuematte.training.models.config import get_config  # noqa: E402
+from cuematte.training.models.fnfnet import build_model  # noqa: E402
 
 
 def test_graphs_pass_checker_and_carry_metadata(lite_model_dir: Path) -> None:
@@ -55,7 +55,7 @@ def test_graph_io_names_and_dynamic_dims(lite_model_dir: Path) -> None:
 
 def test_parity_at_an_unseen_size(lite_model_dir: Path) -> None:
     """ONNX Runtime vs PyTorch on the same weights at an odd size that was not used for export."""
-    from training.checkpoint import load_checkpoint  # noqa: F401  (import cost paid once, keeps test honest)
+    from cuematte.training.checkpoint import load_checkpoint  # noqa: F401  (import cost paid once, keeps test honest)
 
     torch.manual_seed(0)
     net = build_model(get_config("lite")).eval()  # same seed as the fixture -> same weights
@@ -96,8 +96,8 @@ def test_guided_feature_model_exports_from_the_cli_and_mattes(tmp_path: Path, sc
                                                             quiet_untrained: None) -> None:
     """The shipped configuration's graph contract: the frame graph also takes the guidance trimap and the
     segmenter's features at fixed CMN-grid shapes, holds parity at an unseen size, and the session feeds both."""
-    from clients.cli import main
-    from engine.session import MattingSession
+    from cuematte.clients.cli import main
+    from cuematte.engine.session import MattingSession
 
     out = tmp_path / "guided"
     assert main(["export", "--config", "lite", "--random-init", "--person-mask", "--flash-prior", "--align-flash",
@@ -173,7 +173,7 @@ def test_corrupt_graph_is_a_model_error(lite_model_dir: Path, tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_paper_config_exports_with_parity(tmp_path: Path) -> None:
-    from export.onnx_export import export_onnx
+    from cuematte.export.onnx_export import export_onnx
 
     torch.manual_seed(0)
     net = build_model(get_config("paper"))

@@ -11,8 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from engine.model import FlashModel
-from engine.session import MattingSession
+from cuematte.engine.model import FlashModel
+from cuematte.engine.session import MattingSession
 
 pytestmark = pytest.mark.gpu
 
@@ -28,8 +28,8 @@ def _scene(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     import cv2
     from skimage import data
 
-    from engine.cues.segmenter import MediaPipeSegmenter
-    from training.photo_flash import render_flash
+    from cuematte.engine.cues.segmenter import MediaPipeSegmenter
+    from cuematte.training.photo_flash import render_flash
 
     noflash = np.ascontiguousarray(cv2.resize(data.astronaut(), (w, h), interpolation=cv2.INTER_LINEAR))
     return render_flash(noflash, MediaPipeSegmenter().segment(noflash)), noflash
@@ -67,8 +67,8 @@ def test_ort_cuda_matches_cpu() -> None:
 
 @pytest.fixture(scope="module")
 def plans(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine.model import DEFAULT_MODEL
-    from export.tensorrt import build_plans
+    from cuematte.engine.model import DEFAULT_MODEL
+    from cuematte.export.tensorrt import build_plans
 
     out = tmp_path_factory.mktemp("plans")
     build_plans(DEFAULT_MODEL, out, fp16=True, max_size=(1920, 1080))
@@ -105,7 +105,7 @@ def test_plans_for_another_gpu_are_refused(plans: Path, tmp_path: Path) -> None:
     import json
     import shutil
 
-    from engine.errors import BackendError
+    from cuematte.engine.errors import BackendError
 
     other = tmp_path / "other"
     shutil.copytree(plans, other)

@@ -1,4 +1,4 @@
-"""The guidance trimap (engine.cues.guidance) and the composition that keeps what the real-data cues are sure
+"""The guidance trimap (cuematte.engine.cues.guidance) and the composition that keeps what the real-data cues are sure
 of: certain pixels come out exactly 0 or 1 from a real ONNX graph, on a real photo of a person."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.cues.guidance import GuidanceParams, build_guidance, guidance_input, trimap_from_one_hot
-from engine.cues.trimap import BG, FG, UNKNOWN, trimap_from_mask, trimap_one_hot
-from engine.frames import resize
+from cuematte.engine.cues.guidance import GuidanceParams, build_guidance, guidance_input, trimap_from_one_hot
+from cuematte.engine.cues.trimap import BG, FG, UNKNOWN, trimap_from_mask, trimap_one_hot
+from cuematte.engine.frames import resize
 
 H, W = 144, 256
 
@@ -69,8 +69,8 @@ def test_certain_regions_come_out_exactly_0_or_1_on_a_real_photo(lite_guided_mod
     """Even an untrained network cannot touch what the segmenter and the flash agree on."""
     from skimage.data import astronaut
 
-    from clients.realcheck import uniform_flash
-    from engine.session import MattingSession
+    from cuematte.clients.realcheck import uniform_flash
+    from cuematte.engine.session import MattingSession
 
     photo = astronaut()
     session = MattingSession(lite_guided_model_dir)

@@ -8,14 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from training import metrics
-from training.baselines import classical_flash_matte, guided_filter
+from cuematte.training import metrics
+from cuematte.training.baselines import classical_flash_matte, guided_filter
 
 torch = pytest.importorskip("torch")
 from torch import Tensor  # noqa: E402 - after the torch skip
 from torch.nn import functional as F  # noqa: E402
 
-from training.losses import (  # noqa: E402
+from cuematte.training.losses import (  # noqa: E402
     FG,
     UNKNOWN,
     DetailRegion,

@@ -8,9 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint  # noqa: E402
-from training.models.config import FNFConfig, get_config  # noqa: E402
-from training.models.fnfnet import build_model  # noqa: E402
+from cuematte.training.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint  # noqa: E402
+from cuematte.training.models.config import FNFConfig, get_config  # noqa: E402
+from cuematte.training.models.fnfnet import build_model  # noqa: E402
 
 
 def _inputs(h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.frames import luma
-from training.photo_flash import REGIONS, main, region_means, render_flash, skimage_photo
+from cuematte.engine.frames import luma
+from cuematte.training.photo_flash import REGIONS, main, region_means, render_flash, skimage_photo
 
 pytestmark = pytest.mark.usefixtures("quiet_untrained")
 

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from clients.realcheck import CheckParams, confident_regions, find_items, frame_counts, uniform_flash
-from engine.errors import InputError
-from engine.io import write_image
+from cuematte.clients.realcheck import CheckParams, confident_regions, find_items, frame_counts, uniform_flash
+from cuematte.engine.errors import InputError
+from cuematte.engine.io import write_image
 
 # (x0, y0, x1, y1) in the 512x512 astronaut: certainly her, certainly not her.
 PERSON = {"face": (190, 75, 250, 145), "hair": (195, 32, 255, 55), "turtleneck": (190, 185, 240, 220),
@@ -72,10 +72,10 @@ def test_shipped_model_keeps_the_astronaut_and_drops_the_wall(tmp_path: Path) ->
     contact sheet, and the hand-marked regions on the right side of 0.5."""
     from skimage.data import astronaut
 
-    from clients.cli import main
-    from clients.realcheck import check_item
-    from engine.cues.segmenter import MediaPipeSegmenter
-    from engine.session import MattingSession
+    from cuematte.clients.cli import main
+    from cuematte.clients.realcheck import check_item
+    from cuematte.engine.cues.segmenter import MediaPipeSegmenter
+    from cuematte.engine.session import MattingSession
 
     photo = astronaut()
     (tmp_path / "in").mkdir()

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.cues.segmenter import (
+from cuematte.engine.cues.segmenter import (
     DEFAULT_MODEL_DIR,
     LANDSCAPE_MODEL,
     SQUARE_MODEL,
@@ -23,7 +23,7 @@ from engine.cues.segmenter import (
     SegmenterInputError,
     SegmenterModelError,
 )
-from engine.errors import CuematteError, FrameFormatError, ModelError
+from cuematte.engine.errors import CuematteError, FrameFormatError, ModelError
 
 MODELS = {SQUARE_MODEL: (256, 256), LANDSCAPE_MODEL: (144, 256)}  # name -> model input (h, w)
 MASK_TOLERANCE = 1e-4  # max |ONNX - TFLite| on the mask
@@ -80,8 +80,8 @@ def test_conversion_reproduces_shipped_onnx(name: str) -> None:
     """The shipped ONNX is exactly what the converter makes of the shipped .tflite."""
     pytest.importorskip("onnx")
     pytest.importorskip("ai_edge_litert")
-    from export.mediapipe_segmenter import MODELS as EXPORT_MODELS
-    from export.mediapipe_segmenter import convert_model
+    from cuematte.export.mediapipe_segmenter import MODELS as EXPORT_MODELS
+    from cuematte.export.mediapipe_segmenter import convert_model
 
     spec = next(m for m in EXPORT_MODELS if m.name == name)
     model, ops = convert_model(spec, (DEFAULT_MODEL_DIR / f"{name}.tflite").read_bytes())
@@ -201,7 +201,7 @@ def test_transpose_conv_padding_matches_mediapipe(
     interpreter = pytest.importorskip("ai_edge_litert.interpreter")
     import onnxruntime as ort
 
-    from export.mediapipe_segmenter import convert_tflite
+    from cuematte.export.mediapipe_segmenter import convert_tflite
 
     rng = np.random.default_rng(kernel * 10 + stride)
     w = rng.standard_normal((2, kernel, kernel, 3)).astype(np.float32)

@@ -33,10 +33,10 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
-from clients.scenes import make_pair
-from engine.model import FlashModel, UntrainedModelWarning
-from server.app import SERVICE, create_app
-from server.config import ConfigError, ServerConfig
+from cuematte.clients.scenes import make_pair
+from cuematte.engine.model import FlashModel, UntrainedModelWarning
+from cuematte.server.app import SERVICE, create_app
+from cuematte.server.config import ConfigError, ServerConfig
 
 H, W, FPS = 180, 320, 15
 TICKS = 90000 // FPS  # RTP clock ticks between two frames we send
@@ -524,7 +524,7 @@ async def test_shutdown_closes_every_peer(scenes: dict[str, np.ndarray], model: 
 
 async def test_cli_serve_exits_cleanly_on_ctrl_c(scenes: dict[str, np.ndarray], lite_model_dir: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "serve", "--port", "0", "--model", str(lite_model_dir),
+        [sys.executable, "-m", "cuematte.clients.cli", "serve", "--port", "0", "--model", str(lite_model_dir),
          "--segmenter", "grabcut"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     c = Client(scenes)
@@ -549,7 +549,7 @@ async def test_cli_serve_exits_cleanly_on_ctrl_c(scenes: dict[str, np.ndarray], 
 
 
 def test_cli_refuses_a_public_address_without_token(capsys: pytest.CaptureFixture[str]) -> None:
-    from clients.cli import main
+    from cuematte.clients.cli import main
 
     assert main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 2
     assert "--token" in capsys.readouterr().err

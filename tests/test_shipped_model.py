@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.model import DEFAULT_MODEL, UntrainedModelWarning, read_model_info, resolve_model_dir
-from engine.session import MattingSession
-from training.data.config import SynthConfig
-from training.data.make_eval import make_eval
-from training.evaluate import load_split, mediapipe_method, score, session_method
+from cuematte.engine.model import DEFAULT_MODEL, UntrainedModelWarning, read_model_info, resolve_model_dir
+from cuematte.engine.session import MattingSession
+from cuematte.training.data.config import SynthConfig
+from cuematte.training.data.make_eval import make_eval
+from cuematte.training.evaluate import load_split, mediapipe_method, score, session_method
 
 MAX_ONNX_BYTES = 16 * 1024 * 1024
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import InputError
-from engine.session import MattingSession
-from engine.temporal import TemporalSmoother
+from cuematte.engine.errors import InputError
+from cuematte.engine.session import MattingSession
+from cuematte.engine.temporal import TemporalSmoother
 
 
 def _frame(value: int, h: int = 32, w: int = 48) -> np.ndarray:

@@ -9,24 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import InputError
+from cuematte.engine.errors import InputError
 
 torch = pytest.importorskip("torch")
 
 
 def _tiny_config(tmp_path: Path, steps: int) -> object:
-    from training.train import TrainConfig
+    from cuematte.training.train import TrainConfig
 
     return TrainConfig(config="lite", steps=steps, batch_size=2, lr=2e-3, size=(144, 256), cache_samples=4,
                        eval_samples=8, eval_every=1000, ckpt_every=3, threads=2, cmn_fraction=0.0)
 
 
 def test_training_steps_lower_the_loss_on_a_fixed_batch(tmp_path: Path) -> None:
-    from training.cache import CacheSpec, build_cache
-    from training.losses import fnf_loss
-    from training.models.config import get_config
-    from training.models.fnfnet import build_model
-    from training.train import Batches, forward
+    from cuematte.training.cache import CacheSpec, build_cache
+    from cuematte.training.losses import fnf_loss
+    from cuematte.training.models.config import get_config
+    from cuematte.training.models.fnfnet import build_model
+    from cuematte.training.train import Batches, forward
 
     cfg = _tiny_config(tmp_path, 10)
     cache = build_cache(tmp_path / "c.npy", CacheSpec(n=4, size=(144, 256), split="train"), workers=1)
@@ -45,7 +45,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tmp_path: Path) -> None:
 
 
 def test_camouflaged_cache_is_its_own_and_keeps_the_mattes(tmp_path: Path) -> None:
-    from training.cache import FIELDS, CacheSpec, build_cache
+    from cuematte.training.cache import FIELDS, CacheSpec, build_cache
 
     spec = CacheSpec(n=2, size=(144, 256), split="train")
     plain = build_cache(tmp_path / "p.npy", spec, workers=1)
@@ -60,7 +60,7 @@ def test_camouflaged_cache_is_its_own_and_keeps_the_mattes(tmp_path: Path) -> No
 
 
 def test_drifted_cache_keeps_the_frame_to_matte_and_builds_the_trimap_from_the_reference(tmp_path: Path) -> None:
-    from training.cache import CHANNELS, CUE_FIELDS, FIELDS, REFERENCE, CacheSpec, build_cache, build_cue_cache
+    from cuematte.training.cache import CHANNELS, CUE_FIELDS, FIELDS, REFERENCE, CacheSpec, build_cache, build_cue_cache
 
     spec = CacheSpec(n=3, size=(144, 256), split="train")
     drift_spec = replace(spec, drift=1.0)
@@ -83,8 +83,8 @@ def test_drifted_cache_keeps_the_frame_to_matte_and_builds_the_trimap_from_the_r
 
 
 def test_train_then_resume_continues_the_run(tmp_path: Path) -> None:
-    from training.checkpoint import read_metadata
-    from training.train import train
+    from cuematte.training.checkpoint import read_metadata
+    from cuematte.training.train import train
 
     run = tmp_path / "run"
     train(_tiny_config(tmp_path, 3), run)  # type: ignore[arg-type]
@@ -101,7 +101,7 @@ def test_train_then_resume_continues_the_run(tmp_path: Path) -> None:
 
 
 def test_cli_resume_finishes_the_run_as_set_up_unless_given_more_steps(tmp_path: Path) -> None:
-    from clients.cli import main
+    from cuematte.clients.cli import main
 
     run = tmp_path / "run"
     recipe = tmp_path / "tiny.toml"
@@ -120,7 +120,7 @@ def test_cli_resume_finishes_the_run_as_set_up_unless_given_more_steps(tmp_path:
 def test_curves_plot_one_run_and_compare_several(tmp_path: Path) -> None:
     import cv2
 
-    from training.curves import main as curves
+    from cuematte.training.curves import main as curves
 
     for name, scale in (("a", 1.0), ("b", 0.5)):
         run = tmp_path / name
@@ -142,8 +142,8 @@ def test_engine_cues_feed_the_batches(tmp_path: Path) -> None:
 
     import numpy as np
 
-    from training.cache import CUE_FIELDS, FIELDS, CacheSpec, build_cache, build_cue_cache
-    from training.train import Batches, TrainConfig
+    from cuematte.training.cache import CUE_FIELDS, FIELDS, CacheSpec, build_cache, build_cue_cache
+    from cuematte.training.train import Batches, TrainConfig
 
     cache = build_cache(tmp_path / "c.npy", CacheSpec(n=4, size=(144, 256), split="train"), workers=1)
     cues = build_cue_cache(tmp_path / "c-cues.npy", cache)
@@ -179,10 +179,10 @@ def test_engine_cues_feed_the_batches(tmp_path: Path) -> None:
     # The no-flash ablation: the flash branch sees an all-unknown trimap.
     ablation = Batches(cache, replace(plain_cfg, flash_cue=False), cues).get(0, torch.device("cpu"))
     assert bool((ablation["flash_trimap"][:, 1] == 1).all())
-    from training.losses import fnf_loss
-    from training.models.config import get_config
-    from training.models.fnfnet import build_model
-    from training.train import forward
+    from cuematte.training.losses import fnf_loss
+    from cuematte.training.models.config import get_config
+    from cuematte.training.models.fnfnet import build_model
+    from cuematte.training.train import forward
 
     net = build_model(get_config("lite", person_mask=True, flash_prior=True))
     assert torch.isfinite(fnf_loss(forward(net, batch), batch, "full")["total"])
@@ -194,7 +194,7 @@ def test_aligned_flash_lies_on_the_subject_in_the_batches(tmp_path: Path) -> Non
     """``align_flash``: each sample's flash-geometry fields (flash, its matte, the engine trimap) are warped by
     its fitted subject warp, so the flash's matte lies closer to the frame's; the frame to matte, its mattes and
     mask stay as they were, and so does the no-flash ablation's batch."""
-    from training.cache import (
+    from cuematte.training.cache import (
         ALIGN_VERSION,
         CUE_FIELDS,
         FIELDS,
@@ -203,7 +203,7 @@ def test_aligned_flash_lies_on_the_subject_in_the_batches(tmp_path: Path) -> Non
         build_cache,
         build_cue_cache,
     )
-    from training.train import Batches, TrainConfig
+    from cuematte.training.train import Batches, TrainConfig
 
     cache = build_cache(tmp_path / "c.npy", CacheSpec(n=4, size=(144, 256), split="train"), workers=1)
     cues = build_cue_cache(tmp_path / "c-cues.npy", cache)
@@ -212,7 +212,7 @@ def test_aligned_flash_lies_on_the_subject_in_the_batches(tmp_path: Path) -> Non
     assert np.array_equal(build_align_cache(tmp_path / "c-align.npy", cache), warps)  # found again
     flash_alpha = np.asarray(cache[..., FIELDS["flash_alpha"].start]) / 255.0
     alpha = np.asarray(cache[..., FIELDS["alpha"].start]) / 255.0
-    from engine.cues.align import SubjectWarp
+    from cuematte.engine.cues.align import SubjectWarp
 
     moved = np.stack([SubjectWarp(warp=w, kind="cached").to_noflash(f) for w, f in zip(warps, flash_alpha,
                                                                                           strict=True)])
@@ -246,8 +246,8 @@ def test_branch_continues_another_run_under_a_new_recipe(tmp_path: Path) -> None
     """``branch_from``: a new run starts at another's step, weights and optimizer state, with its own recipe
     (here the flash aligned on the subject, which the checkpoint then carries to the export); a different
     network, an occupied folder or too few steps are named errors."""
-    from training.checkpoint import load_checkpoint, read_metadata
-    from training.train import train
+    from cuematte.training.checkpoint import load_checkpoint, read_metadata
+    from cuematte.training.train import train
 
     base = replace(_tiny_config(tmp_path, 3), person_mask=True, flash_prior=True)  # type: ignore[type-var]
     source = tmp_path / "source"
@@ -276,11 +276,11 @@ def test_guidance_batches_are_the_engines_and_the_loss_sees_the_composed_alpha(t
     trimap, and its alpha equals the guidance wherever the guidance is certain (no gradient reaches there)."""
     import cv2
 
-    from engine.cues.guidance import build_guidance, trimap_from_one_hot
-    from engine.cues.trimap import BG, FG
-    from training.cache import CacheSpec, build_cache
-    from training.models.fnfnet import build_model
-    from training.train import Batches, TrainConfig, forward
+    from cuematte.engine.cues.guidance import build_guidance, trimap_from_one_hot
+    from cuematte.engine.cues.trimap import BG, FG
+    from cuematte.training.cache import CacheSpec, build_cache
+    from cuematte.training.models.fnfnet import build_model
+    from cuematte.training.train import Batches, TrainConfig, forward
 
     cache = build_cache(tmp_path / "c.npy", CacheSpec(n=4, size=(144, 256), split="train"), workers=1)
     cfg = TrainConfig(batch_size=2, person_mask=True, flash_prior=True, guidance=True, mask_failure_p=0.5)
@@ -304,7 +304,7 @@ def test_guidance_batches_are_the_engines_and_the_loss_sees_the_composed_alpha(t
 
 
 def test_recipes_load_and_name_unknown_fields(tmp_path: Path) -> None:
-    from training.train import load_recipe
+    from cuematte.training.train import load_recipe
 
     shipped = load_recipe("flash-lite")
     assert shipped.guidance and shipped.align_flash and shipped.person_mask and shipped.flash_prior
@@ -323,11 +323,11 @@ def test_recipes_load_and_name_unknown_fields(tmp_path: Path) -> None:
 def test_segmenter_features_feed_the_batches_flipped_with_the_frame(tmp_path: Path) -> None:
     """The feature cache holds MediaPipe's decoder features of each no-flash frame at the CMN grid, as the
     session computes them; a batch carries them, mirrored whenever the frame is."""
-    from engine.cues.segmenter import MediaPipeSegmenter
-    from engine.frames import resize
-    from training.cache import FIELDS, CacheSpec, build_cache, build_feature_cache
-    from training.models.fnfnet import build_model
-    from training.train import Batches, TrainConfig, forward
+    from cuematte.engine.cues.segmenter import MediaPipeSegmenter
+    from cuematte.engine.frames import resize
+    from cuematte.training.cache import FIELDS, CacheSpec, build_cache, build_feature_cache
+    from cuematte.training.models.fnfnet import build_model
+    from cuematte.training.train import Batches, TrainConfig, forward
 
     cache = build_cache(tmp_path / "c.npy", CacheSpec(n=4, size=(144, 256), split="train"), workers=1)
     feats = build_feature_cache(tmp_path / "c-features.npy", cache)

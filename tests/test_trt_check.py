@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from engine.model import DEFAULT_MODEL
-from export.trt_check import check_graph, check_model_dir
+from cuematte.engine.model import DEFAULT_MODEL
+from cuematte.export.trt_check import check_graph, check_model_dir
 
 MODEL_FIXTURES = ["lite_model_dir", "lite_mask_model_dir", "lite_prior_model_dir", "lite_align_model_dir",
                   "lite_guided_model_dir"]
@@ -77,7 +77,7 @@ def test_sizes_that_do_not_follow_the_frame_are_found(tmp_path: Path) -> None:
 
 def test_the_frame_graph_runs_at_the_profile_corners(lite_guided_model_dir: Path) -> None:
     """Inference to the corners' sizes is backed by a real run: ONNX Runtime at 360p portrait and 1080p."""
-    from engine.backends.onnxruntime import OrtGraph
+    from cuematte.engine.backends.onnxruntime import OrtGraph
 
     graph = OrtGraph(lite_guided_model_dir / "frame.onnx", providers=["CPUExecutionProvider"], threads=2)
     meta = {i.name: [d if isinstance(d, int) else None for d in i.shape] for i in graph.session.get_inputs()}

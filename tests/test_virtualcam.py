@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.cli import main
-from clients.scenes import make_pair
-from engine.io import VideoReader, VideoWriter, write_image
+from cuematte.clients.cli import main
+from cuematte.clients.scenes import make_pair
+from cuematte.engine.io import VideoReader, VideoWriter, write_image
 
 H, W, N = 180, 320, 12
 
@@ -94,12 +94,12 @@ def test_live_loop_takes_the_newest_frame(clip: dict, lite_model_dir: Path) -> N
     """Frames that arrive while a frame is being processed are not queued: the loop then takes only the newest
     and counts the rest as dropped. The camera is played by the processor itself, which delivers the rest of
     the clip during its first frame, so the outcome does not depend on how fast this machine is."""
-    from clients.virtualcam.latest import LatestFrame
-    from clients.virtualcam.pipeline import LiveLoop, Processor
-    from clients.virtualcam.sinks import FileSink
-    from engine.compositing import Background
-    from engine.io import read_image
-    from engine.session import MattingSession
+    from cuematte.clients.virtualcam.latest import LatestFrame
+    from cuematte.clients.virtualcam.pipeline import LiveLoop, Processor
+    from cuematte.clients.virtualcam.sinks import FileSink
+    from cuematte.engine.compositing import Background
+    from cuematte.engine.io import read_image
+    from cuematte.engine.session import MattingSession
 
     with VideoReader(clip["clip"]) as r:
         frames = list(r)
@@ -129,7 +129,7 @@ def test_live_loop_takes_the_newest_frame(clip: dict, lite_model_dir: Path) -> N
 def test_file_source_plays_the_whole_clip_into_its_slot_then_closes_it(clip: dict) -> None:
     """A file stands in for a camera: every frame is delivered to the latest-frame slot, the last one is the
     clip's last, and the slot closes at the end so a live loop ends with the file."""
-    from clients.virtualcam.sources import FileSource
+    from cuematte.clients.virtualcam.sources import FileSource
 
     with VideoReader(clip["clip"]) as r:
         frames = list(r)
@@ -143,19 +143,3 @@ def test_file_source_plays_the_whole_clip_into_its_slot_then_closes_it(clip: dic
     assert source.frames == N and source.slot.closed
     assert len(taken) + source.slot.dropped == N
     np.testing.assert_array_equal(taken[-1], frames[-1])
-
-
-def test_flash_capture_picks_the_brightest_frame() -> None:
-    from clients.virtualcam.pipeline import FlashCapture
-
-    flash, noflash, _ = make_pair(H, W)
-    cap = FlashCapture(delay=0.1, duration=0.5)
-    cap.begin(noflash, now=0.0)
-    dim = (flash * 0.8).astype(np.uint8)
-    assert not cap.offer(np.full_like(flash, 255), now=0.05)  # before the screen can be white: ignored
-    assert not cap.offer(dim, now=0.15)
-    assert not cap.offer(flash, now=0.25)
-    assert cap.offer(dim, now=0.55)  # burst over
-    pair = cap.result()
-    assert pair is not None
-    assert pair[0] is flash and pair[1] is noflash

@@ -1,0 +1,80 @@
+"""The per-frame guidance: what the real-data cues are sure of, and the band the network may decide.
+
+The per-frame alpha is a refinement of a guidance trimap, as in the paper's own composition
+alpha = t_fg + t_un * d and Mask-Guided Matting's progressive refinement: the network's output replaces the
+guidance only where the guidance is unknown. The guidance comes from cues trained on real data or measured
+physically, never from a network trained on rendered people:
+
+* the person segmenter's mask of this frame (MediaPipe, trained on real people): certain where it is
+  confident, a band around every edge left unknown. The band is thin on the person's side and wide on the
+  background's: the network may add what the segmenter missed (hair, a held object) well outside its edge,
+  but may take away from its confident person only at the very edge, since on real people the segmenter's
+  confident interior is right far more often than a network that has seen rendered people only;
+* the cached flash trimap, moved onto the person by the subject tracking: where it contradicts the segmenter
+  (a flash-lit held object the segmenter calls background, an unlit person behind it calls person) the guidance
+  says unknown, so the network decides there with the flash in view.
+
+So pixels both cues call certain come out exactly 0 or 1, and a network that has never seen a real face cannot
+cut a hole through one. Everything here works at the CMN grid (h, w).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from cuematte.engine.cues.trimap import BG, FG, UNKNOWN, trimap_one_hot
+
+GUIDANCE_BANDS = (0.015, 0.04)  # the default (inner, outer) band: GuidanceParams, FNFConfig.guidance_bands
+
+
+@dataclass(frozen=True)
+class GuidanceParams:
+    sure: float = 0.9  # segmenter probability at or above which a pixel may be certain person ...
+    unsure: float = 0.1  # ... at or below which it may be certain background
+    # Radius of the unknown band inside the segmenter's confident person and inside its confident background,
+    # as fractions of the short side (FNFConfig.guidance_bands: a model is trained with its own).
+    inner: float = GUIDANCE_BANDS[0]
+    outer: float = GUIDANCE_BANDS[1]
+
+
+def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
+    if radius < 1:
+        return mask
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    # The frame border erodes nothing: a person cut by the bottom edge is still certain there.
+    return cv2.erode(mask.astype(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE) > 0
+
+
+def build_guidance(person: np.ndarray, flash_trimap: np.ndarray | None = None,
+                   params: GuidanceParams = GuidanceParams()) -> np.ndarray:
+    """Segmenter person probability (h, w) float in [0, 1] and the flash trimap on this frame (h, w) uint8
+    0/128/255 (None or all unknown: the flash located nobody) -> the guidance trimap (h, w) uint8 0/128/255.
+
+    Certain person: the segmenter is sure, ``inner`` inside its edge, and the flash does not call it
+    background. Certain background: the segmenter is sure, ``outer`` away from its edge, and the flash does
+    not call it person. Everything else is unknown.
+    """
+    short = min(person.shape[:2])
+    fg = _erode(person >= params.sure, max(1, round(short * params.inner)))
+    bg = _erode(person <= params.unsure, max(1, round(short * params.outer)))
+    if flash_trimap is not None:
+        fg &= flash_trimap != BG
+        bg &= flash_trimap != FG
+    out = np.full(person.shape[:2], UNKNOWN, np.uint8)
+    out[fg] = FG
+    out[bg] = BG
+    return out
+
+
+def trimap_from_one_hot(one_hot: np.ndarray) -> np.ndarray:
+    """(3, h, w) [background, unknown, foreground] scores (a one-hot trimap resized or warped to the CMN grid)
+    -> (h, w) uint8 0/128/255 by the largest score."""
+    return np.array([BG, UNKNOWN, FG], np.uint8)[np.argmax(one_hot, axis=0)]
+
+
+def guidance_input(guidance: np.ndarray) -> np.ndarray:
+    """(h, w) uint8 guidance -> (1, 3, h, w) float32 one-hot, the per-frame graph's ``guidance`` input."""
+    return trimap_one_hot(guidance)[None]

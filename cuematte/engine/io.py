@@ -1,0 +1,155 @@
+"""Reading and writing images and videos with named errors (OpenCV underneath, RGB at the API)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import cv2
+import numpy as np
+
+from cuematte.engine.errors import FrameFormatError, ImageReadError, InputError, VideoReadError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".y4m"}
+
+
+def read_image(path: str | Path, what: str = "image") -> np.ndarray:
+    """An image file -> (H, W, 3) uint8 RGB. Grayscale and RGBA files are named errors, not conversions:
+    a flash pair must be colour, and silently dropping transparency hides mistakes."""
+    p = Path(path)
+    if not p.is_file():
+        raise ImageReadError(f"{what} not found: {p}")
+    if p.stat().st_size == 0:
+        raise ImageReadError(f"{what} is an empty file: {p}")
+    data = np.fromfile(str(p), np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageReadError(f"{what} is not a readable image: {p}")
+    if img.dtype == np.uint16:
+        img = (np.asarray(img, np.uint16) >> 8).astype(np.uint8)
+    if img.ndim == 2 or img.shape[2] == 1:
+        raise FrameFormatError(f"{what} {p} is grayscale; a colour (RGB) image is needed")
+    if img.shape[2] == 4:
+        raise FrameFormatError(f"{what} {p} has 4 channels (RGBA); save it as RGB without transparency")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """(H, W, 3) uint8 RGB, (H, W, 4) RGBA or (H, W) uint8/float [0,1] grey -> file (format from the suffix)."""
+    if image.ndim == 2 and image.dtype != np.uint8:
+        image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if image.ndim == 2:
+        out = image
+    else:
+        out = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+    p = Path(path)
+    ok, buf = cv2.imencode(p.suffix or ".png", out)
+    if not ok:
+        raise InputError(f"cannot encode an image as {p.suffix!r}: {p}")
+    buf.tofile(str(p))
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frames: int  # as the container says; 0 if unknown
+
+
+class VideoReader:
+    """Iterate a video's frames as (H, W, 3) uint8 RGB. Raises :class:`VideoReadError` if nothing decodes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise VideoReadError(f"video not found: {self.path}")
+        if self.path.stat().st_size == 0:
+            raise VideoReadError(f"video is an empty file: {self.path}")
+        self._cap = cv2.VideoCapture(str(self.path))
+        if not self._cap.isOpened():
+            raise VideoReadError(f"cannot open video (corrupt or unsupported): {self.path}")
+        ok, first = self._cap.read()
+        if not ok or first is None:
+            self._cap.release()
+            raise VideoReadError(f"video has no decodable frame (corrupt?): {self.path}")
+        self._first: np.ndarray | None = first
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.info = VideoInfo(
+            width=first.shape[1],
+            height=first.shape[0],
+            fps=float(fps) if fps and fps > 0 and fps < 1000 else 30.0,
+            frames=max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))),
+        )
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield cv2.cvtColor(first, cv2.COLOR_BGR2RGB)
+        while True:
+            ok, frame = self._cap.read()
+            if not ok or frame is None:
+                break
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        self._cap.release()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class VideoWriter:
+    """Write (H, W, 3) uint8 RGB (or (H, W) grey) frames to an .mp4 (mp4v) at a fixed size and rate."""
+
+    def __init__(self, path: str | Path, size: tuple[int, int], fps: float) -> None:
+        self.path = Path(path)
+        self.size = size  # (W, H)
+        self._w = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+        if not self._w.isOpened():
+            raise VideoReadError(f"cannot open a video writer for {self.path}")
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.ndim == 2:
+            if frame.dtype != np.uint8:
+                frame = (np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8)
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        else:
+            frame = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            raise FrameFormatError(f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the video's {self.size}")
+        self._w.write(frame)
+
+    def close(self) -> None:
+        self._w.release()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def list_inputs(path: str | Path) -> tuple[str, list[Path]]:
+    """Classify an INPUT argument: ('image', [file]), ('video', [file]) or ('folder', sorted image files)."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ImageReadError(f"folder {p} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return "folder", files
+    if not p.exists():
+        raise InputError(f"input not found: {p}")
+    if p.suffix.lower() in VIDEO_SUFFIXES:
+        return "video", [p]
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        return "image", [p]
+    raise InputError(f"input {p} is neither an image ({sorted(IMAGE_SUFFIXES)}) nor a video ({sorted(VIDEO_SUFFIXES)})")

@@ -1,0 +1,261 @@
+"""A model folder: ``model.json`` + ``flash.onnx`` + ``frame.onnx`` (written by ``cuematte export``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from cuematte.engine.backends.onnxruntime import OrtGraph, preload_cuda_libraries, resolve_providers
+from cuematte.engine.cues.guidance import GUIDANCE_BANDS
+from cuematte.engine.errors import BackendError, ModelError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "flash-lite"
+FORMAT = "cuematte-flash-model"
+# 2: the graphs take their CMN-grid images ready-made (frame_cmn; flash and flash_trimap at the CMN grid) instead
+# of shrinking in-graph with an antialiased Resize, which TensorRT cannot build.
+FORMAT_VERSION = 2
+
+HOW_TO_GET_A_MODEL = (
+    "train and export one: `cuematte train --recipe flash-lite --out runs/flash-lite` then "
+    "`cuematte export --checkpoint runs/flash-lite/last.safetensors --out-dir MODEL_DIR`, "
+    "or for latency work `cuematte export --config lite --random-init --out-dir MODEL_DIR`; "
+    "then pass --model MODEL_DIR"
+)
+
+
+def cached_names(flash_prior: bool) -> tuple[str, ...]:
+    """Outputs of the flash graph that the session caches and feeds to the frame graph by name."""
+    return ("flash_features", "flash_prior") if flash_prior else ("flash_features",)
+
+
+FLASH_INPUTS = ("flash", "flash_trimap")  # the flash graph's inputs, by name
+# Config switches no shipped model used, removed after the experiments-2026-12-04 tag (which still runs them).
+REMOVED_SWITCHES = ("flash_evidence", "flash_skip")
+
+
+class Graph(Protocol):
+    """A runnable graph with named inputs and outputs (ONNX Runtime or a native TensorRT engine)."""
+
+    input_names: list[str]
+    output_names: list[str]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class UntrainedModelWarning(UserWarning):
+    """The loaded model was exported from random weights: fine for latency work, useless for mattes."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``model.json`` says about a model folder."""
+
+    path: Path
+    name: str
+    trained: bool
+    cmn_size: tuple[int, int]  # (H, W) the flash graph works at
+    person_mask: bool
+    flash_prior: bool  # the flash graph also outputs ``flash_prior``, a per-frame graph input
+    align_flash: bool  # flash inputs are warped onto the subject first (cuematte.engine.cues.align.SubjectWarp)
+    guidance: bool  # the frame graph takes the guidance trimap and refines only its unknown region
+    guidance_bands: tuple[float, float]  # (inner, outer) band of the guidance it was trained with
+    person_features: bool  # the frame graph takes the segmenter's decoder features of the frame
+    flash_features_shape: tuple[int, int]  # (N, C')
+    manifest: dict[str, Any]
+
+
+def _pair(values: Any) -> tuple[float, float]:
+    first, second = values
+    return float(first), float(second)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file (graphs are recorded by it in model.json)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_model_dir(model: str | Path | None) -> Path:
+    """The folder to load: the one given, else the shipped default; a named error if there is none."""
+    if model is None:
+        if not (DEFAULT_MODEL / "model.json").is_file():
+            raise ModelNotFoundError(
+                f"no model given and no default model ships with this install; {HOW_TO_GET_A_MODEL}"
+            )
+        return DEFAULT_MODEL
+    return Path(model)
+
+
+def read_model_info(model_dir: Path) -> ModelInfo:
+    """Validate a model folder (manifest present and readable, both graphs present) and describe it."""
+    if not model_dir.is_dir():
+        raise ModelError(f"model folder not found: {model_dir}")
+    manifest_path = model_dir / "model.json"
+    if not manifest_path.is_file():
+        raise ModelError(f"{model_dir} has no model.json; it is not a cuematte model folder ({HOW_TO_GET_A_MODEL})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{manifest_path} is not readable JSON: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise ModelError(f"{manifest_path} is not a {FORMAT} manifest (format={manifest.get('format')!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{model_dir} holds graphs of format version {manifest.get('format_version')!r}; this "
+                         f"version runs {FORMAT_VERSION}: re-export it from its checkpoint with `cuematte export`")
+    for role in ("flash", "frame"):
+        name = manifest.get("graphs", {}).get(role)
+        if not name or not (model_dir / name).is_file():
+            raise ModelError(f"model folder {model_dir} is missing its {role} graph ({name or role + '.onnx'})")
+        want = manifest.get("sha256", {}).get(name)
+        if want is not None and sha256_of(model_dir / name) != want:
+            raise ModelError(f"{model_dir / name} is not the graph model.json records (sha256 differs): a "
+                             "corrupt copy, or a graph replaced without re-exporting")
+    cfg = manifest["config"]
+    removed = [k for k in REMOVED_SWITCHES if cfg.get(k)]
+    if removed:
+        raise ModelError(f"{model_dir} uses {', '.join(removed)}, which this version no longer runs (tag "
+                         "experiments-2026-12-04 does)")
+    n, c = manifest["flash_features_shape"]
+    return ModelInfo(
+        path=model_dir,
+        name=str(manifest.get("name", cfg.get("name", "?"))),
+        trained=bool(manifest.get("trained", False)),
+        cmn_size=(int(cfg["cmn_size"][0]), int(cfg["cmn_size"][1])),
+        person_mask=bool(cfg.get("person_mask", False)),
+        flash_prior=bool(cfg.get("flash_prior", False)),
+        align_flash=bool(cfg.get("align_flash", False)),
+        guidance=bool(cfg.get("guidance", False)),
+        guidance_bands=_pair(cfg.get("guidance_bands", GUIDANCE_BANDS)),
+        person_features=bool(cfg.get("person_features", False)),
+        flash_features_shape=(int(n), int(c)),
+        manifest=manifest,
+    )
+
+
+BACKENDS = ("auto", "cpu", "cuda", "tensorrt")
+PLANS_HOME = Path.home() / ".cache" / "cuematte" / "plans"
+
+
+def default_plans_dir(model_name: str) -> Path:
+    """Where ``cuematte build-engines`` puts a model's TensorRT plans unless told otherwise."""
+    return PLANS_HOME / model_name
+
+
+class FlashModel:
+    """Both graphs of a model folder, loaded once per process on one backend:
+
+    * ``cpu``: ONNX Runtime on the CPU (the embedded default);
+    * ``cuda``: ONNX Runtime's CUDA execution provider (``pip install 'cuematte[gpu]'``);
+    * ``tensorrt``: native TensorRT plans built by ``cuematte build-engines`` (``cuematte[tensorrt]``);
+    * ``auto``: TensorRT if plans for this model, GPU and TensorRT exist, else CUDA if ONNX Runtime has it and
+      finds a GPU, else CPU. :attr:`backend` and :attr:`backend_reason` say what was chosen and why.
+
+    ONNX Runtime sessions are shared by every matting session (their ``run`` is thread-safe); TensorRT gives
+    each matting session its own execution context and stream (:meth:`session_graphs`).
+    """
+
+    def __init__(self, model: str | Path | None = None, *, backend: str = "cpu", threads: int | None = None,
+                 plans: Path | None = None) -> None:
+        if backend not in BACKENDS:
+            raise BackendError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        self.info = read_model_info(resolve_model_dir(model))
+        if not self.info.trained:
+            warnings.warn(
+                f"model {self.info.path} is untrained (exported from random weights): its mattes are "
+                f"meaningless; {HOW_TO_GET_A_MODEL}",
+                UntrainedModelWarning,
+                stacklevel=2,
+            )
+        self.plans_dir = plans or default_plans_dir(self.info.name)
+        self._plans: Any = None
+        self.max_side: int | None = None  # the longest frame side the backend takes (TensorRT's profile)
+        self.backend, self.backend_reason = self._open(backend, threads)
+        log.info("model %s on %s: %s", self.info.name, self.backend, self.backend_reason)
+        self._check_contract()
+
+    def _open(self, backend: str, threads: int | None) -> tuple[str, str]:
+        if backend in ("tensorrt", "auto"):
+            try:
+                return "tensorrt", self._open_tensorrt()
+            except BackendError as exc:
+                if backend == "tensorrt":
+                    raise
+                skipped = f"no TensorRT ({exc})"
+        else:
+            skipped = "asked for"
+        if backend in ("cuda", "auto"):
+            try:
+                self._open_ort(["cuda"], threads)
+                return "cuda", f"ONNX Runtime CUDA; {skipped}" if backend == "auto" else "ONNX Runtime CUDA"
+            except BackendError as exc:
+                if backend == "cuda":
+                    raise
+                skipped += f"; no ONNX Runtime CUDA ({exc})"
+        self._open_ort(["cpu"], threads)
+        return "cpu", f"ONNX Runtime CPU; {skipped}" if backend == "auto" else "ONNX Runtime CPU"
+
+    def _open_tensorrt(self) -> str:
+        from cuematte.engine.backends.tensorrt import TrtPlans
+
+        self._plans = TrtPlans(self.plans_dir, dict(self.info.manifest.get("sha256", {})))
+        self.max_side = int(max(self._plans.manifest.profile["max"]))
+        self.flash, self.frame = self.session_graphs()
+        manifest = self._plans.manifest
+        return f"TensorRT {manifest.tensorrt} plans in {self.plans_dir} ({manifest.precision}, {manifest.gpu})"
+
+    def _open_ort(self, names: list[str], threads: int | None) -> None:
+        graphs = self.info.manifest["graphs"]
+        resolved = resolve_providers(names)
+        if "cuda" in names:
+            preload_cuda_libraries()
+        try:
+            self.flash = OrtGraph(self.info.path / graphs["flash"], providers=resolved, threads=threads)
+            self.frame = OrtGraph(self.info.path / graphs["frame"], providers=resolved, threads=threads)
+        except Exception as exc:  # onnxruntime raises its own exception types for broken files
+            raise ModelError(f"cannot load the graphs of {self.info.path}: {exc}") from exc
+        wanted = resolved[0]
+        if wanted not in self.frame.session.get_providers():  # e.g. onnxruntime-gpu on a machine without a GPU
+            raise BackendError(f"ONNX Runtime could not start {wanted} here (no usable GPU?)")
+
+    def session_graphs(self) -> tuple[Graph, Graph]:
+        """(flash, frame) graphs for one matting session: the shared ONNX Runtime sessions, or a new TensorRT
+        execution context and stream per graph."""
+        if self._plans is not None:
+            return self._plans.graph("flash"), self._plans.graph("frame")
+        return self.flash, self.frame
+
+    def _check_contract(self) -> None:
+        cached = set(self.cached_names)
+        if set(self.flash.input_names) != set(FLASH_INPUTS):
+            raise ModelError(
+                f"flash graph inputs {self.flash.input_names} do not match model.json ({sorted(FLASH_INPUTS)})"
+            )
+        if set(self.flash.output_names) != cached:
+            raise ModelError(
+                f"flash graph outputs {self.flash.output_names} do not match model.json ({sorted(cached)})"
+            )
+        expected = ({"frame", "frame_cmn"} | cached | ({"person_mask"} if self.info.person_mask else set())
+                    | ({"guidance"} if self.info.guidance else set())
+                    | ({"person_features"} if self.info.person_features else set()))
+        if set(self.frame.input_names) != expected:
+            raise ModelError(
+                f"frame graph inputs {self.frame.input_names} do not match model.json ({sorted(expected)})"
+            )
+
+    @property
+    def cached_names(self) -> tuple[str, ...]:
+        """What the flash graph outputs and the session caches for the per-frame graph."""
+        return cached_names(self.info.flash_prior)

@@ -1,0 +1,284 @@
+"""The per-user matting session: flash once, then matte every frame against the cached flash features.
+
+    session = MattingSession()              # shipped default model, ONNX Runtime CPU
+    cue = session.set_flash(flash, noflash)  # trimap + flash graph, once: caches T^f
+    result = session.matte(frame)            # per-frame graph only
+    result.alpha, result.foreground
+
+Like segment-anything's ``SamPredictor.set_image``/``predict``: the expensive half runs once and its output
+(the flash tokens T^f) is a named input of the cheap half; calling :meth:`MattingSession.matte` before
+:meth:`MattingSession.set_flash` raises :class:`FlashNotSetError`. All state lives in the session object.
+Frames are (H, W, 3) uint8 RGB of any size; the session resizes to the model's working size and back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cuematte.engine.cues.align import SubjectWarp, estimate_subject_warp
+from cuematte.engine.cues.guidance import GuidanceParams, build_guidance, guidance_input, trimap_from_one_hot
+from cuematte.engine.cues.trimap import (
+    UNKNOWN,
+    FlashCue,
+    PersonSegmenter,
+    TrimapParams,
+    build_flash_trimap,
+    trimap_one_hot,
+)
+from cuematte.engine.errors import FlashNotSetError, ModelError
+from cuematte.engine.frames import check_frame, fit_within, resize
+from cuematte.engine.model import FlashModel
+from cuematte.engine.temporal import TemporalSmoother
+
+log = logging.getLogger(__name__)
+
+# Work size (long side, px) of the per-frame person tracking of align_flash models. Rendered clips, the shipped
+# model: video MSE 10.54 / 10.43 / 10.23 x1e-3 at 256 / 128 / 64, per-frame cost +12 / +6.5 / +4.3 ms at
+# 640x360 on 2 cores: the person's motion is coarse, the fit needs no fine detail.
+TRACK_SIDE = 64
+
+
+@dataclass(frozen=True)
+class Matte:
+    """One frame's result, at the input frame's size."""
+
+    alpha: np.ndarray  # (H, W) float32 in [0, 1]
+    foreground: np.ndarray  # (H, W, 3) uint8 RGB, background colour removed at the edges
+    # guidance models: the frame's guidance trimap (h, w) uint8 0/128/255 at the CMN grid (engine.cues.guidance)
+    guidance: np.ndarray | None = None
+
+
+@dataclass
+class _FlashState:
+    cache: dict[str, np.ndarray]  # the flash graph's outputs: flash_features (1, N, C') = T^f [, flash_prior]
+    cue: FlashCue
+    # The flash graph's feeds, kept so the uncached path can recompute T^f: flash (1, 3, h, w) float32 and
+    # flash_trimap (1, 3, h, w) one-hot, area-averaged to the CMN grid.
+    inputs: dict[str, np.ndarray]
+    subject: SubjectWarp | None = None  # align_flash models: how the flash inputs were warped onto the subject
+    # align_flash models that track: the no-flash frame taken with the flash at the CMN grid (h, w, 3) uint8, and
+    # the last frame's fitted warp (2, 3) from the frame to it (the next fit starts there).
+    reference: np.ndarray | None = None
+    track: np.ndarray = field(default_factory=lambda: np.eye(2, 3, dtype=np.float32))
+
+
+def fit_subject(flash: np.ndarray, noflash: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple[int, int],
+                start: np.ndarray) -> tuple[SubjectWarp, np.ndarray]:
+    """The person's flash -> no-flash warp as an ``align_flash`` session fits it in ``set_flash`` (and training
+    fits it for its samples): on the person the segmenter finds in the no-flash frame at the CMN grid. Returns
+    the warp and that no-flash frame at the CMN grid (h, w, 3) uint8, the reference later frames are tracked to.
+    """
+    reference = resize(noflash, cmn_size)
+    return estimate_subject_warp(flash, noflash, segmenter.segment(reference), start), reference
+
+
+def create_segmenter(kind: str | PersonSegmenter | None, threads: int | None = None) -> PersonSegmenter | None:
+    """'mediapipe' (default, pretrained person segmenter), 'grabcut' / None (weight-free), or an object."""
+    if kind is None or kind == "grabcut":
+        return None
+    if isinstance(kind, str):
+        if kind != "mediapipe":
+            raise ModelError(f"unknown segmenter {kind!r}; choose 'mediapipe' or 'grabcut'")
+        from cuematte.engine.cues.segmenter import MediaPipeSegmenter
+
+        return MediaPipeSegmenter(threads=threads)
+    return kind
+
+
+def to_nchw(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1]."""
+    out = np.empty((1, 3, *image.shape[:2]), np.float32)
+    np.multiply(image.transpose(2, 0, 1), np.float32(1 / 255), out=out[0])
+    return out
+
+
+@dataclass
+class StageTimes:
+    """Milliseconds of the last call of each stage (for stats and the benchmark)."""
+
+    ms: dict[str, float] = field(default_factory=dict)
+
+    def record(self, stage: str, start: float) -> float:
+        now = time.perf_counter()
+        self.ms[stage] = (now - start) * 1000.0
+        return now
+
+
+class MattingSession:
+    """Flash/no-flash matting for one camera stream. Not thread-safe: one caller at a time."""
+
+    def __init__(self, model: str | Path | FlashModel | None = None, *, backend: str = "cpu",
+                 threads: int | None = None, segmenter: str | PersonSegmenter | None = "mediapipe",
+                 max_side: int = 1280, trimap_params: TrimapParams | None = None, temporal: float = 0.0,
+                 track_subject: bool = True, guidance_params: GuidanceParams | None = None) -> None:
+        self.model = model if isinstance(model, FlashModel) else FlashModel(model, backend=backend, threads=threads)
+        # This session's executions of the two graphs (its own context and stream on TensorRT).
+        self.flash_graph, self.frame_graph = self.model.session_graphs()
+        self.segmenter = create_segmenter(segmenter, threads)
+        if self.model.info.person_mask and self.segmenter is None:
+            raise ModelError(f"model {self.model.info.path} takes a per-frame person mask; use segmenter='mediapipe'")
+        if self.model.info.person_features and not hasattr(self.segmenter, "segment_with_features"):
+            raise ModelError(f"model {self.model.info.path} takes the person segmenter's features; use "
+                             "segmenter='mediapipe'")
+        if self.model.info.align_flash and self.segmenter is None:
+            raise ModelError(f"model {self.model.info.path} takes its flash aligned on the person the segmenter "
+                             "finds; use segmenter='mediapipe'")
+        self.max_side = min(max_side, self.model.max_side or max_side)
+        self.trimap_params = trimap_params or TrimapParams()
+        inner, outer = self.model.info.guidance_bands
+        self.guidance_params = guidance_params or GuidanceParams(inner=inner, outer=outer)
+        self.times = StageTimes()
+        # Motion-aware alpha smoothing across consecutive matte() calls (0 = off); restarts with every flash.
+        self.smoother = TemporalSmoother(strength=temporal)
+        # align_flash models: follow the person from the flash's frame to each frame and move the cached flash
+        # prior with them (the person keeps moving after the one flash; the model expects the prior on them).
+        self.track_subject = track_subject
+        self._flash: _FlashState | None = None
+
+    # -- state --------------------------------------------------------------------------------------------
+    @property
+    def has_flash(self) -> bool:
+        return self._flash is not None
+
+    def _flash_state(self) -> _FlashState:
+        if self._flash is None:
+            raise FlashNotSetError("no flash yet: call set_flash(flash, noflash) first")
+        return self._flash
+
+    @property
+    def flash_cue(self) -> FlashCue:
+        return self._flash_state().cue
+
+    @property
+    def subject_warp(self) -> SubjectWarp | None:
+        """How the flash inputs were warped onto the subject (``align_flash`` models), else None."""
+        return self._flash_state().subject
+
+    def reset(self) -> None:
+        """Forget the cached flash features; the next :meth:`matte` needs a new :meth:`set_flash`."""
+        self._flash = None
+        self.smoother.reset()
+
+    # -- the cached half ---------------------------------------------------------------------------------------
+    def set_flash(self, flash: np.ndarray, noflash: np.ndarray) -> FlashCue:
+        """Build the flash trimap and run the flash graph once; cache T^f. Replaces any earlier flash.
+
+        flash, noflash: (H, W, 3) uint8 RGB of the same size. On error the previous flash state is kept.
+        """
+        t0 = time.perf_counter()
+        check_frame(flash, "flash frame")
+        check_frame(noflash, "no-flash frame")
+        size = fit_within(flash.shape[:2], self.max_side)
+        flash_s = resize(flash, size)
+        # A model that sees the flash itself per frame can work from an all-unknown trimap when the engine
+        # cannot single the subject out; older models need a located subject.
+        noflash_s = resize(noflash, size) if noflash.shape == flash.shape else noflash
+        cue = build_flash_trimap(flash_s, noflash_s, self.segmenter, self.trimap_params,
+                                 allow_unknown=self.model.info.flash_prior)
+        flash_in, trimap_in = flash_s, cue.trimap
+        subject = reference = None
+        if self.model.info.align_flash:
+            # The person moved between the two frames: such a model takes its flash where the person is now.
+            assert self.segmenter is not None
+            subject, reference = fit_subject(flash_s, noflash_s, self.segmenter, self.model.info.cmn_size,
+                                             cue.alignment.warp)
+            flash_in, trimap_in = subject.to_noflash(flash_s), subject.to_noflash(cue.trimap, nearest=True)
+        t1 = self.times.record("trimap", t0)
+        cmn = self.model.info.cmn_size
+        one_hot = np.ascontiguousarray(trimap_one_hot(trimap_in).transpose(1, 2, 0))
+        inputs = {"flash": to_nchw(resize(flash_in, cmn)),
+                  "flash_trimap": np.ascontiguousarray(resize(one_hot, cmn).transpose(2, 0, 1)[None])}
+        cache = self._run_flash(inputs)
+        self.times.record("flash", t1)
+        self._flash = _FlashState(cache=cache, cue=cue, inputs=inputs, subject=subject, reference=reference)
+        self.smoother.reset()
+        return cue
+
+    def _run_flash(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.flash_graph.run(inputs)
+        cache = {name: out[name] for name in self.model.cached_names}
+        for arr in cache.values():  # read-only: a GPU backend may keep them on the device between frames
+            arr.flags.writeable = False
+        return cache
+
+    # -- the per-frame half -------------------------------------------------------------------------------------
+    @staticmethod
+    def _tracked_prior(state: _FlashState, cached: np.ndarray, frame_c: np.ndarray, person: np.ndarray) -> np.ndarray:
+        """The cached flash prior (1, C, h, w), lying on the person in the flash's frame, moved onto where the
+        person is in this frame (h, w, 3) uint8 at the CMN grid, its person mask (h, w) beside it."""
+        assert state.reference is not None
+        # A session's person may walk far from where the flash caught them; each fit starts from the last.
+        fit = estimate_subject_warp(state.reference, frame_c, person, state.track, max_shift=0.4, max_scale=0.3,
+                                    work_side=TRACK_SIDE)
+        state.track = fit.warp
+        prior = cached[0].transpose(1, 2, 0)  # (h, w, C): cv2 warps at most 4 channels at once
+        h, w = prior.shape[:2]
+        moved = np.concatenate([fit.to_noflash(np.ascontiguousarray(prior[..., i:i + 3])).reshape(h, w, -1)
+                                for i in range(0, prior.shape[-1], 3)], axis=-1)
+        return np.ascontiguousarray(moved.transpose(2, 0, 1)[None], dtype=np.float32)
+
+    def matte(self, frame: np.ndarray, *, reuse_flash: bool = True) -> Matte:
+        """Alpha and foreground of one no-flash frame (H, W, 3) uint8 RGB.
+
+        ``reuse_flash=False`` recomputes T^f from the stored flash inputs first (the uncached, first-frame
+        path; same result, used by tests and the benchmark).
+        """
+        state = self._flash
+        if state is None:
+            raise FlashNotSetError("matte() called before set_flash(): flash once to cache the flash features")
+        check_frame(frame)
+        t0 = time.perf_counter()
+        cache = state.cache
+        if not reuse_flash:
+            cache = self._run_flash(state.inputs)
+            t0 = self.times.record("flash", t0)
+        h, w = frame.shape[:2]
+        size = fit_within((h, w), self.max_side)
+        small = resize(frame, size)
+        cmn = self.model.info.cmn_size
+        small_c = resize(small, cmn)  # area-averaged, as the model was trained (FNFNet.to_cmn)
+        feeds = {"frame": to_nchw(small), "frame_cmn": to_nchw(small_c), **cache}
+        track = self.track_subject and state.reference is not None and "flash_prior" in cache
+        guidance: np.ndarray | None = None
+        if self.model.info.person_mask or track:
+            assert self.segmenter is not None
+            # The segmenter sees the frame at its own aspect (its square model for a portrait or square frame),
+            # its mask comes back at the CMN grid; features come from the landscape model at the CMN grid, as
+            # trained: one run gives both for a landscape frame.
+            seg: Any = self.segmenter
+            if self.model.info.person_features and w > h:
+                person, features = seg.segment_with_features(small, size=cmn)
+            else:
+                person = seg.segment(small, size=cmn)
+                if self.model.info.person_features:
+                    features = seg.segment_with_features(small_c)[1]
+            if self.model.info.person_features:
+                feeds["person_features"] = features[None]
+            if self.model.info.person_mask:
+                feeds["person_mask"] = person[None, None].astype(np.float32)
+            if track:
+                feeds["flash_prior"] = self._tracked_prior(state, cache["flash_prior"], small_c, person)
+            if self.model.info.guidance:
+                # The cached prior's trimap channels, moved with the person: the flash's say on this frame.
+                flash_tri = trimap_from_one_hot(feeds["flash_prior"][0, 3:6])
+                guidance = build_guidance(person, flash_tri, self.guidance_params)
+                feeds["guidance"] = guidance_input(guidance)
+        t1 = self.times.record("pre", t0)
+        out = self.frame_graph.run(feeds)
+        t2 = self.times.record("graph", t1)
+        fixed = None
+        if guidance is not None and self.smoother.strength > 0:
+            fixed = resize(guidance, small.shape[:2], nearest=True) != UNKNOWN
+        alpha = self.smoother(small, out["alpha"][0, 0], fixed)
+        fg = (out["foreground"][0].transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
+        if size != (h, w):
+            alpha = resize(alpha, (h, w))
+            fg = resize(fg, (h, w))
+        self.times.record("post", t2)
+        return Matte(alpha=np.clip(alpha, 0.0, 1.0, dtype=np.float32), foreground=fg, guidance=guidance)

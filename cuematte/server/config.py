@@ -1,0 +1,97 @@
+"""Everything the service is configured with, in one frozen object handed to :func:`cuematte.server.app.create_app`
+(nothing is read from module globals, so tests and the benchmark can run several differently configured
+services in one process)."""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cuematte.engine.errors import CuematteError
+from cuematte.engine.temporal import VIDEO_SMOOTHING
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
+SEGMENTERS = ("mediapipe", "grabcut")
+
+
+class ConfigError(CuematteError):
+    """The service cannot start with these settings (printed as ``error: ...`` by the CLI)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_segmenter(name: str) -> str:
+    if name not in SEGMENTERS:
+        raise ConfigError(f"unknown segmenter {name!r}; choose one of {SEGMENTERS}")
+    return name
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    model: Path | None = None  # None: the shipped default model
+    token: str | None = None  # required (Bearer or ?token=) on /offer and /metrics when set
+    max_sessions: int = 4
+    cert: Path | None = None
+    key: Path | None = None
+    backend: str = "cpu"  # cuematte.engine.model.BACKENDS; the CLI's default is "auto"
+    plans: Path | None = None  # TensorRT plans folder (None: where build-engines puts them)
+    threads: int | None = None  # ONNX Runtime intra-op threads; None: its default
+    segmenter: str = "mediapipe"  # person segmenter for the flash trimap; "grabcut" needs no weights
+    max_side: int = 1280  # frames are matted at most this long on their long side
+    temporal: float = VIDEO_SMOOTHING  # motion-aware alpha smoothing strength in [0, 1); 0 = off
+    max_offer_bytes: int = 65536  # a browser offer is 3-10 kB; anything near this is not an offer
+    max_message_bytes: int = 196608  # control messages (a background image as a data URL is the big one)
+    flash_window_s: float = 5.0  # a window never closed by flash-end is closed by the server after this
+    flash_grace_s: float = 0.25  # keep capturing after flash-end: video lags the data channel by a few frames
+    drift_every: int = 5  # check scene drift every N matted frames
+    stats_interval_s: float = 1.0
+    connect_timeout_s: float = 30.0  # a peer not connected by then is closed (and its slot freed)
+    web_dir: Path = field(default=WEB_DIR)
+
+    def validate(self) -> ServerConfig:
+        """Raise :class:`ConfigError` for settings the service must refuse; returns self."""
+        if not is_loopback(self.host) and not self.token:
+            raise ConfigError(f"binding {self.host} exposes the camera service beyond this machine; "
+                              "set --token TOKEN (clients send 'Authorization: Bearer TOKEN' or ?token=TOKEN)")
+        if bool(self.cert) != bool(self.key):
+            raise ConfigError("--cert and --key go together")
+        for path in (self.cert, self.key):
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"TLS file not found: {path}")
+        if self.max_sessions < 1:
+            raise ConfigError("--max-sessions must be at least 1")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port must be in 0..65535, got {self.port}")
+        if self.drift_every < 1 or self.max_side < 64:
+            raise ConfigError("drift_every must be >= 1 and max_side >= 64")
+        resolve_segmenter(self.segmenter)
+        if not 0.0 <= self.temporal < 1.0:
+            raise ConfigError(f"--temporal must be in [0, 1), got {self.temporal}")
+        if not (self.web_dir / "index.html").is_file():
+            raise ConfigError(f"the demo page is missing: {self.web_dir / 'index.html'}")
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(str(self.cert), str(self.key))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the TLS certificate/key: {exc}") from exc
+        return ctx
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.cert else "http"

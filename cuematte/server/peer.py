@@ -1,0 +1,387 @@
+"""One WebRTC peer: the WebRTC wiring around a live loop (``cuematte.live``: flash capture, matte-composite-
+pass-through, rate meter), its worker thread and the control protocol.
+
+States (:class:`cuematte.live.LiveState`, sent as ``{"type": "state", ...}`` on every change):
+
+* ``waiting-flash``: no cached flash; the camera comes back unprocessed so the user sees themselves.
+* ``capturing``: between ``flash-begin`` and ``flash-end`` (plus a short grace, see :class:`ServerConfig`);
+  every arriving frame's mean luma is measured and the brightest is kept. Output continues as before.
+* ``matting``: flash features cached; every frame runs the per-frame graph and is composited.
+  ``reflash: true`` while the scene has drifted away from the flash.
+* ``error``: something the client caused failed (no flash cue, bad message); sent once with the reason, then
+  the session goes back to the state it was in (and keeps its previous flash cache, if any).
+
+The matter (engine session and drift detector) is not thread-safe, so everything that touches it (set_flash,
+matte, reset) runs on this peer's single worker thread, in submission order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import cv2
+import numpy as np
+from aiortc import RTCDataChannel, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import VideoFrame
+
+from cuematte.engine.compositing import Background
+from cuematte.engine.errors import CuematteError
+from cuematte.engine.session import MattingSession
+from cuematte.live import FlashCapture, LiveMatter, LiveState, RateMeter
+from cuematte.server.config import ServerConfig
+from cuematte.server.metrics import Metrics
+from cuematte.server.protocol import ProtocolError, parse_background, parse_message, state_message
+from cuematte.server.tracks import Arrival, LatestFrameSlot, ProcessedTrack, frame_luma
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DETAIL = {
+    LiveState.WAITING_FLASH: "flash to start",
+    LiveState.CAPTURING: "flash window open: hold still",
+    LiveState.MATTING: "matting",
+}
+DRIFT_DETAIL = "scene changed: flash again"
+# Matting goes on from the person segmenter's mask, but a flash that lit the subject clearly gives sharper edges.
+WEAK_FLASH_HINT = "; the flash barely lit you: flash again closer to the screen or camera for a better cut-out"
+
+
+class _Closed(Exception):
+    """The peer closed while work for it was pending."""
+
+
+@dataclass
+class _Window:
+    """An open flash window: the burst, the state to go back to if it fails, its closing."""
+
+    capture: FlashCapture[VideoFrame]
+    previous: LiveState
+    ending: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class _Work:
+    """What the worker hands back to the event loop for one frame."""
+
+    frame: VideoFrame
+    matted: bool
+    ms: dict[str, float] = field(default_factory=dict)
+    drift: str | None = None  # "drifted" / "settled" when the drift state flipped on this frame
+    error: str | None = None
+
+
+class PeerSession:
+    """Everything about one browser connection. Created by the service per accepted offer."""
+
+    def __init__(self, config: ServerConfig, engine: MattingSession, background: Background, metrics: Metrics,
+                 on_closed: Callable[[PeerSession], None]) -> None:
+        from aiortc import RTCConfiguration
+
+        self.id = uuid.uuid4().hex
+        self.config = config
+        self.matter = LiveMatter(engine, background, drift_every=config.drift_every)
+        self.metrics = metrics
+        # No ICE servers: aiortc would otherwise ask Google's STUN server, which a loopback/LAN service needs
+        # not and an offline machine cannot reach (gathering would stall on it).
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.state = LiveState.WAITING_FLASH
+        self.detail = DETAIL[LiveState.WAITING_FLASH]
+        self.channel: RTCDataChannel | None = None
+        self.slot = LatestFrameSlot()
+        self.slot.on_drop = lambda: self.metrics.frames_dropped.inc()
+        self.received = 0
+        self.processed = 0
+        self.frame_size: tuple[int, int] | None = None  # (W, H) of the last frame
+        self._last_frame: VideoFrame | None = None
+        self._window: _Window | None = None
+        self._last_error: str | None = None
+        self._rate = RateMeter()
+        self._stages: dict[str, float] = {}
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"matte-{self.id[:6]}")
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self._has_video = False
+        self._on_closed = on_closed
+        self._wire()
+
+    # -- wiring ---------------------------------------------------------------------------------------------
+    def _wire(self) -> None:
+        pc = self.pc
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind != "video" or self._has_video:
+                return  # audio, or a second camera: one processed video per peer
+            self._has_video = True
+            self._spawn(self._read(track))
+            pc.addTrack(ProcessedTrack(self.slot, self._process))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if channel.label != "control":
+                return
+            self.channel = channel
+            channel.on("message", self._on_message)
+            self._send(state_message(self.state, self.detail, self.matter.drifted))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            log.info("session %s: connection %s", self.id[:8], pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                await self.close()
+
+    def start(self) -> None:
+        """After the answer is sent: stats ticker and the connect deadline."""
+        self._spawn(self._stats_loop())
+        self._spawn(self._connect_deadline())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise _Closed
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+        except RuntimeError:  # "cannot schedule new futures after shutdown": closed meanwhile
+            if self._closed:
+                raise _Closed from None
+            raise
+
+    # -- camera in ------------------------------------------------------------------------------------------
+    async def _read(self, track: MediaStreamTrack) -> None:
+        """Every decoded camera frame: flash bookkeeping, then into the latest-frame slot."""
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            assert isinstance(frame, VideoFrame)
+            self.received += 1
+            self.metrics.frames_received.inc()
+            if self._window is not None:
+                self._window.capture.offer(frame)
+            self._last_frame = frame
+            self.slot.put(frame)
+
+    # -- frames out -----------------------------------------------------------------------------------------
+    async def _process(self, arrival: Arrival) -> VideoFrame:
+        if not self.matter.has_flash:
+            work = _Work(arrival.frame, matted=False)  # pass-through: no conversion, no worker round trip
+        else:
+            try:
+                work = await self._in_worker(self._matte, arrival.frame)
+            except _Closed:
+                raise MediaStreamError from None
+        now = time.perf_counter()
+        latency = now - arrival.t
+        self.processed += 1
+        self.frame_size = (arrival.frame.width, arrival.frame.height)
+        mode = "matting" if work.matted else "passthrough"
+        self.metrics.frames_processed.inc(mode=mode)
+        self.metrics.frame.observe(latency, mode=mode)
+        for stage, ms in work.ms.items():
+            self.metrics.stage.observe(ms / 1000.0, stage=stage)
+        if work.ms:
+            self._stages = work.ms
+        self._rate.tick(sum(work.ms.values()) if work.matted else None, latency * 1000.0, now)
+        if work.drift == "drifted":
+            self.metrics.drift.inc()
+            if self.state is LiveState.MATTING:
+                self._set_state(LiveState.MATTING, DRIFT_DETAIL)
+        elif work.drift == "settled" and self.state is LiveState.MATTING:
+            self._set_state(LiveState.MATTING, DETAIL[LiveState.MATTING])
+        if work.error and work.error != self._last_error:
+            self._report_error(work.error)  # once per distinct error, not once per frame
+        self._last_error = work.error
+        return work.frame
+
+    def _matte(self, frame: VideoFrame) -> _Work:
+        """Worker thread: decode to RGB, the live matter (matte, composite, drift), back to a video frame."""
+        if not self.matter.has_flash:  # reset between submission and now
+            return _Work(frame, matted=False)
+        t0 = time.perf_counter()
+        rgb = frame.to_ndarray(format="rgb24")
+        t1 = time.perf_counter()
+        done = self.matter.process(rgb)
+        if not done.matted:
+            return _Work(frame, matted=False, error=done.error)
+        t2 = time.perf_counter()
+        vf = to_i420_frame(done.frame)
+        t3 = time.perf_counter()
+        ms = {"to_rgb": (t1 - t0) * 1e3, **done.ms, "to_yuv": (t3 - t2) * 1e3}
+        return _Work(vf, matted=True, ms=ms, drift=done.drift)
+
+    # -- control channel ------------------------------------------------------------------------------------
+    def _on_message(self, raw: str | bytes) -> None:
+        try:
+            msg = parse_message(raw, self.config.max_message_bytes)
+        except ProtocolError as exc:
+            self._report_error(str(exc))
+            return
+        kind = msg["type"]
+        if kind == "flash-begin":
+            self._flash_begin()
+        elif kind == "flash-end":
+            self._flash_end()
+        elif kind == "reset":
+            self._spawn(self._reset())
+        elif kind == "set-background":
+            self._spawn(self._set_background(msg))
+
+    def _flash_begin(self) -> None:
+        if self._window is not None:
+            return  # a second flash-begin inside the window changes nothing
+        capture: FlashCapture[VideoFrame] = FlashCapture(frame_luma)
+        capture.begin(self._last_frame)
+        self._window = _Window(capture, previous=self.state)
+        self._window.timer = asyncio.get_running_loop().call_later(self.config.flash_window_s, self._flash_end)
+        self._set_state(LiveState.CAPTURING, DETAIL[LiveState.CAPTURING])
+
+    def _flash_end(self) -> None:
+        window = self._window
+        if window is None:
+            self._report_error("flash-end without flash-begin")
+            return
+        if window.ending:
+            return
+        window.ending = True
+        if window.timer is not None:
+            window.timer.cancel()
+        # The data channel overtakes the video: the last flash-lit frames are still in the jitter buffer
+        # and the decoder when flash-end arrives, so keep measuring for a moment.
+        asyncio.get_running_loop().call_later(self.config.flash_grace_s,
+                                              lambda: self._spawn(self._finish_flash(window)))
+
+    async def _finish_flash(self, window: _Window) -> None:
+        if self._window is not window:
+            return  # reset during the grace period
+        self._window = None
+        try:
+            flash, noflash = window.capture.end()
+            ms, method = await self._in_worker(self._set_flash, flash, noflash)
+        except CuematteError as exc:
+            self.metrics.flashes.inc(result="error")
+            self._fail(f"flash failed: {exc}", window.previous)
+            return
+        except _Closed:
+            return
+        except Exception as exc:
+            log.exception("session %s: set_flash failed", self.id[:8])
+            self.metrics.flashes.inc(result="error")
+            self._fail(f"flash failed: internal error: {exc}", window.previous)
+            return
+        self.metrics.flashes.inc(result="ok")
+        for stage in ("trimap", "flash"):
+            self.metrics.stage.observe(ms[stage] / 1000.0, stage=stage)
+        weak = WEAK_FLASH_HINT if method in ("segmenter-only", "unknown") else ""
+        self._set_state(LiveState.MATTING, f"flash cached (trimap by {method} {ms['trimap']:.0f} ms, flash graph "
+                                           f"{ms['flash']:.0f} ms, {window.capture.frames} frames in the window)"
+                                           f"{weak}")
+
+    def _set_flash(self, flash_frame: VideoFrame, noflash_frame: VideoFrame) -> tuple[dict[str, float], str]:
+        """Worker thread: trimap + flash graph once. Returns the stage times (ms) and how the trimap was made."""
+        cue = self.matter.set_flash(flash_frame.to_ndarray(format="rgb24"), noflash_frame.to_ndarray(format="rgb24"))
+        return dict(self.matter.session.times.ms), cue.method
+
+    async def _reset(self) -> None:
+        window, self._window = self._window, None
+        if window is not None and window.timer is not None:
+            window.timer.cancel()
+        try:
+            await self._in_worker(self.matter.reset)
+        except _Closed:
+            return
+        self._set_state(LiveState.WAITING_FLASH, DETAIL[LiveState.WAITING_FLASH])
+
+    async def _set_background(self, msg: dict[str, Any]) -> None:
+        try:
+            # off the loop: an image background is a base64 decode and an image decode
+            self.matter.background = await asyncio.get_running_loop().run_in_executor(None, parse_background, msg)
+        except CuematteError as exc:
+            self._report_error(str(exc))
+
+    # -- server -> client -------------------------------------------------------------------------------------
+    def _set_state(self, state: LiveState, detail: str) -> None:
+        self.state, self.detail = state, detail
+        self._send(state_message(state, detail, self.matter.drifted and state is LiveState.MATTING))
+
+    def _report_error(self, message: str) -> None:
+        """An ``error`` state with the reason, then back to the state the session is in."""
+        self._fail(message, self.state)
+
+    def _fail(self, message: str, back_to: LiveState) -> None:
+        log.info("session %s: %s", self.id[:8], message)
+        self._send(state_message(LiveState.ERROR, message))
+        if back_to is LiveState.MATTING and not self.matter.has_flash:
+            back_to = LiveState.WAITING_FLASH
+        detail = DRIFT_DETAIL if back_to is LiveState.MATTING and self.matter.drifted else DETAIL.get(back_to, "")
+        self._set_state(back_to, detail)
+
+    def _send(self, text: str) -> None:
+        ch = self.channel
+        if ch is not None and ch.readyState == "open":
+            ch.send(text)
+
+    def stats(self) -> dict[str, Any]:
+        r = self._rate
+        return {
+            "type": "stats",
+            "state": self.state.value,
+            "fps": round(r.fps(), 2),
+            "ms": round(r.ms, 2) if r.ms is not None else None,  # per matted frame, in the worker
+            "latency_ms": round(r.latency_ms, 2) if r.latency_ms is not None else None,  # decoded -> processed
+            "stages": {k: round(v, 2) for k, v in self._stages.items()},
+            "frames": self.processed,
+            "received": self.received,
+            "dropped": self.slot.dropped,
+            "size": list(self.frame_size) if self.frame_size else None,
+        }
+
+    async def _stats_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.config.stats_interval_s)
+            self._send(json.dumps(self.stats()))
+
+    async def _connect_deadline(self) -> None:
+        await asyncio.sleep(self.config.connect_timeout_s)
+        if self.pc.connectionState != "connected":
+            log.info("session %s: not connected after %.0f s, closing", self.id[:8], self.config.connect_timeout_s)
+            await self.close()
+
+    # -- end ------------------------------------------------------------------------------------------------
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.slot.close()
+        if self._window is not None and self._window.timer is not None:
+            self._window.timer.cancel()
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        await self.pc.close()
+        self._worker.shutdown(wait=False, cancel_futures=True)
+        self._on_closed(self)
+
+
+def to_i420_frame(rgb: np.ndarray) -> VideoFrame:
+    """RGB -> a yuv420p frame for the encoder, converted by OpenCV: libswscale's RGB path (what the encoder
+    would run on an rgb24 frame) costs ~7 ms at 1280x720 on these cores, OpenCV's ~0.3 ms, same BT.601 levels."""
+    h, w = rgb.shape[:2]
+    if h % 2 or w % 2:  # I420 needs even sizes; browsers send them, but do not fail on an odd one
+        return VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
+    return VideoFrame.from_ndarray(np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), np.uint8), format="yuv420p")

@@ -1,0 +1,135 @@
+"""The ``control`` data channel's JSON messages and the offer's ``options``: parsing and validation.
+
+Everything a client can get wrong raises :class:`ProtocolError` (a :class:`CuematteError`), which the
+service answers with a ``state: error`` message (data channel) or a 400 (offer); nothing a client sends
+closes the peer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cuematte.engine.compositing import GREEN, MODES, Background
+from cuematte.engine.errors import CuematteError
+
+STATES = ("waiting-flash", "capturing", "matting", "error")
+CLIENT_TYPES = ("flash-begin", "flash-end", "set-background", "reset")
+MAX_IMAGE_SIDE = 4096
+_HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
+_DATA_URL = re.compile(r"^data:image/(png|jpeg|jpg|webp|bmp);base64,(.*)$", re.DOTALL)
+
+
+class ProtocolError(CuematteError):
+    """A client message or offer the service cannot act on."""
+
+
+def parse_message(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
+    """One control message -> dict with a known ``type``."""
+    if len(raw) > max_bytes:
+        raise ProtocolError(f"control message of {len(raw)} bytes is over the {max_bytes}-byte limit")
+    try:
+        msg = json.loads(raw)
+    except (TypeError, ValueError, UnicodeDecodeError):
+        raise ProtocolError("control message is not JSON") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("control message must be a JSON object")
+    kind = msg.get("type")
+    if kind not in CLIENT_TYPES:
+        raise ProtocolError(f"unknown control message type {kind!r}; expected one of {CLIENT_TYPES}")
+    return msg
+
+
+def parse_color(value: Any) -> tuple[int, int, int]:
+    """'#rrggbb' / 'rrggbb' or [r, g, b] in 0..255."""
+    if isinstance(value, str):
+        m = _HEX.match(value.strip())
+        if not m:
+            raise ProtocolError(f"colour {value!r} is not #RRGGBB")
+        h = m.group(1)
+        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    if (isinstance(value, list | tuple) and len(value) == 3
+            and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in value)):
+        return int(value[0]), int(value[1]), int(value[2])
+    raise ProtocolError(f"colour must be '#RRGGBB' or [r, g, b] in 0..255, got {value!r}")
+
+
+def decode_image(data_url: Any) -> np.ndarray:
+    """A ``data:image/...;base64,`` URL -> (H, W, 3) uint8 RGB."""
+    if not isinstance(data_url, str):
+        raise ProtocolError("background image must be a data URL string (data:image/jpeg;base64,...)")
+    m = _DATA_URL.match(data_url)
+    if not m:
+        raise ProtocolError("background image must be a data:image/(png|jpeg|webp);base64 URL")
+    try:
+        raw = base64.b64decode(m.group(2), validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("background image: invalid base64") from None
+    bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ProtocolError("background image could not be decoded")
+    if max(bgr.shape[:2]) > MAX_IMAGE_SIDE or min(bgr.shape[:2]) < 16:
+        raise ProtocolError(f"background image of {bgr.shape[1]}x{bgr.shape[0]} is outside 16..{MAX_IMAGE_SIDE} px")
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def parse_background(spec: dict[str, Any]) -> Background:
+    """``{"mode": ..., "color": ..., "image": ...}`` -> Background. May decode an image: call off the loop."""
+    mode = spec.get("mode", "blur")
+    if mode not in MODES:
+        raise ProtocolError(f"unknown background mode {mode!r}; choose one of {MODES}")
+    color = parse_color(spec["color"]) if spec.get("color") is not None else GREEN
+    image = decode_image(spec.get("image")) if mode == "image" else None
+    try:
+        return Background(mode=mode, color=color, image=image)
+    except CuematteError as exc:
+        raise ProtocolError(str(exc)) from None
+
+
+OFFER_OPTION_KEYS = ("background", "color", "image")
+
+
+def parse_offer(body: bytes, max_bytes: int) -> tuple[str, dict[str, Any]]:
+    """The POST /offer body -> (sdp, background spec for :func:`parse_background`)."""
+    if len(body) > max_bytes:
+        raise ProtocolError(f"offer of {len(body)} bytes is over the {max_bytes}-byte limit")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("offer body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("offer must be a JSON object {sdp, type, options}")
+    sdp, kind, options = data.get("sdp"), data.get("type"), data.get("options", {})
+    if kind != "offer":
+        raise ProtocolError(f"type must be 'offer', got {kind!r}")
+    if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+        raise ProtocolError("sdp must be an SDP string (starting with v=0)")
+    if "\nm=video " not in sdp.replace("\r\n", "\n"):
+        raise ProtocolError("the offer has no video track: send the camera with addTrack/addTransceiver")
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise ProtocolError("options must be a JSON object")
+    unknown = sorted(set(options) - set(OFFER_OPTION_KEYS))
+    if unknown:
+        raise ProtocolError(f"unknown option(s) {unknown}; known: {list(OFFER_OPTION_KEYS)}")
+    background = options.get("background", "blur")
+    spec: dict[str, Any]
+    if isinstance(background, dict):
+        spec = dict(background)
+    elif isinstance(background, str):
+        spec = {"mode": background, "color": options.get("color"), "image": options.get("image")}
+    else:
+        raise ProtocolError("options.background must be a mode string or {mode, color, image}")
+    return sdp, spec
+
+
+def state_message(state: str, detail: str, reflash: bool = False) -> str:
+    assert state in STATES
+    return json.dumps({"type": "state", "state": state, "detail": detail, "reflash": reflash})

@@ -1,0 +1,161 @@
+"""Model configurations: the paper's FNFNet and the real-time `lite` variant."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from cuematte.engine.cues.guidance import GUIDANCE_BANDS
+from cuematte.engine.model import REMOVED_SWITCHES
+
+Refine = Literal["bmn", "guided"]
+PERSON_FEATURE_CHANNELS = 16  # MediaPipe selfie segmentation's last decoder feature map
+
+
+@dataclass(frozen=True)
+class FNFConfig:
+    """Hyper-parameters of a flash/no-flash matting network.
+
+    The CMN works at the fixed resolution ``cmn_size`` (H, W); the per-frame graph accepts any frame size,
+    resizes it to ``cmn_size`` internally and refines back to the frame's own resolution.
+    """
+
+    name: str
+    backbone: str  # timm model name, created with features_only=True and no pretrained weights
+    cmn_size: tuple[int, int]  # (H, W) of the coarse network; multiples of 16
+    aspp_channels: int
+    aspp_dilations: tuple[int, ...] = (3, 6, 9)
+    embed_dim: int = 256  # C' of the FCM token space
+    heads: int = 8
+    flash_layers: int = 2  # L_f self-attention layers -> T^f
+    noflash_layers: int = 2  # L_nf cross-attention layers (queries no-flash, keys/values T^f)
+    mlp_ratio: float = 2.0
+    trimap_channels: tuple[int, int] = (128, 64)  # D_trimap: 2 Conv-BN-ReLU groups
+    detail_channels: tuple[int, int, int] = (64, 32, 32)  # D_detail: 3 groups
+    fg_channels: tuple[int, int, int, int] = (128, 64, 32, 32)  # D_foreground: 4 groups
+    refine: Refine = "bmn"  # paper BMN (full-res convs) or a guided-filter upsampler (cheap)
+    bmn_channels: tuple[int, int] = (32, 16)  # half-res and full-res widths of BMN
+    person_mask: bool = False  # per-frame graph takes a segmenter person mask as a 4th input channel
+    # The flash half also caches its own input at the CMN grid (normalised flash RGB + trimap, 6 channels) and
+    # the per-frame encoder takes it as extra input channels: the flash cue reaches every pixel from the first
+    # conv on, not only through the 1/16-resolution cross-attention (which lite, trained from scratch, barely uses).
+    flash_prior: bool = False
+    # Not weights but how the flash inputs are prepared: warped into the no-flash frame's geometry by the
+    # subject's own motion (cuematte.engine.cues.align.estimate_subject_warp), so the cached prior lies on the person.
+    align_flash: bool = False
+    # The per-frame graph takes the engine's guidance trimap at the CMN grid (cuematte.engine.cues.guidance: the
+    # segmenter's confident person and background, less where the flash contradicts it) as three more input
+    # channels, and its alpha replaces the guidance only where the guidance is unknown: pixels the real-data
+    # cues are sure of come out exactly 0 or 1, whatever the network learnt from rendered people.
+    guidance: bool = False
+    # The guidance's unknown band inside the segmenter's confident person and inside its confident background,
+    # as fractions of the CMN grid's short side (cuematte.engine.cues.guidance.GuidanceParams.inner / outer).
+    guidance_bands: tuple[float, float] = GUIDANCE_BANDS
+    # The per-frame encoder also takes the person segmenter's decoder features of the frame (MediaPipe, trained
+    # on real people; (B, 16, h/2, w/2) at half the CMN grid, cuematte.engine.cues.segmenter): what a network that has
+    # seen real skin, hair and cloth makes of the frame, where ours has seen rendered people only.
+    person_features: bool = False
+    norm_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    norm_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    stride: int = field(default=16, init=False)  # encoder output stride (timm output_stride)
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        """(h, w) of the FCM token grid: ``cmn_size / stride``."""
+        return self.cmn_size[0] // self.stride, self.cmn_size[1] // self.stride
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("stride")
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FNFConfig:
+        # Switches no shipped model used were removed (tag experiments-2026-12-04 has them); a checkpoint that
+        # left them off loads as before, one that turned them on names what it needs.
+        on = [k for k in REMOVED_SWITCHES if d.get(k)]
+        if on:
+            raise ValueError(f"this model uses {', '.join(on)}, removed after the experiments-2026-12-04 tag; "
+                             "check that tag out to use it")
+        d = {k: v for k, v in d.items() if k not in REMOVED_SWITCHES}
+        tuples = {k: tuple(v) for k, v in d.items() if isinstance(v, list)}
+        return cls(**{**d, **tuples})
+
+    def validate(self) -> None:
+        h, w = self.cmn_size
+        if h % self.stride or w % self.stride:
+            raise ValueError(f"cmn_size {self.cmn_size} must be a multiple of {self.stride}")
+        if self.embed_dim % self.heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by heads {self.heads}")
+        if self.person_features and not self.person_mask:
+            raise ValueError("person_features come with the segmenter's person mask: set person_mask")
+        if self.guidance and not (self.person_mask and self.flash_prior):
+            raise ValueError("guidance is built from the segmenter's person mask and the cached flash prior's "
+                             "trimap: set person_mask and flash_prior")
+
+    @property
+    def prior_channels(self) -> int:
+        """Channels of the flash half's input and cached prior: flash RGB, trimap one-hot."""
+        return 6
+
+    @property
+    def person_feature_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of the segmenter features a ``person_features`` model takes: half the CMN grid."""
+        return PERSON_FEATURE_CHANNELS, self.cmn_size[0] // 2, self.cmn_size[1] // 2
+
+
+
+# The paper: two non-shared ResNet-50 encoders, ASPP 3/6/9, L_f = L_nf = 2, BMN to full resolution.
+# c = 0.25 of 1280x720 is 320x180; 176 keeps the grid a multiple of the stride.
+PAPER = FNFConfig(
+    name="paper",
+    backbone="resnet50",
+    cmn_size=(176, 320),
+    aspp_channels=256,
+    embed_dim=256,
+    heads=8,
+    refine="bmn",
+)
+
+# Real-time: MobileNetV3-small encoders, a 144x256 CMN (144 tokens) and a guided-filter upsampler, so the
+# full-resolution work per frame is two bilinear upsamplings and a multiply-add.
+LITE = FNFConfig(
+    name="lite",
+    backbone="mobilenetv3_small_100",
+    cmn_size=(144, 256),
+    aspp_channels=64,
+    embed_dim=64,
+    heads=4,
+    trimap_channels=(48, 32),
+    detail_channels=(32, 24, 16),
+    fg_channels=(48, 32, 24, 16),
+    refine="guided",
+)
+
+CONFIGS: dict[str, FNFConfig] = {"paper": PAPER, "lite": LITE}
+
+
+def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool | None = None,
+               align_flash: bool | None = None, guidance: bool | None = None,
+               person_features: bool | None = None) -> FNFConfig:
+    """Look a named config up; ``person_mask`` / ``flash_prior`` / ``align_flash`` / ``guidance`` /
+    ``person_features`` override those switches."""
+    try:
+        cfg = CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown config {name!r}; choose one of {sorted(CONFIGS)}") from None
+    if person_mask is not None:
+        cfg = replace(cfg, person_mask=person_mask)
+    if flash_prior is not None:
+        cfg = replace(cfg, flash_prior=flash_prior)
+    if align_flash is not None:
+        cfg = replace(cfg, align_flash=align_flash)
+    if guidance is not None:
+        cfg = replace(cfg, guidance=guidance)
+    if person_features is not None:
+        cfg = replace(cfg, person_features=person_features)
+    return cfg
