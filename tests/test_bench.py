@@ -143,7 +143,7 @@ def test_synthesised_inputs_follow_the_declared_shapes() -> None:
 @pytest.mark.usefixtures("quiet_untrained")
 def test_stage_bench_json_and_report(lite_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    rc = main(["bench", "--model", str(lite_model_dir), "--segmenter", "grabcut", "--sizes", "320x180",
+    rc = main(["bench", "--model", str(lite_model_dir), "--sizes", "320x180",
                "--warmup", "1", "--repeat", "3", "--json", str(out), "--report", str(tmp_path / "report")])
     assert rc == 0
     payload = json.loads(out.read_text())
@@ -161,7 +161,7 @@ def test_webrtc_bench_writes_a_report(lite_model_dir: Path, tmp_path: Path) -> N
     import matplotlib.image
 
     report = tmp_path / "report"
-    rc = main(["bench", "--webrtc", "--model", str(lite_model_dir), "--segmenter", "grabcut", "--sizes", "320x180",
+    rc = main(["bench", "--webrtc", "--model", str(lite_model_dir), "--sizes", "320x180",
                "--seconds", "2", "--warmup", "1", "--repeat", "3", "--report", str(report)])
     assert rc == 0
     md = (report / "report.md").read_text()

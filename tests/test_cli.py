@@ -48,7 +48,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str
 def test_matte_an_image_writes_alpha_fg_composite(lite_model_dir: Path, files: dict[str, Path], tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "matte", "--flash", files["flash"], "--input", files["noflash"], "--out-dir", tmp_path,
-                       "--model", lite_model_dir, "--segmenter", "grabcut", "--background", "green", "--trimap-out")
+                       "--model", lite_model_dir, "--background", "green", "--trimap-out")
     assert code == 0, out
     alpha = cv2.imread(str(tmp_path / "noflash_alpha.png"), cv2.IMREAD_UNCHANGED)
     fg = cv2.imread(str(tmp_path / "noflash_fg.png"), cv2.IMREAD_UNCHANGED)
@@ -65,7 +65,7 @@ def test_matte_an_image_writes_alpha_fg_composite(lite_model_dir: Path, files: d
 def test_matte_a_folder(lite_model_dir: Path, files: dict[str, Path], tmp_path: Path,
                         capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "matte", "--flash", files["flash"], "--noflash", files["noflash"], "--input",
-                       files["folder"], "--out-dir", tmp_path, "--model", lite_model_dir, "--segmenter", "grabcut")
+                       files["folder"], "--out-dir", tmp_path, "--model", lite_model_dir)
     assert code == 0
     assert sorted(p.name for p in tmp_path.glob("*_composite.png")) == [f"f{i}_composite.png" for i in range(3)]
     assert "matted 3 image(s)" in out
@@ -74,7 +74,7 @@ def test_matte_a_folder(lite_model_dir: Path, files: dict[str, Path], tmp_path: 
 def test_matte_a_generated_clip(lite_model_dir: Path, files: dict[str, Path], tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "matte", "--flash", files["flash"], "--input", files["video"], "--out-dir", tmp_path,
-                       "--model", lite_model_dir, "--segmenter", "grabcut", "--background", "#ff0000")
+                       "--model", lite_model_dir, "--background", "#ff0000")
     assert code == 0, out
     for name in ("clip_alpha.mp4", "clip_composite.mp4"):
         with VideoReader(tmp_path / name) as r:
@@ -84,7 +84,7 @@ def test_matte_a_generated_clip(lite_model_dir: Path, files: dict[str, Path], tm
 
 def test_bench_reports_every_stage(lite_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_json = tmp_path / "bench.json"
-    code, _, _ = run(capsys, "bench", "--model", lite_model_dir, "--segmenter", "grabcut", "--sizes", "320x180",
+    code, _, _ = run(capsys, "bench", "--model", lite_model_dir, "--sizes", "320x180",
                        "--warmup", "1", "--repeat", "3", "--threads", "1", "--json", out_json)
     assert code == 0
     payload = json.loads(out_json.read_text())
@@ -112,7 +112,7 @@ def _bad_inputs(tmp: Path, files: dict[str, Path], model: Path) -> list[tuple[li
     broken_model = tmp / "broken_model"
     shutil.copytree(model, broken_model)
     (broken_model / "flash.onnx").unlink()
-    base = ["matte", "--out-dir", tmp / "out", "--model", model, "--segmenter", "grabcut"]
+    base = ["matte", "--out-dir", tmp / "out", "--model", model]
 
     def recipe(line: str) -> Path:
         """A recipe file of the lite config plus ``line``."""

@@ -91,27 +91,25 @@ def test_flash_prior_graphs(lite_prior_model_dir: Path) -> None:
     assert result.ok(), result
 
 
-def test_guided_feature_model_exports_from_the_cli_and_mattes(tmp_path: Path, scene: tuple[np.ndarray, np.ndarray,
+def test_guided_model_exports_from_the_cli_and_mattes(tmp_path: Path, scene: tuple[np.ndarray, np.ndarray,
                                                                                          np.ndarray],
                                                             quiet_untrained: None) -> None:
-    """The shipped configuration's graph contract: the frame graph also takes the guidance trimap and the
-    segmenter's features at fixed CMN-grid shapes, holds parity at an unseen size, and the session feeds both."""
+    """The shipped configuration's graph contract: the frame graph also takes the guidance trimap at the fixed
+    CMN grid, holds parity at an unseen size, and the session feeds it; a removed switch is a named error."""
     from cuematte.clients.cli import main
     from cuematte.engine.session import MattingSession
 
     out = tmp_path / "guided"
     assert main(["export", "--config", "lite", "--random-init", "--person-mask", "--flash-prior", "--align-flash",
-                 "--guidance", "--person-features", "--out-dir", str(out)]) == 0
+                 "--guidance", "--out-dir", str(out)]) == 0
     config = json.loads((out / "model.json").read_text())["config"]
-    assert config["guidance"] and config["person_features"] and config["align_flash"]
+    assert config["guidance"] and config["align_flash"] and "person_features" not in config
     frame = onnx.load(str(out / "frame.onnx"))
     dims = {i.name: [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim] for i in frame.graph.input}
-    assert list(dims) == ["frame", "frame_cmn", "flash_features", "person_mask", "flash_prior", "guidance",
-                          "person_features"]
-    assert dims["guidance"] == [1, 3, 144, 256] and dims["person_features"] == [1, 16, 72, 128]
+    assert list(dims) == ["frame", "frame_cmn", "flash_features", "person_mask", "flash_prior", "guidance"]
+    assert dims["guidance"] == [1, 3, 144, 256]
     torch.manual_seed(0)
-    net = build_model(get_config("lite", person_mask=True, flash_prior=True, align_flash=True, guidance=True,
-                                 person_features=True)).eval()
+    net = build_model(get_config("lite", person_mask=True, flash_prior=True, align_flash=True, guidance=True)).eval()
     assert check_parity(net, out, (271, 483)).ok()
     flash_img, noflash, _ = scene
     session = MattingSession(out)
@@ -120,6 +118,11 @@ def test_guided_feature_model_exports_from_the_cli_and_mattes(tmp_path: Path, sc
     assert m.alpha.shape == noflash.shape[:2] and m.guidance is not None and m.guidance.shape == (144, 256)
     with pytest.raises(ModelError, match="mediapipe"):
         MattingSession(out, segmenter="grabcut")
+    manifest = json.loads((out / "model.json").read_text())
+    manifest["config"]["person_features"] = True  # an experiment's model, from before the switch was removed
+    (out / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=r"person_features.*person-features-2026-12-04"):
+        MattingSession(out)
 
 
 def test_frame_graph_that_does_not_take_the_cache_is_a_model_error(

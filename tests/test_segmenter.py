@@ -274,7 +274,7 @@ def test_astronaut_landscape_frame(astronaut: np.ndarray, landscape: bool | None
 
 
 def test_features_come_with_the_same_mask(astronaut: np.ndarray, tmp_path: Path) -> None:
-    """The decoder features (what person_features models take) at half the model grid, beside the very mask
+    """The decoder features (real-data features a model can take) at half the model grid, beside the very mask
     ``segment`` returns; a segmenter file without them is a named error, not a crash."""
     import shutil
 

@@ -524,8 +524,8 @@ async def test_shutdown_closes_every_peer(scenes: dict[str, np.ndarray], model: 
 
 async def test_cli_serve_exits_cleanly_on_ctrl_c(scenes: dict[str, np.ndarray], lite_model_dir: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cuematte.clients.cli", "serve", "--port", "0", "--model", str(lite_model_dir),
-         "--segmenter", "grabcut"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "cuematte.clients.cli", "serve", "--port", "0", "--model", str(lite_model_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     c = Client(scenes)
     try:

@@ -318,34 +318,3 @@ def test_recipes_load_and_name_unknown_fields(tmp_path: Path) -> None:
     bad.write_text("config = \n")
     with pytest.raises(InputError, match="TOML"):
         load_recipe(bad)
-
-
-def test_segmenter_features_feed_the_batches_flipped_with_the_frame(tmp_path: Path) -> None:
-    """The feature cache holds MediaPipe's decoder features of each no-flash frame at the CMN grid, as the
-    session computes them; a batch carries them, mirrored whenever the frame is."""
-    from cuematte.engine.cues.segmenter import MediaPipeSegmenter
-    from cuematte.engine.frames import resize
-    from cuematte.training.cache import FIELDS, CacheSpec, build_cache, build_feature_cache
-    from cuematte.training.models.fnfnet import build_model
-    from cuematte.training.train import Batches, TrainConfig, forward
-
-    cache = build_cache(tmp_path / "c.npy", CacheSpec(n=4, size=(144, 256), split="train"), workers=1)
-    feats = build_feature_cache(tmp_path / "c-features.npy", cache)
-    assert feats.shape == (4, 16, 72, 128) and feats.dtype == np.float16
-    noflash = np.ascontiguousarray(cache[2][..., FIELDS["noflash"]])
-    _, want = MediaPipeSegmenter(threads=1).segment_with_features(resize(noflash, (144, 256)))
-    np.testing.assert_allclose(np.asarray(feats[2], np.float32), want, rtol=2e-3, atol=2e-3)
-    cfg = TrainConfig(batch_size=4, person_mask=True, flash_prior=True, guidance=True, person_features=True)
-    with pytest.raises(ValueError, match="features"):
-        Batches(cache, cfg)
-    seen = set()
-    for step in range(4):  # both flips come up in four steps of this seed
-        batch = Batches(cache, cfg, features=feats).get(step, torch.device("cpu"))
-        frames = torch.from_numpy(np.array(cache[..., FIELDS["noflash"]])).permute(0, 3, 1, 2).float() / 255
-        flipped = not torch.equal(batch["noflash"], frames)
-        stored = torch.from_numpy(np.asarray(feats, np.float32))
-        assert torch.equal(batch["person_features"], stored.flip(-1) if flipped else stored)
-        seen.add(flipped)
-    assert seen == {True, False}
-    net = build_model(cfg.net_config)
-    assert torch.isfinite(forward(net, batch)["alpha"]).all()

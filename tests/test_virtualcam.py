@@ -37,7 +37,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | np.ndarra
 def test_file_to_file_mattes_every_frame(clip: dict, lite_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = clip["dir"] / "out.mp4"
     rc = main(["virtualcam", "--input", str(clip["clip"]), "--output", str(out), "--flash", str(clip["flash"]),
-               "--model", str(lite_model_dir), "--background", "green", "--segmenter", "grabcut"])
+               "--model", str(lite_model_dir), "--background", "green"])
     assert rc == 0, capsys.readouterr().err
     assert f"wrote {N} frames {W}x{H}" in capsys.readouterr().out
     with VideoReader(clip["clip"]) as r:

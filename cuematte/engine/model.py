@@ -39,8 +39,15 @@ def cached_names(flash_prior: bool) -> tuple[str, ...]:
 
 
 FLASH_INPUTS = ("flash", "flash_trimap")  # the flash graph's inputs, by name
-# Config switches no shipped model used, removed after the experiments-2026-12-04 tag (which still runs them).
-REMOVED_SWITCHES = ("flash_evidence", "flash_skip")
+# Config switches no shipped model used, removed after the git tag named beside each (which still runs them).
+REMOVED_SWITCHES = {"flash_evidence": "experiments-2026-12-04", "flash_skip": "experiments-2026-12-04",
+                    "person_features": "person-features-2026-12-04"}
+
+
+def removed_switches_message(on: list[str]) -> str:
+    """What to say about a model or run that turns on switches this version no longer has."""
+    tags = sorted({REMOVED_SWITCHES[k] for k in on})
+    return f"{', '.join(on)}, which this version no longer runs (git tag {' / '.join(tags)} does)"
 
 
 class Graph(Protocol):
@@ -69,7 +76,6 @@ class ModelInfo:
     align_flash: bool  # flash inputs are warped onto the subject first (cuematte.engine.cues.align.SubjectWarp)
     guidance: bool  # the frame graph takes the guidance trimap and refines only its unknown region
     guidance_bands: tuple[float, float]  # (inner, outer) band of the guidance it was trained with
-    person_features: bool  # the frame graph takes the segmenter's decoder features of the frame
     flash_features_shape: tuple[int, int]  # (N, C')
     manifest: dict[str, Any]
 
@@ -126,8 +132,7 @@ def read_model_info(model_dir: Path) -> ModelInfo:
     cfg = manifest["config"]
     removed = [k for k in REMOVED_SWITCHES if cfg.get(k)]
     if removed:
-        raise ModelError(f"{model_dir} uses {', '.join(removed)}, which this version no longer runs (tag "
-                         "experiments-2026-12-04 does)")
+        raise ModelError(f"{model_dir} uses {removed_switches_message(removed)}")
     n, c = manifest["flash_features_shape"]
     return ModelInfo(
         path=model_dir,
@@ -139,7 +144,6 @@ def read_model_info(model_dir: Path) -> ModelInfo:
         align_flash=bool(cfg.get("align_flash", False)),
         guidance=bool(cfg.get("guidance", False)),
         guidance_bands=_pair(cfg.get("guidance_bands", GUIDANCE_BANDS)),
-        person_features=bool(cfg.get("person_features", False)),
         flash_features_shape=(int(n), int(c)),
         manifest=manifest,
     )
@@ -248,8 +252,7 @@ class FlashModel:
                 f"flash graph outputs {self.flash.output_names} do not match model.json ({sorted(cached)})"
             )
         expected = ({"frame", "frame_cmn"} | cached | ({"person_mask"} if self.info.person_mask else set())
-                    | ({"guidance"} if self.info.guidance else set())
-                    | ({"person_features"} if self.info.person_features else set()))
+                    | ({"guidance"} if self.info.guidance else set()))
         if set(self.frame.input_names) != expected:
             raise ModelError(
                 f"frame graph inputs {self.frame.input_names} do not match model.json ({sorted(expected)})"

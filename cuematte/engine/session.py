@@ -17,7 +17,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -123,9 +122,6 @@ class MattingSession:
         self.segmenter = create_segmenter(segmenter, threads)
         if self.model.info.person_mask and self.segmenter is None:
             raise ModelError(f"model {self.model.info.path} takes a per-frame person mask; use segmenter='mediapipe'")
-        if self.model.info.person_features and not hasattr(self.segmenter, "segment_with_features"):
-            raise ModelError(f"model {self.model.info.path} takes the person segmenter's features; use "
-                             "segmenter='mediapipe'")
         if self.model.info.align_flash and self.segmenter is None:
             raise ModelError(f"model {self.model.info.path} takes its flash aligned on the person the segmenter "
                              "finds; use segmenter='mediapipe'")
@@ -248,18 +244,9 @@ class MattingSession:
         guidance: np.ndarray | None = None
         if self.model.info.person_mask or track:
             assert self.segmenter is not None
-            # The segmenter sees the frame at its own aspect (its square model for a portrait or square frame),
-            # its mask comes back at the CMN grid; features come from the landscape model at the CMN grid, as
-            # trained: one run gives both for a landscape frame.
-            seg: Any = self.segmenter
-            if self.model.info.person_features and w > h:
-                person, features = seg.segment_with_features(small, size=cmn)
-            else:
-                person = seg.segment(small, size=cmn)
-                if self.model.info.person_features:
-                    features = seg.segment_with_features(small_c)[1]
-            if self.model.info.person_features:
-                feeds["person_features"] = features[None]
+            # The segmenter sees the frame at its own aspect (its square model for a portrait or square frame);
+            # its mask comes back at the CMN grid.
+            person = self.segmenter.segment(small, size=cmn)
             if self.model.info.person_mask:
                 feeds["person_mask"] = person[None, None].astype(np.float32)
             if track:

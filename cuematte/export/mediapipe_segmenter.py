@@ -514,7 +514,7 @@ def _origin_md(rows: list[tuple[SegmenterModel, str, str, dict[str, int], int]])
         "  `TensorsToSegmentationCalculator` uses `activation: NONE`.",
         "- output `features`: float32 (1, 16, H/2, W/2), the decoder's last feature map (the input of the",
         "  transposed convolution that draws the mask), added by the converter: real-data features that",
-        "  matting models with `person_features` take beside the mask.",
+        "  a matting model can take beside the mask (`MediaPipeSegmenter.segment_with_features`).",
         "- Numerical parity with the TFLite model (LiteRT) is checked by `tests/test_segmenter.py`.",
         "",
     ]

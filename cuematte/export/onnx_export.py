@@ -4,7 +4,7 @@
 -> ``flash_features`` (1,N,C') = T^f.
 ``frame.onnx``: ``frame`` (1,3,H,W) + ``frame_cmn`` (1,3,h,w) + ``flash_features`` (1,N,C')
 [+ ``person_mask`` (1,1,h,w)] [+ ``flash_prior`` (1,6,h,w)] [+ ``guidance`` (1,3,h,w)]
-[+ ``person_features`` (1,16,h/2,w/2)] -> ``alpha`` (1,1,H,W), ``foreground`` (1,3,H,W). Only H and W are
+-> ``alpha`` (1,1,H,W), ``foreground`` (1,3,H,W). Only H and W are
 dynamic. Models with ``flash_prior`` get it as a second output of ``flash.onnx`` (cached beside T^f).
 The CMN-grid images come in ready-made (the engine shrinks with area averaging), so the graphs hold no
 antialiased Resize, which TensorRT cannot build (format version 2; version 1 graphs shrank in-graph).
@@ -89,9 +89,6 @@ def _normalization(net: FNFNet) -> dict[str, Any]:
         "guidance": "float32 (1, 3, h, w) one-hot [background, unknown, foreground] at the CMN grid: the "
         "segmenter's certain regions less where the flash contradicts them (cuematte.engine.cues.guidance); alpha is "
         "the network's only where it is unknown" if net.cfg.guidance else None,
-        "person_features": "float32 (1, 16, h/2, w/2): the person segmenter's decoder features of the frame at "
-        "the CMN grid (cuematte.engine.cues.segmenter.MediaPipeSegmenter.segment_with_features)"
-        if net.cfg.person_features else None,
     }
 
 
@@ -149,8 +146,6 @@ def example_inputs(net: FNFNet, size: tuple[int, int], seed: int = 0) -> dict[st
                                 indexing="ij")
         gr = (gx**2 + gy**2).sqrt()
         inputs["guidance"] = torch.stack([(gr > 0.8), (gr > 0.3) & (gr <= 0.8), (gr <= 0.3)]).float()[None]
-    if net.cfg.person_features:
-        inputs["person_features"] = torch.rand(1, *net.cfg.person_feature_shape, generator=g) * 10.0
     return inputs
 
 
@@ -203,10 +198,6 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
         frame_inputs.append("guidance")
         frame_args = (*frame_args, ex["guidance"])
         frame_dyn["guidance"] = None
-    if net.cfg.person_features:
-        frame_inputs.append("person_features")
-        frame_args = (*frame_args, ex["person_features"])
-        frame_dyn["person_features"] = None
     _export(FrameGraph(net), frame_args, frame_path, frame_inputs, ["alpha", "foreground"], frame_dyn)
     log.info("exported in %.1f s", time.perf_counter() - t0)
 
@@ -265,16 +256,14 @@ def check_parity(net: FNFNet, out_dir: Path, size: tuple[int, int], seed: int = 
         prior = net.flash_prior(*(ex[k] for k in flash_inputs))
         cached = {"flash_features": net.encode_prior(prior), "flash_prior": prior}
         out = net.forward_frame(ex["frame"], ex["frame_cmn"], cached["flash_features"], ex.get("person_mask"),
-                                cached["flash_prior"] if net.cfg.flash_prior else None, ex.get("guidance"),
-                                ex.get("person_features"))
+                                cached["flash_prior"] if net.cfg.flash_prior else None, ex.get("guidance"))
     names = list(cached_names(net.cfg.flash_prior))
     ort_cached = dict(zip(names, flash_sess.run(names, {k: ex[k].numpy() for k in flash_inputs}), strict=True))
     feeds = {"frame": ex["frame"].numpy(), "frame_cmn": ex["frame_cmn"].numpy(), **ort_cached}
     if net.cfg.person_mask:
         feeds["person_mask"] = ex["person_mask"].numpy()
-    for name in ("guidance", "person_features"):
-        if name in ex:
-            feeds[name] = ex[name].numpy()
+    if "guidance" in ex:
+        feeds["guidance"] = ex["guidance"].numpy()
     alpha, fg = frame_sess.run(None, feeds)
     return ParityResult(
         size=size,

@@ -199,24 +199,3 @@ def build_align_cache(path: Path, samples: np.ndarray, cmn_size: tuple[int, int]
     np.save(path, warps)
     meta_path.write_text(json.dumps(wanted))
     return warps
-
-
-# The person segmenter's decoder features of every sample's no-flash frame at the CMN grid, as the per-frame path
-# computes them (cuematte.engine.cues.segmenter.MediaPipeSegmenter.segment_with_features): (N, 16, h/2, w/2) float16.
-FEATURES_VERSION = 1
-
-
-def build_feature_cache(path: Path, samples: np.ndarray, cmn_size: tuple[int, int] = (144, 256)) -> np.memmap:
-    """Segmenter features of every sample of a rendered cache, into ``path`` (.npy memmap) unless present."""
-    from cuematte.engine.cues.segmenter import FEATURE_CHANNELS, MediaPipeSegmenter
-    from cuematte.engine.frames import resize
-
-    segmenter = MediaPipeSegmenter(threads=1)
-
-    def features(sample: np.ndarray) -> np.ndarray:
-        return segmenter.segment_with_features(resize(np.ascontiguousarray(sample[..., FIELDS["noflash"]]),
-                                                      cmn_size))[1]
-
-    shape = (FEATURE_CHANNELS, cmn_size[0] // 2, cmn_size[1] // 2)
-    return _per_sample_cache(path, samples, {"cmn_size": list(cmn_size), "features": FEATURES_VERSION}, shape,
-                             np.float16, "segmenter features", features)

@@ -153,10 +153,8 @@ def noflash_method(model_dir: Path) -> Method:
         cached = model.flash.run({"flash": x_c, "flash_trimap": unknown})
         feeds = {"frame": to_nchw(s.noflash), "frame_cmn": x_c, **{k: cached[k] for k in model.cached_names}}
         if segmenter is not None:
-            person, features = segmenter.segment_with_features(small)
+            person = segmenter.segment(small)
             feeds["person_mask"] = person[None, None].astype(np.float32)
-            if model.info.person_features:
-                feeds["person_features"] = features[None]
             if model.info.guidance:  # no flash: the guidance rests on the segmenter alone
                 feeds["guidance"] = guidance_input(build_guidance(person))
         out = model.frame.run(feeds)

@@ -28,7 +28,7 @@ from cuematte.engine.cues.align import SubjectWarp
 from cuematte.engine.cues.guidance import GuidanceParams, build_guidance, guidance_input, trimap_from_one_hot
 from cuematte.engine.cues.trimap import trimap_one_hot
 from cuematte.engine.errors import InputError
-from cuematte.engine.model import REMOVED_SWITCHES
+from cuematte.engine.model import REMOVED_SWITCHES, removed_switches_message
 from cuematte.training.cache import (
     CUE_FIELDS,
     FIELDS,
@@ -36,7 +36,6 @@ from cuematte.training.cache import (
     build_align_cache,
     build_cache,
     build_cue_cache,
-    build_feature_cache,
 )
 from cuematte.training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from cuematte.training.data.prior import FAILURE_WEIGHTS, segmenter_failure
@@ -89,17 +88,13 @@ class TrainConfig:
     # The per-frame graph refines the engine's guidance trimap (FNFConfig.guidance), built here from each
     # sample's person mask and flash trimap by the engine's own function; the loss sees the composed alpha.
     guidance: bool = False
-    # The per-frame encoder also takes MediaPipe's decoder features of the frame (FNFConfig.person_features),
-    # computed once beside the sample cache.
-    person_features: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def net_config(self) -> FNFConfig:
         """The network this recipe trains (its named config with the recipe's input switches)."""
         return get_config(self.config, person_mask=self.person_mask, flash_prior=self.flash_prior,
-                          align_flash=self.align_flash, guidance=self.guidance,
-                          person_features=self.person_features)
+                          align_flash=self.align_flash, guidance=self.guidance)
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first field that cannot make a run."""
@@ -148,15 +143,13 @@ class Batches:
     """
 
     def __init__(self, cache: np.ndarray, cfg: TrainConfig, cues: np.ndarray | None = None,
-                 warps: np.ndarray | None = None, features: np.ndarray | None = None) -> None:
+                 warps: np.ndarray | None = None) -> None:
         if cfg.uses_engine_cues and cues is None:
             raise ValueError("engine cues (engine_cue_p or engine_trimap_p > 0) need the "
                              "engine-cue cache")
         if cfg.align_flash and warps is None:
             raise ValueError("align_flash needs the subject warps of the cache (build_align_cache)")
-        if cfg.person_features and features is None:
-            raise ValueError("person_features needs the segmenter features of the cache (build_feature_cache)")
-        self.cache, self.cfg, self.cues, self.warps, self.features = cache, cfg, cues, warps, features
+        self.cache, self.cfg, self.cues, self.warps = cache, cfg, cues, warps
         self._trimap_p = cfg.engine_cue_p if cfg.engine_trimap_p is None else cfg.engine_trimap_p
 
     def get(self, step: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -167,11 +160,9 @@ class Batches:
         if self.cfg.align_flash and self.cfg.flash_cue:
             assert self.warps is not None
             self._align(raw, cues, self.warps[idx])
-        feats = np.asarray(self.features[idx], np.float32) if self.features is not None else None  # (B, C, h, w)
         if rng.random() < 0.5:
             raw = raw[:, :, ::-1]
             cues = cues[:, :, ::-1] if cues is not None else None
-            feats = feats[..., ::-1] if feats is not None else None
         h = raw.shape[1]
         tri = []
         for b in range(len(raw)):
@@ -195,8 +186,6 @@ class Batches:
             batch["flash_trimap"][:, 1] = 1.0
         if self.cfg.guidance:
             batch["guidance"] = self._guidance(batch["prior"], batch["flash_trimap"])
-        if feats is not None and self.cfg.person_features:
-            batch["person_features"] = torch.from_numpy(np.ascontiguousarray(feats)).to(device)
         return batch
 
     def _guidance(self, person: torch.Tensor, flash_trimap: torch.Tensor) -> torch.Tensor:
@@ -239,8 +228,7 @@ class Batches:
 
 def forward(net: FNFNet, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     prior = batch["prior"] if net.cfg.person_mask else None
-    return net(batch["noflash"], batch["flash"], batch["flash_trimap"], prior, guidance=batch.get("guidance"),
-               person_features=batch.get("person_features"))
+    return net(batch["noflash"], batch["flash"], batch["flash_trimap"], prior, guidance=batch.get("guidance"))
 
 
 def _save_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
@@ -325,16 +313,15 @@ def saved_config(out: Path) -> TrainConfig:
     saved = json.loads((out / "train.json").read_text())
     on = [k for k in REMOVED_SWITCHES if saved.pop(k, False)]
     if on:
-        raise InputError(f"{out} was trained with {', '.join(on)}, removed after the experiments-2026-12-04 tag")
+        raise InputError(f"{out} was trained with {removed_switches_message(on)}")
     saved["size"] = tuple(saved["size"])
     saved.setdefault("guidance", False)
-    saved.setdefault("person_features", False)
     saved["mask_failure_kinds"] = tuple(saved.get("mask_failure_kinds", TrainConfig.mask_failure_kinds))
     return TrainConfig(**saved)
 
 
 # What a branched run must share with the run it starts from: the network's inputs.
-_BRANCH_FIXED = ("name", "person_mask", "flash_prior", "guidance", "person_features")
+_BRANCH_FIXED = ("name", "person_mask", "flash_prior", "guidance")
 
 
 def _branch(cfg: TrainConfig, out: Path, source: Path) -> tuple[FNFNet, int]:
@@ -411,16 +398,12 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, branch_from: Pat
     if cfg.align_flash:
         warps = build_align_cache(out.parent / f"{spec.stem}-align.npy", cache)
         eval_warps = build_align_cache(out.parent / f"{eval_spec.stem}-align.npy", eval_cache)
-    features = eval_features = None
-    if cfg.person_features:
-        features = build_feature_cache(out.parent / f"{spec.stem}-features.npy", cache)
-        eval_features = build_feature_cache(out.parent / f"{eval_spec.stem}-features.npy", eval_cache)
-    batches = Batches(cache, cfg, cues, warps, features)
+    batches = Batches(cache, cfg, cues, warps)
     # Evaluated as at inference: the engine's own cues when the run trains on them, else the imitations.
     eval_cfg = TrainConfig(**{**asdict(cfg), "batch_size": 8, "prior_trimap_p": 1.0, "seed": 12345,
                               "engine_cue_p": 1.0 if cues is not None else 0.0, "engine_trimap_p": None,
                               "mask_failure_p": 0.0})
-    eval_src = Batches(eval_cache, eval_cfg, eval_cues, eval_warps, eval_features)
+    eval_src = Batches(eval_cache, eval_cfg, eval_cues, eval_warps)
     eval_batches = [eval_src.get(i, device) for i in range(max(1, cfg.eval_samples // 8))]
 
     cmn_steps = int(cfg.steps * cfg.cmn_fraction)

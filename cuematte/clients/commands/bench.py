@@ -19,7 +19,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", default="640x360,1280x720", help="comma-separated WIDTHxHEIGHT list")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     add_backend_arguments(p)
-    p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe")
     p.add_argument("--max-side", type=int, default=1280,
                    help="matte frames at most this long on their long side (as the service; 1920 for 1080p)")
     p.add_argument("--flash", type=Path, help="flash photo to time on (default: a generated scene)")
@@ -60,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         flash, noflash, _ = make_pair(720, 1280)
     model = FlashModel(args.model, backend=args.backend, threads=args.threads, plans=args.plans)
-    session = MattingSession(model, threads=args.threads, segmenter=args.segmenter, max_side=args.max_side)
+    session = MattingSession(model, threads=args.threads, max_side=args.max_side)
     records = []
     for size in sizes:
         records += bench_stages(session, flash, noflash, noflash, size, warmup=args.warmup, repeat=args.repeat)
@@ -145,5 +144,5 @@ def _inprocess_app(args: argparse.Namespace) -> Any:
         web_dir = Path(tempfile.mkdtemp(prefix="cuematte-bench-web-"))
         (web_dir / "index.html").write_text("<!doctype html><title>cuematte bench</title>\n")
     config = ServerConfig(host="127.0.0.1", port=0, model=args.model, backend=args.backend, plans=args.plans,
-                          threads=args.threads, segmenter=args.segmenter, web_dir=web_dir)
+                          threads=args.threads, web_dir=web_dir)
     return lambda: create_app(config)

@@ -19,8 +19,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --config: the session aligns the flash on the person (as the shipped model)")
     p.add_argument("--guidance", action="store_true",
                    help="with --config --person-mask --flash-prior: the frame graph refines the guidance trimap")
-    p.add_argument("--person-features", action="store_true",
-                   help="with --config --person-mask: the frame graph also takes the segmenter's features")
     p.add_argument("--seed", type=int, default=0, help="seed of the random init")
     p.add_argument("--out-dir", type=Path, required=True, help="model folder to write")
 
@@ -47,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
         net = build_model(get_config(args.config, person_mask=args.person_mask or None,
                                            flash_prior=args.flash_prior or None,
                                            align_flash=args.align_flash or None,
-                                           guidance=args.guidance or None,
-                                           person_features=args.person_features or None))
+                                           guidance=args.guidance or None))
         trained, source = False, f"random-init seed {args.seed}"
     manifest = export_onnx(net, args.out_dir, trained=trained, source=source, recipe=recipe)
     for res in manifest["parity"]["results"]:

@@ -21,7 +21,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--background", default="blur", help="blur | green | none | #RRGGBB | an image file")
     p.add_argument("--trimap-out", action="store_true", help="also write the flash trimap and flash-ratio map")
     add_temporal_argument(p, "videos: ")
-    p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: up to 4)")
     add_backend_arguments(p)
 
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         noflash = read_image(files[0], "input image")
     session = MattingSession(FlashModel(args.model, backend=args.backend, threads=args.threads, plans=args.plans),
-                             threads=args.threads, segmenter=args.segmenter,
+                             threads=args.threads,
                              temporal=args.temporal if kind == "video" else 0.0)
     cue = session.set_flash(flash, noflash)
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -20,8 +20,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", type=Path, help="TLS private key (PEM), with --cert")
     add_backend_arguments(p)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
-    p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe",
-                   help="person segmenter for the flash trimap (grabcut: the weight-free fallback)")
     add_temporal_argument(p)
     p.add_argument("--max-side", type=int, default=1280, help="matte frames at most this long on their long side")
 
@@ -39,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     config = ServerConfig(host=args.host, port=args.port, model=args.model, token=args.token,
                           max_sessions=args.max_sessions, cert=args.cert, key=args.key,
                           backend=args.backend, plans=args.plans, threads=args.threads,
-                          segmenter=args.segmenter, max_side=args.max_side, temporal=args.temporal).validate()
+                          max_side=args.max_side, temporal=args.temporal).validate()
     ssl_context = config.ssl_context()
     app = create_app(config)  # loads the model: a missing one is an `error:` line before anything binds
 

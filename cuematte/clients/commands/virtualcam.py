@@ -39,8 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noflash", type=Path, metavar="FILE",
                    help="the no-flash photo taken with --flash (default: the first frame)")
     add_temporal_argument(p)
-    p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe",
-                   help="person segmenter behind the flash trimap (grabcut: weight-free fallback)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: up to 4)")
     add_backend_arguments(p)
 
@@ -82,7 +80,7 @@ def _session(args: argparse.Namespace) -> MattingSession:
     from cuematte.engine.session import MattingSession
 
     return MattingSession(FlashModel(args.model, backend=args.backend, threads=args.threads, plans=args.plans),
-                          threads=args.threads, segmenter=args.segmenter, temporal=args.temporal)
+                          threads=args.threads, temporal=args.temporal)
 
 
 def _run_file(args: argparse.Namespace, background: Background, size: tuple[int, int] | None,

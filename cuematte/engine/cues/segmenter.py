@@ -144,7 +144,7 @@ class MediaPipeSegmenter:
                               size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 RGB -> its person probability (H, W) (or at ``size``) and the segmenter's decoder
         features (16, h, w) float32 at half the model's input size (72x128 for the landscape model): what a
-        network trained on real people saw in the frame, for matting models with ``person_features``."""
+        network trained on real people saw in the frame, for models that take real-data features."""
         mask, feats = self._run(image, size, features=True)
         assert feats is not None
         return mask, feats

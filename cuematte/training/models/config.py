@@ -7,10 +7,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from cuematte.engine.cues.guidance import GUIDANCE_BANDS
-from cuematte.engine.model import REMOVED_SWITCHES
+from cuematte.engine.model import REMOVED_SWITCHES, removed_switches_message
 
 Refine = Literal["bmn", "guided"]
-PERSON_FEATURE_CHANNELS = 16  # MediaPipe selfie segmentation's last decoder feature map
 
 
 @dataclass(frozen=True)
@@ -52,10 +51,6 @@ class FNFConfig:
     # The guidance's unknown band inside the segmenter's confident person and inside its confident background,
     # as fractions of the CMN grid's short side (cuematte.engine.cues.guidance.GuidanceParams.inner / outer).
     guidance_bands: tuple[float, float] = GUIDANCE_BANDS
-    # The per-frame encoder also takes the person segmenter's decoder features of the frame (MediaPipe, trained
-    # on real people; (B, 16, h/2, w/2) at half the CMN grid, cuematte.engine.cues.segmenter): what a network that has
-    # seen real skin, hair and cloth makes of the frame, where ours has seen rendered people only.
-    person_features: bool = False
     norm_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     norm_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     stride: int = field(default=16, init=False)  # encoder output stride (timm output_stride)
@@ -75,12 +70,11 @@ class FNFConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FNFConfig:
-        # Switches no shipped model used were removed (tag experiments-2026-12-04 has them); a checkpoint that
-        # left them off loads as before, one that turned them on names what it needs.
+        # Switches no shipped model used were removed (a git tag keeps each); a checkpoint that left them off
+        # loads as before, one that turned them on names what it needs.
         on = [k for k in REMOVED_SWITCHES if d.get(k)]
         if on:
-            raise ValueError(f"this model uses {', '.join(on)}, removed after the experiments-2026-12-04 tag; "
-                             "check that tag out to use it")
+            raise ValueError(f"this model uses {removed_switches_message(on)}")
         d = {k: v for k, v in d.items() if k not in REMOVED_SWITCHES}
         tuples = {k: tuple(v) for k, v in d.items() if isinstance(v, list)}
         return cls(**{**d, **tuples})
@@ -91,8 +85,6 @@ class FNFConfig:
             raise ValueError(f"cmn_size {self.cmn_size} must be a multiple of {self.stride}")
         if self.embed_dim % self.heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by heads {self.heads}")
-        if self.person_features and not self.person_mask:
-            raise ValueError("person_features come with the segmenter's person mask: set person_mask")
         if self.guidance and not (self.person_mask and self.flash_prior):
             raise ValueError("guidance is built from the segmenter's person mask and the cached flash prior's "
                              "trimap: set person_mask and flash_prior")
@@ -101,11 +93,6 @@ class FNFConfig:
     def prior_channels(self) -> int:
         """Channels of the flash half's input and cached prior: flash RGB, trimap one-hot."""
         return 6
-
-    @property
-    def person_feature_shape(self) -> tuple[int, int, int]:
-        """(C, h, w) of the segmenter features a ``person_features`` model takes: half the CMN grid."""
-        return PERSON_FEATURE_CHANNELS, self.cmn_size[0] // 2, self.cmn_size[1] // 2
 
 
 
@@ -140,10 +127,9 @@ CONFIGS: dict[str, FNFConfig] = {"paper": PAPER, "lite": LITE}
 
 
 def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool | None = None,
-               align_flash: bool | None = None, guidance: bool | None = None,
-               person_features: bool | None = None) -> FNFConfig:
-    """Look a named config up; ``person_mask`` / ``flash_prior`` / ``align_flash`` / ``guidance`` /
-    ``person_features`` override those switches."""
+               align_flash: bool | None = None, guidance: bool | None = None) -> FNFConfig:
+    """Look a named config up; ``person_mask`` / ``flash_prior`` / ``align_flash`` / ``guidance`` override those
+    switches."""
     try:
         cfg = CONFIGS[name]
     except KeyError:
@@ -156,6 +142,4 @@ def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool 
         cfg = replace(cfg, align_flash=align_flash)
     if guidance is not None:
         cfg = replace(cfg, guidance=guidance)
-    if person_features is not None:
-        cfg = replace(cfg, person_features=person_features)
     return cfg

@@ -106,8 +106,7 @@ class FNFNet(nn.Module):
         self.flash_encoder = Encoder(cfg.backbone, cfg.prior_channels, cfg.stride)
         self.noflash_encoder = Encoder(
             cfg.backbone,
-            3 + cfg.person_mask + cfg.prior_channels * cfg.flash_prior + 3 * cfg.guidance
-            + cfg.person_feature_shape[0] * cfg.person_features,
+            3 + cfg.person_mask + cfg.prior_channels * cfg.flash_prior + 3 * cfg.guidance,
             cfg.stride,
         )
         c = self.noflash_encoder.channels
@@ -196,13 +195,11 @@ class FNFNet(nn.Module):
     def forward_frame(
         self, frame: Tensor, frame_cmn: Tensor, flash_tokens: Tensor, person_mask: Tensor | None = None,
         flash_prior: Tensor | None = None, guidance: Tensor | None = None,
-        person_features: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """No-flash frame (B, 3, H, W) in [0,1] and the same at the CMN grid (B, 3, h, w) (:meth:`to_cmn`),
         cached T^f (B, N, C'), optional person mask (B, 1, h', w'),
         cached flash prior (B, 6, h, w) (models with ``flash_prior``), guidance one-hot (B, 3, h, w)
-        [bg, unknown, fg] at the CMN grid (models with ``guidance``), the segmenter's decoder features
-        (B, 16, h/2, w/2) (models with ``person_features``) -> dict with CMN-resolution outputs
+        [bg, unknown, fg] at the CMN grid (models with ``guidance``) -> dict with CMN-resolution outputs
         ``trimap_logits`` (B,3,h,w), ``detail_c`` (B,1,h,w), ``alpha_c`` (B,1,h,w), ``fg_c`` (B,3,h,w) and
         full-resolution ``trimap_up`` (B,3,H,W), ``detail`` (B,1,H,W), ``alpha`` (B,1,H,W), ``fg`` (B,3,H,W).
         With ``guidance`` both alphas are the network's only inside the guidance's unknown region."""
@@ -225,12 +222,6 @@ class FNFNet(nn.Module):
         if cfg.guidance:
             assert guidance is not None
             x = torch.cat([x, guidance], dim=1)
-        if cfg.person_features:
-            if person_features is None:
-                raise ValueError("this model was configured with person_features=True and needs the features")
-            # ReLU activations up to ~30: log1p keeps them in a range the first conv can take as they are.
-            x = torch.cat([x, F.interpolate(torch.log1p(person_features), size=cfg.cmn_size, mode="bilinear",
-                                             align_corners=False)], dim=1)
         s2, s4, s8, _, deep = self.noflash_encoder(x)
 
         x_nf = self.noflash_aspp(deep)
@@ -291,14 +282,14 @@ class FNFNet(nn.Module):
 
     def forward(
         self, noflash: Tensor, flash: Tensor, flash_trimap: Tensor, person_mask: Tensor | None = None,
-        guidance: Tensor | None = None, person_features: Tensor | None = None,
+        guidance: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """End to end (training, first frame): both halves. noflash, flash and flash_trimap (B, 3, H, W) at full
         resolution (brought to the CMN grid here, as the engine does before the graphs); the rest as in
         :meth:`forward_frame`."""
         prior = self.flash_prior(self.to_cmn(flash), self.to_cmn(flash_trimap))
         return self.forward_frame(noflash, self.to_cmn(noflash), self.encode_prior(prior), person_mask,
-                                  prior if self.cfg.flash_prior else None, guidance, person_features)
+                                  prior if self.cfg.flash_prior else None, guidance)
 
 
 class FlashGraph(nn.Module):
@@ -316,7 +307,7 @@ class FlashGraph(nn.Module):
 
 class FrameGraph(nn.Module):
     """Export wrapper of the per-frame half: (frame, frame_cmn, flash_features[, person_mask][, flash_prior]
-    [, guidance][, person_features]) -> (alpha, foreground)."""
+    [, guidance]) -> (alpha, foreground)."""
 
     def __init__(self, net: FNFNet) -> None:
         super().__init__()
@@ -324,10 +315,9 @@ class FrameGraph(nn.Module):
 
     def forward(
         self, frame: Tensor, frame_cmn: Tensor, flash_features: Tensor, person_mask: Tensor | None = None,
-        flash_prior: Tensor | None = None, guidance: Tensor | None = None, person_features: Tensor | None = None,
+        flash_prior: Tensor | None = None, guidance: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        out = self.net.forward_frame(frame, frame_cmn, flash_features, person_mask, flash_prior, guidance,
-                                     person_features)
+        out = self.net.forward_frame(frame, frame_cmn, flash_features, person_mask, flash_prior, guidance)
         return out["alpha"], out["fg"]
 
 
