@@ -10,7 +10,15 @@ import pytest
 from cuematte.clients.scenes import make_glint_pair, make_pair, person_mask
 from cuematte.engine.cues.align import estimate_alignment, estimate_gains, estimate_subject_warp
 from cuematte.engine.cues.flash_ratio import FlashRatioParams, flash_ratio_map, pick_seeds
-from cuematte.engine.cues.trimap import BG, FG, UNKNOWN, PersonSegmenter, build_flash_trimap, trimap_from_mask
+from cuematte.engine.cues.trimap import (
+    BG,
+    FG,
+    UNKNOWN,
+    PersonSegmenter,
+    build_flash_trimap,
+    trimap_for_model,
+    trimap_from_mask,
+)
 from cuematte.engine.errors import FlashCueError, FrameFormatError, SizeMismatchError
 from cuematte.engine.frames import resize
 
@@ -192,16 +200,18 @@ def test_grabcut_trimap_does_not_depend_on_what_ran_before(tmp_path: Path, media
 
 
 def test_a_flash_that_lit_no_subject_is_unknown_or_an_error(mediapipe: PersonSegmenter) -> None:
-    """An empty room whose flash lit one small glint: brighter, but no subject for the flash or MediaPipe."""
+    """An empty room whose flash lit one small glint: brighter, but no subject for the flash or MediaPipe. The
+    measurement says so (method "unknown", all unknown); a model that needs a located subject refuses it, one
+    that reads the flash frame per frame takes the all-unknown trimap."""
     flash, noflash = make_glint_pair()
     for segmenter in (None, mediapipe):
-        with pytest.raises(FlashCueError, match="no foreground"):
-            build_flash_trimap(flash, noflash, segmenter)
-        # A model that reads the flash frame per frame takes an all-unknown trimap instead.
-        cue = build_flash_trimap(flash, noflash, segmenter, allow_unknown=True)
+        cue = build_flash_trimap(flash, noflash, segmenter)
         assert cue.method == "unknown" and (cue.trimap == 128).all() and cue.one_hot()[1].all()
+        with pytest.raises(FlashCueError, match="no foreground"):
+            trimap_for_model(cue, reads_flash=False)
+        assert trimap_for_model(cue, reads_flash=True) is cue
     with pytest.raises(FlashCueError, match="no brighter"):
-        build_flash_trimap(noflash, noflash, None, allow_unknown=True)  # no flash at all is still an error
+        build_flash_trimap(noflash, noflash, None)  # no flash at all is an error for every model
 
 
 @pytest.mark.parametrize(("split", "index"), [("static", 8), ("dynamic", 17)])
@@ -218,7 +228,8 @@ def test_a_flash_that_cannot_tell_the_person_apart_keeps_the_segmenters_mask(
     assert ((cue.person - alpha) ** 2).mean() < 0.01
     assert (alpha[cue.trimap == FG] > 0.5).mean() > 0.9
     # A model that takes an all-unknown trimap gets one: the flash confirmed nothing the mask says.
-    cue = build_flash_trimap(flash, noflash, mediapipe, allow_unknown=True)
+    assert trimap_for_model(cue, reads_flash=False) is cue
+    cue = trimap_for_model(cue, reads_flash=True)
     assert cue.method == "segmenter-only" and (cue.trimap == UNKNOWN).all()
     assert np.array_equal(cue.person, mediapipe.segment(flash))
 
@@ -231,8 +242,7 @@ def test_a_weak_flash_does_not_repeat_a_wrong_segmenter_mask(tmp_path: Path, med
     cue = build_flash_trimap(flash, noflash, mediapipe)
     assert cue.method == "segmenter-only"
     assert (alpha[cue.trimap == FG] < 0.5).mean() > 0.5  # the mask's trimap: mostly wall called foreground
-    cue = build_flash_trimap(flash, noflash, mediapipe, allow_unknown=True)
-    assert (cue.trimap == UNKNOWN).all()
+    assert (trimap_for_model(cue, reads_flash=True).trimap == UNKNOWN).all()
 
 
 def test_lit_specks_do_not_outweigh_the_lit_body(tmp_path: Path, mediapipe: PersonSegmenter) -> None:

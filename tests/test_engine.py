@@ -218,7 +218,7 @@ def test_an_align_flash_model_takes_its_flash_where_the_subject_is_now(
     torch = pytest.importorskip("torch")
     from cuematte.engine.cues.align import estimate_subject_warp
     from cuematte.engine.cues.segmenter import MediaPipeSegmenter
-    from cuematte.engine.cues.trimap import build_flash_trimap, trimap_one_hot
+    from cuematte.engine.cues.trimap import build_flash_trimap, trimap_for_model, trimap_one_hot
     from cuematte.engine.frames import resize
     from cuematte.training.data import SynthConfig, render_sample
     from cuematte.training.models.config import get_config
@@ -237,7 +237,7 @@ def test_an_align_flash_model_takes_its_flash_where_the_subject_is_now(
     got = session.matte(noflash).alpha
 
     seg = MediaPipeSegmenter()
-    cue = build_flash_trimap(flash, noflash, seg, allow_unknown=True)
+    cue = trimap_for_model(build_flash_trimap(flash, noflash, seg), reads_flash=True)
     fit = estimate_subject_warp(flash, noflash, seg.segment(resize(noflash, (144, 256))), cue.alignment.warp)
     assert np.allclose(fit.warp, warp.warp)
     torch.manual_seed(0)
@@ -280,17 +280,18 @@ def test_an_align_flash_session_moves_the_cached_prior_with_the_person(lite_alig
     session = MattingSession(lite_align_model_dir, threads=2)
     session.set_flash(flash, noflash)
     state = session._flash
-    assert state is not None and state.reference is not None
+    assert state is not None and state.tracker is not None
+    tracker = state.tracker
     session.matte(noflash)
-    assert np.allclose(state.track, np.eye(2, 3), atol=0.05)  # the frame taken with the flash: no motion
+    assert np.allclose(tracker.warp, np.eye(2, 3), atol=0.05)  # the frame taken with the flash: no motion
     ys, xs = np.nonzero(alpha > 0.5)
     centre = np.array([xs.mean() / 2, ys.mean() / 2, 1.0])  # at the CMN grid, half the frame's size
     for _ in range(2):
         assert session.matte(later).alpha.shape == later.shape[:2]
-        assert np.allclose(state.track @ centre - centre[:2], [-5, 0], atol=1.0)  # 10 px = 5 CMN px back
+        assert np.allclose(tracker.warp @ centre - centre[:2], [-5, 0], atol=1.0)  # 10 px = 5 CMN px back
     prior = state.cache["flash_prior"]
     person = np.roll(resize(alpha.astype(np.float32), (144, 256)), 5, axis=1)
-    moved = session._tracked_prior(state, prior, resize(later, (144, 256)), person)
+    moved = tracker.move(prior, resize(later, (144, 256)), person)
     assert moved.shape == prior.shape and moved.dtype == np.float32
     fg = prior[0, 5, :, :-5]  # the trimap's foreground channel where the flash caught the person
     as_cached = np.abs(prior[0, 5, :, 5:] - fg)[:, 10:-10].mean()
@@ -299,4 +300,4 @@ def test_an_align_flash_session_moves_the_cached_prior_with_the_person(lite_alig
     still = MattingSession(lite_align_model_dir, threads=2, track_subject=False)
     still.set_flash(flash, noflash)
     still.matte(later)
-    assert still._flash is not None and np.array_equal(still._flash.track, np.eye(2, 3, dtype=np.float32))
+    assert still._flash is not None and still._flash.tracker is None  # no tracker: the prior stays as cached

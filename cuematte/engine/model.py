@@ -15,6 +15,7 @@ import numpy as np
 from cuematte.engine.backends.onnxruntime import OrtGraph, preload_cuda_libraries, resolve_providers
 from cuematte.engine.cues.guidance import GUIDANCE_BANDS
 from cuematte.engine.errors import BackendError, ModelError, ModelNotFoundError
+from cuematte.engine.graphspec import GraphSpec
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,6 @@ HOW_TO_GET_A_MODEL = (
 )
 
 
-def cached_names(flash_prior: bool) -> tuple[str, ...]:
-    """Outputs of the flash graph that the session caches and feeds to the frame graph by name."""
-    return ("flash_features", "flash_prior") if flash_prior else ("flash_features",)
-
-
-FLASH_INPUTS = ("flash", "flash_trimap")  # the flash graph's inputs, by name
 # Config switches no shipped model used, removed after the git tag named beside each (which still runs them).
 REMOVED_SWITCHES = {"flash_evidence": "experiments-2026-12-04", "flash_skip": "experiments-2026-12-04",
                     "person_features": "person-features-2026-12-04"}
@@ -77,6 +72,7 @@ class ModelInfo:
     guidance: bool  # the frame graph takes the guidance trimap and refines only its unknown region
     guidance_bands: tuple[float, float]  # (inner, outer) band of the guidance it was trained with
     flash_features_shape: tuple[int, int]  # (N, C')
+    spec: GraphSpec  # both graphs' inputs and outputs, by name (model.json "io", written by export)
     manifest: dict[str, Any]
 
 
@@ -134,6 +130,10 @@ def read_model_info(model_dir: Path) -> ModelInfo:
     if removed:
         raise ModelError(f"{model_dir} uses {removed_switches_message(removed)}")
     n, c = manifest["flash_features_shape"]
+    try:
+        spec = GraphSpec.from_dict(manifest["io"]) if "io" in manifest else GraphSpec.for_config(cfg, (n, c))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{manifest_path} has an unreadable graph contract (\"io\"): {exc}") from exc
     return ModelInfo(
         path=model_dir,
         name=str(manifest.get("name", cfg.get("name", "?"))),
@@ -145,6 +145,7 @@ def read_model_info(model_dir: Path) -> ModelInfo:
         guidance=bool(cfg.get("guidance", False)),
         guidance_bands=_pair(cfg.get("guidance_bands", GUIDANCE_BANDS)),
         flash_features_shape=(int(n), int(c)),
+        spec=spec,
         manifest=manifest,
     )
 
@@ -242,23 +243,24 @@ class FlashModel:
         return self.flash, self.frame
 
     def _check_contract(self) -> None:
-        cached = set(self.cached_names)
-        if set(self.flash.input_names) != set(FLASH_INPUTS):
-            raise ModelError(
-                f"flash graph inputs {self.flash.input_names} do not match model.json ({sorted(FLASH_INPUTS)})"
-            )
-        if set(self.flash.output_names) != cached:
-            raise ModelError(
-                f"flash graph outputs {self.flash.output_names} do not match model.json ({sorted(cached)})"
-            )
-        expected = ({"frame", "frame_cmn"} | cached | ({"person_mask"} if self.info.person_mask else set())
-                    | ({"guidance"} if self.info.guidance else set()))
-        if set(self.frame.input_names) != expected:
-            raise ModelError(
-                f"frame graph inputs {self.frame.input_names} do not match model.json ({sorted(expected)})"
-            )
+        """The loaded graphs take and give what model.json's contract says (names; fixed dims too on ONNX
+        Runtime, which reports them)."""
+        spec = self.info.spec
+        for role, graph, ins, outs in (("flash", self.flash, spec.flash_inputs, spec.flash_outputs),
+                                       ("frame", self.frame, spec.frame_inputs, spec.frame_outputs)):
+            for kind, want, names, metas in (("inputs", ins, graph.input_names, "get_inputs"),
+                                             ("outputs", outs, graph.output_names, "get_outputs")):
+                if set(names) != {t.name for t in want}:
+                    raise ModelError(f"{role} graph {kind} {names} do not match model.json "
+                                     f"({[t.name for t in want]})")
+                session = getattr(graph, "session", None)
+                if session is not None:
+                    got = {m.name: tuple(m.shape) for m in getattr(session, metas)()}
+                    why = GraphSpec.mismatch(role, want, [t.name for t in want], [got[t.name] for t in want])
+                    if why:
+                        raise ModelError(f"{self.info.path}: {why}")
 
     @property
     def cached_names(self) -> tuple[str, ...]:
         """What the flash graph outputs and the session caches for the per-frame graph."""
-        return cached_names(self.info.flash_prior)
+        return self.info.spec.cached

@@ -22,12 +22,14 @@ import numpy as np
 
 from cuematte.engine.cues.align import SubjectWarp, estimate_subject_warp
 from cuematte.engine.cues.guidance import GuidanceParams, build_guidance, guidance_input, trimap_from_one_hot
+from cuematte.engine.cues.tracking import SubjectTracker
 from cuematte.engine.cues.trimap import (
     UNKNOWN,
     FlashCue,
     PersonSegmenter,
     TrimapParams,
     build_flash_trimap,
+    trimap_for_model,
     trimap_one_hot,
 )
 from cuematte.engine.errors import FlashNotSetError, ModelError
@@ -36,12 +38,6 @@ from cuematte.engine.model import FlashModel
 from cuematte.engine.temporal import TemporalSmoother
 
 log = logging.getLogger(__name__)
-
-# Work size (long side, px) of the per-frame person tracking of align_flash models. Rendered clips, the shipped
-# model: video MSE 10.54 / 10.43 / 10.23 x1e-3 at 256 / 128 / 64, per-frame cost +12 / +6.5 / +4.3 ms at
-# 640x360 on 2 cores: the person's motion is coarse, the fit needs no fine detail.
-TRACK_SIDE = 64
-
 
 @dataclass(frozen=True)
 class Matte:
@@ -61,10 +57,8 @@ class _FlashState:
     # flash_trimap (1, 3, h, w) one-hot, area-averaged to the CMN grid.
     inputs: dict[str, np.ndarray]
     subject: SubjectWarp | None = None  # align_flash models: how the flash inputs were warped onto the subject
-    # align_flash models that track: the no-flash frame taken with the flash at the CMN grid (h, w, 3) uint8, and
-    # the last frame's fitted warp (2, 3) from the frame to it (the next fit starts there).
-    reference: np.ndarray | None = None
-    track: np.ndarray = field(default_factory=lambda: np.eye(2, 3, dtype=np.float32))
+    # align_flash models with a cached prior: follows the person from the flash's frame to each frame
+    tracker: SubjectTracker | None = None
 
 
 def fit_subject(flash: np.ndarray, noflash: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple[int, int],
@@ -172,19 +166,20 @@ class MattingSession:
         check_frame(noflash, "no-flash frame")
         size = fit_within(flash.shape[:2], self.max_side)
         flash_s = resize(flash, size)
-        # A model that sees the flash itself per frame can work from an all-unknown trimap when the engine
-        # cannot single the subject out; older models need a located subject.
         noflash_s = resize(noflash, size) if noflash.shape == flash.shape else noflash
-        cue = build_flash_trimap(flash_s, noflash_s, self.segmenter, self.trimap_params,
-                                 allow_unknown=self.model.info.flash_prior)
+        # 1. Measure the flash (no model policy), 2. apply this model's policy to what was measured.
+        measured = build_flash_trimap(flash_s, noflash_s, self.segmenter, self.trimap_params)
+        cue = trimap_for_model(measured, reads_flash=self.model.info.flash_prior)
         flash_in, trimap_in = flash_s, cue.trimap
-        subject = reference = None
+        subject = tracker = None
         if self.model.info.align_flash:
             # The person moved between the two frames: such a model takes its flash where the person is now.
             assert self.segmenter is not None
             subject, reference = fit_subject(flash_s, noflash_s, self.segmenter, self.model.info.cmn_size,
                                              cue.alignment.warp)
             flash_in, trimap_in = subject.to_noflash(flash_s), subject.to_noflash(cue.trimap, nearest=True)
+            if self.track_subject and self.model.info.flash_prior:
+                tracker = SubjectTracker(reference)
         t1 = self.times.record("trimap", t0)
         cmn = self.model.info.cmn_size
         one_hot = np.ascontiguousarray(trimap_one_hot(trimap_in).transpose(1, 2, 0))
@@ -192,33 +187,18 @@ class MattingSession:
                   "flash_trimap": np.ascontiguousarray(resize(one_hot, cmn).transpose(2, 0, 1)[None])}
         cache = self._run_flash(inputs)
         self.times.record("flash", t1)
-        self._flash = _FlashState(cache=cache, cue=cue, inputs=inputs, subject=subject, reference=reference)
+        self._flash = _FlashState(cache=cache, cue=cue, inputs=inputs, subject=subject, tracker=tracker)
         self.smoother.reset()
         return cue
 
     def _run_flash(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = self.flash_graph.run(inputs)
-        cache = {name: out[name] for name in self.model.cached_names}
+        cache = {name: out[name] for name in self.model.info.spec.cached}
         for arr in cache.values():  # read-only: a GPU backend may keep them on the device between frames
             arr.flags.writeable = False
         return cache
 
     # -- the per-frame half -------------------------------------------------------------------------------------
-    @staticmethod
-    def _tracked_prior(state: _FlashState, cached: np.ndarray, frame_c: np.ndarray, person: np.ndarray) -> np.ndarray:
-        """The cached flash prior (1, C, h, w), lying on the person in the flash's frame, moved onto where the
-        person is in this frame (h, w, 3) uint8 at the CMN grid, its person mask (h, w) beside it."""
-        assert state.reference is not None
-        # A session's person may walk far from where the flash caught them; each fit starts from the last.
-        fit = estimate_subject_warp(state.reference, frame_c, person, state.track, max_shift=0.4, max_scale=0.3,
-                                    work_side=TRACK_SIDE)
-        state.track = fit.warp
-        prior = cached[0].transpose(1, 2, 0)  # (h, w, C): cv2 warps at most 4 channels at once
-        h, w = prior.shape[:2]
-        moved = np.concatenate([fit.to_noflash(np.ascontiguousarray(prior[..., i:i + 3])).reshape(h, w, -1)
-                                for i in range(0, prior.shape[-1], 3)], axis=-1)
-        return np.ascontiguousarray(moved.transpose(2, 0, 1)[None], dtype=np.float32)
-
     def matte(self, frame: np.ndarray, *, reuse_flash: bool = True) -> Matte:
         """Alpha and foreground of one no-flash frame (H, W, 3) uint8 RGB.
 
@@ -240,19 +220,19 @@ class MattingSession:
         cmn = self.model.info.cmn_size
         small_c = resize(small, cmn)  # area-averaged, as the model was trained (FNFNet.to_cmn)
         feeds = {"frame": to_nchw(small), "frame_cmn": to_nchw(small_c), **cache}
-        track = self.track_subject and state.reference is not None and "flash_prior" in cache
+        spec = self.model.info.spec
         guidance: np.ndarray | None = None
-        if self.model.info.person_mask or track:
+        if spec.frame_input("person_mask") or state.tracker is not None:
             assert self.segmenter is not None
             # The segmenter sees the frame at its own aspect (its square model for a portrait or square frame);
             # its mask comes back at the CMN grid.
             person = self.segmenter.segment(small, size=cmn)
-            if self.model.info.person_mask:
+            if spec.frame_input("person_mask"):
                 feeds["person_mask"] = person[None, None].astype(np.float32)
-            if track:
-                feeds["flash_prior"] = self._tracked_prior(state, cache["flash_prior"], small_c, person)
-            if self.model.info.guidance:
-                # The cached prior's trimap channels, moved with the person: the flash's say on this frame.
+            if state.tracker is not None:  # the cached prior, moved onto where the person is now
+                feeds["flash_prior"] = state.tracker.move(cache["flash_prior"], small_c, person)
+            if spec.frame_input("guidance"):
+                # The (moved) prior's trimap channels: the flash's say on this frame, beside the segmenter's.
                 flash_tri = trimap_from_one_hot(feeds["flash_prior"][0, 3:6])
                 guidance = build_guidance(person, flash_tri, self.guidance_params)
                 feeds["guidance"] = guidance_input(guidance)

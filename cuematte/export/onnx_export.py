@@ -30,7 +30,8 @@ import onnxruntime as ort
 import torch
 
 from cuematte.engine.errors import CuematteError
-from cuematte.engine.model import FLASH_INPUTS, FORMAT, FORMAT_VERSION, cached_names, sha256_of
+from cuematte.engine.graphspec import GraphSpec
+from cuematte.engine.model import FORMAT, FORMAT_VERSION, sha256_of
 from cuematte.training.models.fnfnet import FlashGraph, FNFNet, FrameGraph
 
 log = logging.getLogger(__name__)
@@ -171,34 +172,24 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
     ex = example_inputs(net, export_size)
     h_dim = torch.export.Dim("height", min=32, max=4096)
     w_dim = torch.export.Dim("width", min=32, max=4096)
-    flash_inputs = FLASH_INPUTS
     with torch.no_grad():
-        prior = net.flash_prior(*(ex[k] for k in flash_inputs))
+        prior = net.flash_prior(ex["flash"], ex["flash_trimap"])
         tokens = net.encode_prior(prior)
+    # The contract the engine will read back from model.json; the export follows it by name.
+    spec = GraphSpec.for_config(net.cfg.to_dict(), (int(tokens.shape[1]), int(tokens.shape[2])))
+    values = {**ex, "flash_features": tokens, "flash_prior": prior}
 
     flash_path, frame_path = out_dir / "flash.onnx", out_dir / "frame.onnx"
     t0 = time.perf_counter()
-    _export(FlashGraph(net), tuple(ex[k] for k in flash_inputs), flash_path, list(flash_inputs),
-            list(cached_names(net.cfg.flash_prior)), {k: None for k in flash_inputs})
-    frame_inputs = ["frame", "frame_cmn", "flash_features"]
-    frame_args: tuple[Any, ...] = (ex["frame"], ex["frame_cmn"], tokens)
-    frame_dyn: dict[str, Any] = {"frame": {2: h_dim, 3: w_dim}, "frame_cmn": None, "flash_features": None}
-    if net.cfg.person_mask:
-        frame_inputs.append("person_mask")
-        frame_args = (*frame_args, ex["person_mask"])
-        frame_dyn["person_mask"] = None
-    else:
-        frame_args = (*frame_args, None)
-        frame_dyn["person_mask"] = None
-    if net.cfg.flash_prior:
-        frame_inputs.append("flash_prior")
-        frame_args = (*frame_args, prior)
-        frame_dyn["flash_prior"] = None
-    if net.cfg.guidance:
-        frame_inputs.append("guidance")
-        frame_args = (*frame_args, ex["guidance"])
-        frame_dyn["guidance"] = None
-    _export(FrameGraph(net), frame_args, frame_path, frame_inputs, ["alpha", "foreground"], frame_dyn)
+    flash_names = [t.name for t in spec.flash_inputs]
+    _export(FlashGraph(net), tuple(values[k] for k in flash_names), flash_path, flash_names, list(spec.cached),
+            {k: None for k in flash_names})
+    # FrameGraph's parameters in order; those this config does not take are passed as None.
+    frame_names = [t.name for t in spec.frame_inputs]
+    params = ("frame", "frame_cmn", "flash_features", "person_mask", "flash_prior", "guidance")
+    frame_args = tuple(values[k] if k in frame_names else None for k in params)
+    frame_dyn: dict[str, Any] = {k: None for k in params} | {"frame": {2: h_dim, 3: w_dim}}
+    _export(FrameGraph(net), frame_args, frame_path, frame_names, [t.name for t in spec.frame_outputs], frame_dyn)
     log.info("exported in %.1f s", time.perf_counter() - t0)
 
     hw = {2: "height", 3: "width"}
@@ -233,6 +224,7 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
         "commit": _git_commit(),
         "normalization": _normalization(net),
         "flash_features_shape": list(tokens.shape[1:]),
+        "io": spec.to_dict(),
         "opset": OPSET,
         "parity": {
             "tolerance": {"alpha": ALPHA_TOL, "foreground": FOREGROUND_TOL, "flash_features": FEATURES_TOL},
@@ -245,26 +237,25 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
 
 
 def check_parity(net: FNFNet, out_dir: Path, size: tuple[int, int], seed: int = 1) -> ParityResult:
-    """Run both graphs in ONNX Runtime (CPU) and the PyTorch model on the same inputs at ``size``."""
+    """Run both graphs in ONNX Runtime (CPU) and the PyTorch model on the same inputs at ``size``, fed by the
+    names of the model's graph contract."""
     ex = example_inputs(net, size, seed)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     flash_sess = ort.InferenceSession(str(out_dir / "flash.onnx"), opts, providers=["CPUExecutionProvider"])
     frame_sess = ort.InferenceSession(str(out_dir / "frame.onnx"), opts, providers=["CPUExecutionProvider"])
-    flash_inputs = FLASH_INPUTS
     with torch.no_grad():
-        prior = net.flash_prior(*(ex[k] for k in flash_inputs))
+        prior = net.flash_prior(ex["flash"], ex["flash_trimap"])
         cached = {"flash_features": net.encode_prior(prior), "flash_prior": prior}
         out = net.forward_frame(ex["frame"], ex["frame_cmn"], cached["flash_features"], ex.get("person_mask"),
                                 cached["flash_prior"] if net.cfg.flash_prior else None, ex.get("guidance"))
-    names = list(cached_names(net.cfg.flash_prior))
-    ort_cached = dict(zip(names, flash_sess.run(names, {k: ex[k].numpy() for k in flash_inputs}), strict=True))
-    feeds = {"frame": ex["frame"].numpy(), "frame_cmn": ex["frame_cmn"].numpy(), **ort_cached}
-    if net.cfg.person_mask:
-        feeds["person_mask"] = ex["person_mask"].numpy()
-    if "guidance" in ex:
-        feeds["guidance"] = ex["guidance"].numpy()
-    alpha, fg = frame_sess.run(None, feeds)
+    n, c = cached["flash_features"].shape[1:]
+    spec = GraphSpec.for_config(net.cfg.to_dict(), (int(n), int(c)))
+    names = list(spec.cached)
+    ort_cached = dict(zip(names, flash_sess.run(names, {t.name: ex[t.name].numpy() for t in spec.flash_inputs}),
+                          strict=True))
+    values = {k: v.numpy() for k, v in ex.items()} | ort_cached
+    alpha, fg = frame_sess.run(None, {t.name: values[t.name] for t in spec.frame_inputs})
     return ParityResult(
         size=size,
         flash_features_max_abs=max(float(np.abs(ort_cached[k] - cached[k].numpy()).max()) for k in names),

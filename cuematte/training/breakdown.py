@@ -68,7 +68,7 @@ def trimap_groups(samples: list[EvalSample]) -> list[str]:
     from cuematte.engine.cues.trimap import build_flash_trimap
 
     seg = MediaPipeSegmenter()
-    return [SEGMENTER_ONLY if build_flash_trimap(s.flash, s.noflash_reference, seg, allow_unknown=True).method
+    return [SEGMENTER_ONLY if build_flash_trimap(s.flash, s.noflash_reference, seg).method
             == "segmenter-only" else LOCATED for s in samples]
 
 

@@ -122,7 +122,7 @@ TRIMAP_VERSION = 5
 
 
 def _engine_cues(sample: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple[int, int]) -> np.ndarray:
-    from cuematte.engine.cues.trimap import UNKNOWN, build_flash_trimap
+    from cuematte.engine.cues.trimap import UNKNOWN, build_flash_trimap, trimap_for_model
     from cuematte.engine.errors import FlashCueError
     from cuematte.engine.frames import resize
 
@@ -136,7 +136,7 @@ def _engine_cues(sample: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple
     mask = segmenter.segment(resize(noflash, cmn_size))
     out[..., 0] = np.clip(resize(mask, (h, w)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     try:
-        out[..., 1] = build_flash_trimap(flash, reference, segmenter, allow_unknown=True).trimap
+        out[..., 1] = trimap_for_model(build_flash_trimap(flash, reference, segmenter), reads_flash=True).trimap
     except FlashCueError:  # no brighter at all: the session refuses such a flash; train on it as unknown
         out[..., 1] = UNKNOWN
     return out

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from cuematte.engine.cues.segmenter import MediaPipeSegmenter
-from cuematte.engine.cues.trimap import BG, FG, UNKNOWN, PersonSegmenter, build_flash_trimap
+from cuematte.engine.cues.trimap import BG, FG, UNKNOWN, PersonSegmenter, build_flash_trimap, trimap_for_model
 from cuematte.engine.errors import FlashCueError
 from cuematte.engine.io import read_image
 from cuematte.training.data.io import read_matte
@@ -43,7 +43,7 @@ def score_pair(sid: str, flash: np.ndarray, noflash: np.ndarray, alpha: np.ndarr
     mp = segmenter.segment(flash).astype(np.float64)
     mp_mse = float(((mp - alpha) ** 2).mean())
     try:
-        cue = build_flash_trimap(flash, noflash, segmenter, allow_unknown=allow_unknown)
+        cue = trimap_for_model(build_flash_trimap(flash, noflash, segmenter), reads_flash=allow_unknown)
     except FlashCueError:
         return CueScore(sid, "failed", float((alpha**2).mean()), mp_mse, 0.0, float((alpha >= 0.5).mean()), 0.0)
     tri = cue.trimap

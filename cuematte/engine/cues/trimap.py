@@ -10,7 +10,7 @@ segmenter person at all. Where the two disagree the trimap says unknown, not a c
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 import cv2
@@ -69,8 +69,8 @@ class FlashCue:
     alignment: Alignment
     evidence: FlashEvidence  # the flash's brightening over the background's, at the ratio-map grid
     # segmenter: fused with the flash evidence; segmenter-only: the flash was too weak to locate the subject
-    # (the trimap is the segmenter's mask, or all unknown when the caller allows it); unknown: nothing located
-    # at all, every pixel unknown (only when the caller allows it)
+    # (the trimap is the segmenter's mask; trimap_for_model may clear it); unknown: nothing located, every pixel
+    # unknown
     method: Method
 
     def one_hot(self) -> np.ndarray:
@@ -223,14 +223,14 @@ def _mark_disagreement(trimap: np.ndarray, excess_full: np.ndarray, gain: float,
 
 
 def build_flash_trimap(flash: np.ndarray, noflash: np.ndarray, segmenter: PersonSegmenter | None,
-                       params: TrimapParams = TrimapParams(), *, allow_unknown: bool = False) -> FlashCue:
-    """Flash and no-flash frames, (H, W, 3) uint8 RGB of the same size -> :class:`FlashCue`.
+                       params: TrimapParams = TrimapParams()) -> FlashCue:
+    """Flash and no-flash frames, (H, W, 3) uint8 RGB of the same size -> :class:`FlashCue`: what the flash
+    measured, whatever model will use it (:func:`trimap_for_model` applies a model's policy).
 
     Raises :class:`SizeMismatchError` for different sizes and :class:`FlashCueError` when the flash frame is
-    no brighter than the no-flash frame (after exposure compensation), or when it lit nothing that looks like
-    a subject, unless ``allow_unknown`` (a model that reads the flash frame per frame): then the trimap is all
-    unknown and ``method`` is ``"unknown"``. With ``allow_unknown`` a flash too weak to confirm the segmenter's
-    person (``"segmenter-only"``) also gives an all-unknown trimap, while ``person`` keeps the segmenter's mask.
+    no brighter than the no-flash frame (after exposure compensation). A flash that lit nothing that looks like
+    a subject gives ``method = "unknown"`` and an all-unknown trimap; one too weak to confirm the segmenter's
+    person gives ``"segmenter-only"`` and the trimap of the segmenter's mask.
     """
     check_frame(flash, "flash frame")
     check_frame(noflash, "no-flash frame")
@@ -270,21 +270,28 @@ def build_flash_trimap(flash: np.ndarray, noflash: np.ndarray, segmenter: Person
     else:
         person = _flash_grabcut(flash, evidence, sure, probable, seeds, params)
     if person is None or not (person > 0.5).any():
-        if not allow_unknown:
-            raise FlashCueError(
-                "no foreground found in the flash frame: the flash lit nothing that looks like a subject"
-            )
         log.info("no subject located in the flash frame; the trimap is all unknown")
         return FlashCue(trimap=np.full((h, w), UNKNOWN, np.uint8), person=np.zeros((h, w), np.float32),
                         ratio=ratio, seeds=seeds, alignment=alignment, evidence=evidence, method="unknown")
-    if method == "segmenter-only" and allow_unknown:
-        # The flash confirmed nothing: a trimap copied from the segmenter's mask would repeat the segmenter as
-        # if the flash had said so (and a person-mask model reads that mask per frame anyway), so it claims none.
-        # (Rendered split: a mask calling a coin-covered wall 'person' cost MSE 253 x1e-3 when repeated, 46 not.)
-        return FlashCue(trimap=np.full((h, w), UNKNOWN, np.uint8), person=person, ratio=ratio, seeds=seeds,
-                        alignment=alignment, evidence=evidence, method=method)
     trimap = trimap_from_mask(person > 0.5, params.band)
     if gain is not None:
         trimap = _mark_disagreement(trimap, excess_full, gain, evidence, params)
     return FlashCue(trimap=trimap, person=person, ratio=ratio, seeds=seeds, alignment=alignment, evidence=evidence,
                     method=method)
+
+
+def trimap_for_model(cue: FlashCue, *, reads_flash: bool) -> FlashCue:
+    """A model's policy on a measured cue. ``reads_flash``: the model takes the cached flash prior per frame
+    (``flash_prior``) and mattes from an all-unknown trimap; a model that does not needs a located subject.
+
+    * nothing located (``"unknown"``): :class:`FlashCueError`, unless the model reads the flash;
+    * ``"segmenter-only"`` for a model that reads the flash: the trimap becomes all unknown. The flash confirmed
+      nothing, so a trimap copied from the segmenter's mask would repeat the segmenter as if the flash had said
+      so (the model reads that mask per frame anyway); ``person`` keeps the mask (the shipped model's card
+      has the measurement).
+    """
+    if cue.method == "unknown" and not reads_flash:
+        raise FlashCueError("no foreground found in the flash frame: the flash lit nothing that looks like a subject")
+    if cue.method == "segmenter-only" and reads_flash:
+        return replace(cue, trimap=np.full_like(cue.trimap, UNKNOWN))
+    return cue
