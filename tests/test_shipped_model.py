@@ -10,7 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cuematte.engine.model import DEFAULT_MODEL, UntrainedModelWarning, read_model_info, resolve_model_dir
+from cuematte.engine.graphspec import GraphSpec
+from cuematte.engine.model import (
+    DEFAULT_MODEL,
+    REMOVED_SWITCHES,
+    UntrainedModelWarning,
+    read_model_info,
+    resolve_model_dir,
+)
 from cuematte.engine.session import MattingSession
 from cuematte.training.data.config import SynthConfig
 from cuematte.training.data.make_eval import make_eval
@@ -31,6 +38,14 @@ def test_default_model_ships_trained_and_small() -> None:
     assert max(r["alpha_max_abs"] for r in manifest["parity"]["results"]) <= 1e-3
     card = (DEFAULT_MODEL / "README.md").read_text()
     assert "MSE" in card and (DEFAULT_MODEL / "curve.png").is_file()
+
+
+def test_default_model_records_its_graph_contract_and_no_removed_switch() -> None:
+    """model.json carries the contract export writes ("io"), so the engine reads it instead of deriving it."""
+    manifest = json.loads((DEFAULT_MODEL / "model.json").read_text())
+    n, c = manifest["flash_features_shape"]
+    assert GraphSpec.from_dict(manifest["io"]) == GraphSpec.for_config(manifest["config"], (n, c))
+    assert not set(manifest["config"]) & set(REMOVED_SWITCHES)
 
 
 def test_default_model_loads_with_no_flag_and_mattes(scene: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
