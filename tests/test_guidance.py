@@ -56,6 +56,25 @@ def test_an_all_unknown_flash_trimap_leaves_the_segmenter_alone() -> None:
     assert (build_guidance(person, np.full((H, W), UNKNOWN, np.uint8)) == build_guidance(person, None)).all()
 
 
+def test_with_confirm_certain_needs_the_flash_to_agree_once_it_located_the_subject() -> None:
+    """A model trained with ``confirm`` decides wherever the flash cannot say, even inside the segmenter's
+    confident person; where both are sure the guidance is certain as before."""
+    person = _disc(128, 72, 40)
+    flash = np.full((H, W), BG, np.uint8)
+    flash[20:124, 70:186] = UNKNOWN  # the flash's own band around the subject
+    flash[45:100, 100:156] = FG  # the lit part it is sure of
+    params = GuidanceParams(confirm=True)
+    g = build_guidance(person, flash, params)
+    assert g[72, 128] == FG and g[2, 2] == BG  # both sure: certain
+    assert g[72, 95] == UNKNOWN  # segmenter sure of the person, flash unsure: the network decides
+    assert g[25, 75] == UNKNOWN  # segmenter sure of the background, flash unsure: likewise
+    old = build_guidance(person, flash, GuidanceParams(confirm=False))
+    assert old[72, 95] == FG and old[25, 75] == BG  # the old rule: the flash's silence was enough
+    # A flash that located nobody leaves the segmenter alone under either rule.
+    nobody = np.full((H, W), UNKNOWN, np.uint8)
+    assert (build_guidance(person, nobody, params) == build_guidance(person, None, params)).all()
+
+
 def test_one_hot_round_trip() -> None:
     tri = trimap_from_mask(_disc(128, 72, 40) > 0.5)
     assert (trimap_from_one_hot(trimap_one_hot(tri)) == tri).all()

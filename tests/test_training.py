@@ -271,26 +271,31 @@ def test_branch_continues_another_run_under_a_new_recipe(tmp_path: Path) -> None
         train(replace(base, steps=2), tmp_path / "short", branch_from=source)
 
 
-def test_guidance_batches_are_the_engines_and_the_loss_sees_the_composed_alpha(tmp_path: Path) -> None:
+@pytest.mark.parametrize("confirm", [False, True])
+def test_guidance_batches_are_the_engines_and_the_loss_sees_the_composed_alpha(tmp_path: Path, confirm: bool) -> None:
     """A guidance run's batches carry the guidance the session would build from the same mask and flash
-    trimap, and its alpha equals the guidance wherever the guidance is certain (no gradient reaches there)."""
+    trimap under the same rule, and its alpha equals the guidance wherever the guidance is certain (no gradient
+    reaches there)."""
     import cv2
 
-    from cuematte.engine.cues.guidance import build_guidance, trimap_from_one_hot
+    from cuematte.engine.cues.guidance import GuidanceParams, build_guidance, trimap_from_one_hot
     from cuematte.engine.cues.trimap import BG, FG
     from cuematte.training.cache import CacheSpec, build_cache
     from cuematte.training.models.fnfnet import build_model
     from cuematte.training.train import Batches, TrainConfig, forward
 
     cache = build_cache(tmp_path / "c.npy", CacheSpec(n=4, size=(144, 256), split="train"), workers=1)
-    cfg = TrainConfig(batch_size=2, person_mask=True, flash_prior=True, guidance=True, mask_failure_p=0.5)
+    cfg = TrainConfig(batch_size=2, person_mask=True, flash_prior=True, guidance=True, mask_failure_p=0.5,
+                      guidance_confirm=confirm)
+    assert cfg.net_config.guidance_confirm is confirm
     batch = Batches(cache, cfg).get(1, torch.device("cpu"))
     g = batch["guidance"]
     assert g.shape == (2, 3, 144, 256) and torch.equal(g.sum(1), torch.ones(2, 144, 256))
     for b in range(2):
         mask = batch["prior"][b, 0].numpy()
         tri = trimap_from_one_hot(batch["flash_trimap"][b].numpy())
-        want = build_guidance(cv2.resize(mask, (256, 144), interpolation=cv2.INTER_AREA), tri)
+        want = build_guidance(cv2.resize(mask, (256, 144), interpolation=cv2.INTER_AREA), tri,
+                              GuidanceParams(confirm=confirm))
         assert np.array_equal(trimap_from_one_hot(g[b].numpy()), want)
     torch.manual_seed(0)
     net = build_model(cfg.net_config)
@@ -317,4 +322,7 @@ def test_recipes_load_and_name_unknown_fields(tmp_path: Path) -> None:
         load_recipe("no-such-recipe")
     bad.write_text("config = \n")
     with pytest.raises(InputError, match="TOML"):
+        load_recipe(bad)
+    bad.write_text("config = 'lite'\nguidance_confirm = true\n")
+    with pytest.raises(InputError, match="set guidance"):
         load_recipe(bad)

@@ -71,6 +71,7 @@ class ModelInfo:
     align_flash: bool  # flash inputs are warped onto the subject first (cuematte.engine.cues.align.SubjectWarp)
     guidance: bool  # the frame graph takes the guidance trimap and refines only its unknown region
     guidance_bands: tuple[float, float]  # (inner, outer) band of the guidance it was trained with
+    guidance_confirm: bool  # certain needs the flash's agreement once it located the subject (GuidanceParams)
     flash_features_shape: tuple[int, int]  # (N, C')
     spec: GraphSpec  # both graphs' inputs and outputs, by name (model.json "io", written by export)
     manifest: dict[str, Any]
@@ -144,6 +145,7 @@ def read_model_info(model_dir: Path) -> ModelInfo:
         align_flash=bool(cfg.get("align_flash", False)),
         guidance=bool(cfg.get("guidance", False)),
         guidance_bands=_pair(cfg.get("guidance_bands", GUIDANCE_BANDS)),
+        guidance_confirm=bool(cfg.get("guidance_confirm", False)),
         flash_features_shape=(int(n), int(c)),
         spec=spec,
         manifest=manifest,

@@ -12,7 +12,10 @@ physically, never from a network trained on rendered people:
   confident interior is right far more often than a network that has seen rendered people only;
 * the cached flash trimap, moved onto the person by the subject tracking: where it contradicts the segmenter
   (a flash-lit held object the segmenter calls background, an unlit person behind it calls person) the guidance
-  says unknown, so the network decides there with the flash in view.
+  says unknown, so the network decides there with the flash in view. With ``confirm`` (models trained or
+  configured so), once the flash has located the subject a pixel is certain only where the flash is certain
+  too: where the flash cannot say (its own edge band, an unlit part), the segmenter's confidence alone does
+  not fix the pixel. A flash that located nobody leaves the guidance to the segmenter alone.
 
 So pixels both cues call certain come out exactly 0 or 1, and a network that has never seen a real face cannot
 cut a hole through one. Everything here works at the CMN grid (h, w).
@@ -38,6 +41,9 @@ class GuidanceParams:
     # as fractions of the short side (FNFConfig.guidance_bands: a model is trained with its own).
     inner: float = GUIDANCE_BANDS[0]
     outer: float = GUIDANCE_BANDS[1]
+    # Once the flash located the subject, certain needs the flash's agreement, not just its silence
+    # (FNFConfig.guidance_confirm).
+    confirm: bool = False
 
 
 def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -54,15 +60,19 @@ def build_guidance(person: np.ndarray, flash_trimap: np.ndarray | None = None,
     0/128/255 (None or all unknown: the flash located nobody) -> the guidance trimap (h, w) uint8 0/128/255.
 
     Certain person: the segmenter is sure, ``inner`` inside its edge, and the flash does not call it
-    background. Certain background: the segmenter is sure, ``outer`` away from its edge, and the flash does
-    not call it person. Everything else is unknown.
+    background (with ``params.confirm`` and a flash that found someone: the flash calls it person). Certain
+    background likewise, ``outer`` away from the segmenter's edge. Everything else is unknown.
     """
     short = min(person.shape[:2])
     fg = _erode(person >= params.sure, max(1, round(short * params.inner)))
     bg = _erode(person <= params.unsure, max(1, round(short * params.outer)))
     if flash_trimap is not None:
-        fg &= flash_trimap != BG
-        bg &= flash_trimap != FG
+        if params.confirm and (flash_trimap == FG).any():
+            fg &= flash_trimap == FG
+            bg &= flash_trimap == BG
+        else:
+            fg &= flash_trimap != BG
+            bg &= flash_trimap != FG
     out = np.full(person.shape[:2], UNKNOWN, np.uint8)
     out[fg] = FG
     out[bg] = BG
