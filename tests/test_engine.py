@@ -18,6 +18,7 @@ from cuematte.engine.errors import (
     InputError,
     ModelError,
     ModelNotFoundError,
+    NoSubjectError,
 )
 from cuematte.engine.frames import resize
 from cuematte.engine.model import resolve_model_dir
@@ -206,6 +207,11 @@ def test_a_flash_prior_model_caches_its_prior_and_mattes_when_no_subject_is_loca
     # An older model without the prior needs a located subject: the same flash is a named error there.
     with pytest.raises(FlashCueError, match="no foreground"):
         MattingSession(lite_mask_model_dir).set_flash(flash, noflash)
+    # A live call asks for a subject: "no one found", and the flash cached before stays.
+    before = session._flash
+    with pytest.raises(NoSubjectError, match="no one found"):
+        session.set_flash(flash, noflash, require_subject=True)
+    assert session._flash is before
 
 
 def test_an_align_flash_model_takes_its_flash_where_the_subject_is_now(

@@ -230,7 +230,8 @@ async def test_passthrough_then_flash_to_matting_with_stats_and_timestamps(
             await c.flash()
             assert (await c.state("capturing", "matting", "error"))["state"] == "capturing"
             done = await c.state("matting", "error")
-            assert done["state"] == "matting" and "flash cached" in done["detail"] and not done["reflash"]
+            assert done["state"] == "matting" and done["detail"].startswith("flash cached") and not done["reflash"]
+            assert " ms" not in done["detail"]  # timings are the stats line's
 
             await asyncio.sleep(0.3)
             out = await c.frames_back(8)
@@ -254,6 +255,7 @@ async def test_passthrough_then_flash_to_matting_with_stats_and_timestamps(
             assert np.isfinite(s["fps"]) and np.isfinite(s["ms"])
             assert s["frames"] > 0 and s["received"] >= s["frames"] and isinstance(s["dropped"], int)
             assert s["size"] == [W, H]
+            assert s["flash"]["method"] == "grabcut" and s["flash"]["trimap_ms"] > 0 and s["flash"]["frames"] > 0
             service = app[SERVICE]
             assert service.metrics.flashes.value(result="ok") == 1
             assert service.metrics.frames_processed.value(mode="matting") > 0
@@ -326,7 +328,7 @@ async def test_scene_drift_asks_for_a_reflash(scenes: dict[str, np.ndarray], mod
 
 async def test_bad_control_messages_answer_error_and_keep_the_state(
         scenes: dict[str, np.ndarray], model: FlashModel) -> None:
-    async with serving(BASE, model) as (url, _):
+    async with serving(BASE, model) as (url, app):
         c = Client(scenes)
         try:
             await c.connect(url)
@@ -349,6 +351,18 @@ async def test_bad_control_messages_answer_error_and_keep_the_state(
                 assert (await c.state("waiting-flash", "matting", "capturing"))["state"] == "waiting-flash"
             # ...and the peer is still served.
             assert _close(await c.frames_back(5), scenes["noflash"])
+            # A flood is dropped past the rate limit, said once, and costs neither the video nor the channel.
+            for _ in range(300):
+                c.send({"type": "teleport"})
+            await until(lambda: any("control messages a second" in m["detail"] for m in c.seen),
+                        lambda: "the flood was never reported")
+            assert sum("control messages a second" in m["detail"] for m in c.seen) == 1
+            assert app[SERVICE].metrics.rejected.value(reason="message_rate") > 0
+            assert _close(await c.frames_back(5), scenes["noflash"])
+            await asyncio.sleep(2.5)  # the bucket refills
+            c.send({"type": "flash-end"})
+            await until(lambda: "without flash-begin" in c.seen[-2]["detail"] if len(c.seen) > 1 else False,
+                        lambda: f"no answer after the flood: {c.seen[-2:]}")
         finally:
             await c.close()
 
@@ -420,13 +434,192 @@ async def test_bad_offers_answer_400_with_json(scenes: dict[str, np.ndarray], mo
                     for _ in range(20):
                         yield b" " * 5000
 
-                async with http.post(url + "/offer", data=chunks()) as r:
+                async with http.post(url + "/offer", data=chunks(),
+                                     headers={"Content-Type": "application/json"}) as r:
                     assert r.status == 400 and "byte limit" in (await r.json())["error"]
             assert not app[SERVICE].sessions
             assert app[SERVICE].metrics.rejected.value(reason="bad_offer") == len(cases) + 1
         finally:
             await probe.close()
             await audio_only.close()
+
+
+def _bomb_png(side: int = 16384) -> str:
+    """A 1-bit PNG of side x side pixels, all black: some 30 kB that decode to side**2 * 3 bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"\x00" * (side // 8 + 1) * side, 9)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+           + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def test_image_sizes_are_read_from_headers_and_bombs_refused_before_decoding() -> None:
+    from cuematte.server.protocol import ProtocolError, decode_image, image_size
+
+    img = np.random.default_rng(0).integers(0, 255, (37, 53, 3), np.uint8)
+    for ext, params in ((".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".webp", []),
+                        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), (".bmp", [])):
+        ok, buf = cv2.imencode(ext, img, params)
+        assert ok and image_size(buf.tobytes()) == (53, 37), ext
+    assert image_size(b"GIF89a....") is None and image_size(b"") is None
+    bomb = _bomb_png()
+    assert len(bomb) < 60_000
+    with pytest.raises(ProtocolError, match="16384x16384 is outside"):
+        decode_image(bomb)
+
+
+def _drop_line(sdp: str, prefix: str) -> str:
+    return "".join(line for line in sdp.splitlines(keepends=True) if not line.startswith(prefix))
+
+
+async def test_mutated_offers_never_answer_500_and_leave_no_session(
+        scenes: dict[str, np.ndarray], model: FlashModel) -> None:
+    """Offers aiortc cannot negotiate (a real offer with a line deleted, seeded mutations) answer 400 with a
+    reason, and the half-built peer is closed without an exception escaping (it once did: 500)."""
+    rng = np.random.default_rng(7)
+    async with serving(replace(BASE, max_pending=50), model) as (url, app):
+        probe = Client(scenes)
+        await probe.pc.setLocalDescription(await probe.pc.createOffer())
+        good = probe.pc.localDescription.sdp
+        await probe.close()
+        lines = good.splitlines(keepends=True)
+        bodies = [_drop_line(good, "a=mid:0"), _drop_line(good, "a=ice-ufrag"), _drop_line(good, "a=fingerprint")]
+        for _ in range(24):  # seeded: drop two lines, or cut one in half
+            mutated = list(lines)
+            for i in sorted(rng.choice(np.arange(4, len(lines)), 2, replace=False), reverse=True):
+                mutated[i] = mutated[i][: len(mutated[i]) // 2] + "\r\n" if rng.random() < 0.5 else ""
+            bodies.append("".join(mutated))
+        statuses = []
+        async with aiohttp.ClientSession() as http:
+            for sdp in bodies:
+                async with http.post(url + "/offer", json={"sdp": sdp, "type": "offer"}) as r:
+                    body = await r.json()
+                    statuses.append(r.status)
+                    assert r.status in (200, 400), (r.status, body)
+                    if r.status == 400:
+                        reason = body["error"]
+                        assert not reason.endswith(": ") and "StopIteration" not in reason, reason
+        assert statuses[0] == 400 and statuses.count(400) >= 3
+        # Accepted mutations are pending offers that never connect: none of them holds a session slot.
+        assert app[SERVICE].connected == 0
+        ok = Client(scenes)
+        try:
+            await ok.connect(url)
+            await ok.frames_back(2)
+        finally:
+            await ok.close()
+
+
+async def test_an_offer_split_across_tcp_writes_is_read_whole(
+        scenes: dict[str, np.ndarray], model: FlashModel) -> None:
+    async with serving(BASE, model) as (url, _):
+        c = Client(scenes)
+        try:
+            await c.pc.setLocalDescription(await c.pc.createOffer())
+            body = json.dumps({"sdp": c.pc.localDescription.sdp, "type": "offer"}).encode()
+            host, port = url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(f"POST /offer HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body[:1000])
+            await writer.drain()
+            await asyncio.sleep(0.3)  # the rest arrives later, as over a slow or lossy link
+            writer.write(body[1000:])
+            await writer.drain()
+            response = await asyncio.wait_for(reader.read(), TIMEOUT)
+            writer.close()
+            head, _, payload = response.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), response[:300]
+            answer = json.loads(payload)
+            await c.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+            await asyncio.wait_for(c.opened.wait(), TIMEOUT)
+        finally:
+            await c.close()
+
+
+async def test_cross_site_pages_and_bombs_cannot_open_sessions(
+        scenes: dict[str, np.ndarray], model: FlashModel) -> None:
+    """What a page on another site can send (a simple POST, any Origin, a rebinding Host) is refused before any
+    work; a decompression-bomb background is refused from its header."""
+    config = replace(BASE, allow_origins=("https://meet.example",))
+    async with serving(config, model) as (url, app):
+        c = Client(scenes)
+        try:
+            await c.pc.setLocalDescription(await c.pc.createOffer())
+            offer = {"sdp": c.pc.localDescription.sdp, "type": "offer"}
+            text = json.dumps(offer)
+            port = url.rsplit(":", 1)[1]
+            async with aiohttp.ClientSession() as http:
+                cases: list[tuple[dict[str, str], str, int, str]] = [
+                    ({"Content-Type": "text/plain"}, text, 415, "application/json"),
+                    ({"Content-Type": "application/json", "Origin": "http://evil.example"}, text, 403,
+                     "evil.example"),
+                    ({"Content-Type": "application/json", "Origin": "null"}, text, 403, "null"),
+                    ({"Content-Type": "application/json", "Host": f"rebind.example:{port}",
+                      "Origin": f"http://rebind.example:{port}"}, text, 403, "rebind.example"),
+                    ({"Content-Type": "application/json"},
+                     json.dumps({**offer, "options": {"background": "image", "image": _bomb_png()}}), 400,
+                     "16384x16384"),
+                ]
+                for headers, body, status, why in cases:
+                    async with http.post(url + "/offer", data=body, headers=headers) as r:
+                        assert r.status == status, (headers, r.status)
+                        assert why in (await r.json())["error"]
+                assert not app[SERVICE].sessions
+                assert app[SERVICE].metrics.rejected.value(reason="forbidden") == 3
+                for origin in (url, "https://meet.example"):  # its own page, and an allowed one
+                    peer = Client(scenes)
+                    try:
+                        await peer.connect(url, headers={"Origin": origin})
+                    finally:
+                        await peer.close()
+        finally:
+            await c.close()
+
+
+async def test_offers_that_never_connect_do_not_lock_clients_out(
+        scenes: dict[str, np.ndarray], model: FlashModel) -> None:
+    """Answered offers whose client never connects are pending: their own cap, no session slot, reclaimed
+    after the connect timeout. Connected peers that send no camera frames are closed after the idle timeout."""
+    config = replace(BASE, max_sessions=1, max_pending=2, connect_timeout_s=1.5, idle_timeout_s=1.5)
+    async with serving(config, model) as (url, app):
+        service = app[SERVICE]
+        ghosts = [Client(scenes) for _ in range(3)]
+        try:
+            statuses = [(await g.offer(url))[0] for g in ghosts]  # answered, never connected
+            assert statuses == [200, 200, 503]
+            assert service.metrics.rejected.value(reason="pending") == 1
+            assert service.pending == 2 and service.connected == 0
+            await until(lambda: service.pending == 0, lambda: f"{service.pending} pending offers not reclaimed")
+            real = Client(scenes)
+            ghosts.append(real)
+            await real.connect(url)
+            await real.frames_back(2)
+            assert service.connected == 1
+            # A receive-only peer (no camera) connects but sends nothing: reclaimed after the idle timeout.
+            await real.close()
+            await until(lambda: not service.sessions, lambda: "closed peer still holds a slot")
+            silent = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            silent.addTransceiver("video", direction="recvonly")
+            opened = asyncio.Event()
+            silent.createDataChannel("control").on("open", opened.set)
+            await silent.setLocalDescription(await silent.createOffer())
+            async with aiohttp.ClientSession() as http, http.post(
+                    url + "/offer", json={"sdp": silent.localDescription.sdp, "type": "offer"}) as r:
+                answer = await r.json()
+            await silent.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+            await asyncio.wait_for(opened.wait(), TIMEOUT)
+            await until(lambda: service.connected == 1, lambda: "the silent peer never connected")
+            await until(lambda: not service.sessions, lambda: "a peer sending no frames kept its slot")
+            assert service.metrics.rejected.value(reason="idle") == 1
+            await silent.close()
+        finally:
+            for g in ghosts:
+                await g.close()
 
 
 async def test_token_is_required_when_set(scenes: dict[str, np.ndarray], model: FlashModel) -> None:
@@ -546,6 +739,14 @@ async def test_cli_serve_exits_cleanly_on_ctrl_c(scenes: dict[str, np.ndarray], 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_model_the_segmenter_cannot_feed_fails_at_start_not_per_offer(lite_prior_model_dir: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        needs_mask = FlashModel(lite_prior_model_dir)
+    with pytest.raises(ConfigError, match="needs the person segmenter"):
+        create_app(BASE, model=needs_mask)
 
 
 def test_cli_refuses_a_public_address_without_token(capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,6 +32,10 @@ class FlashCueError(InputError):
     """The flash frame carries no usable flash cue (no brighter than the no-flash frame)."""
 
 
+class NoSubjectError(FlashCueError):
+    """Neither the flash nor the person segmenter located anyone in the flash frame."""
+
+
 class ModelError(CuematteError):
     """A model folder is missing, incomplete or incompatible."""
 

@@ -32,7 +32,7 @@ from cuematte.engine.cues.trimap import (
     trimap_for_model,
     trimap_one_hot,
 )
-from cuematte.engine.errors import FlashNotSetError, ModelError
+from cuematte.engine.errors import FlashNotSetError, ModelError, NoSubjectError
 from cuematte.engine.frames import check_frame, fit_within, resize
 from cuematte.engine.model import FlashModel
 from cuematte.engine.temporal import TemporalSmoother
@@ -157,10 +157,12 @@ class MattingSession:
         self.smoother.reset()
 
     # -- the cached half ---------------------------------------------------------------------------------------
-    def set_flash(self, flash: np.ndarray, noflash: np.ndarray) -> FlashCue:
+    def set_flash(self, flash: np.ndarray, noflash: np.ndarray, *, require_subject: bool = False) -> FlashCue:
         """Build the flash trimap and run the flash graph once; cache T^f. Replaces any earlier flash.
 
-        flash, noflash: (H, W, 3) uint8 RGB of the same size. On error the previous flash state is kept.
+        flash, noflash: (H, W, 3) uint8 RGB of the same size. ``require_subject``: raise :class:`NoSubjectError`
+        when neither the flash nor the segmenter located anyone (a live call wants "no one found", not a
+        see-through matte of an empty room). On error the previous flash state is kept.
         """
         t0 = time.perf_counter()
         check_frame(flash, "flash frame")
@@ -170,6 +172,8 @@ class MattingSession:
         noflash_s = resize(noflash, size) if noflash.shape == flash.shape else noflash
         # 1. Measure the flash (no model policy), 2. apply this model's policy to what was measured.
         measured = build_flash_trimap(flash_s, noflash_s, self.segmenter, self.trimap_params)
+        if require_subject and measured.method == "unknown":
+            raise NoSubjectError("no one found in the flash frame: sit in front of the camera and flash again")
         cue = trimap_for_model(measured, reads_flash=self.model.info.flash_prior)
         flash_in, trimap_in = flash_s, cue.trimap
         subject = tracker = None

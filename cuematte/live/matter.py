@@ -59,10 +59,11 @@ class LiveMatter:
     def set_flash(self, flash: np.ndarray, noflash: np.ndarray) -> FlashCue:
         """Cache the flash (the session's trimap and flash graph); its no-flash frame becomes the drift
         reference. A no-flash frame of the same aspect but another size (a stream rescaled between the two) is
-        brought to the flash frame's size. On error the previous flash stays."""
+        brought to the flash frame's size. A flash that located no one is refused (NoSubjectError). On error the
+        previous flash stays."""
         if noflash.shape != flash.shape and _same_aspect(noflash.shape, flash.shape):
             noflash = resize(noflash, flash.shape[:2])
-        cue = self.session.set_flash(flash, noflash)
+        cue = self.session.set_flash(flash, noflash, require_subject=True)
         background = resize((cue.trimap == BG).astype(np.uint8), noflash.shape[:2], nearest=True).astype(bool)
         self.drift.set_reference(noflash, background)
         self._matted = 0

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from cuematte.engine.errors import CuematteError
 from cuematte.engine.model import FlashModel
-from cuematte.engine.session import MattingSession
-from cuematte.server.config import ServerConfig, resolve_segmenter
+from cuematte.engine.session import MattingSession, create_segmenter
+from cuematte.server.config import ConfigError, ServerConfig, is_loopback, resolve_segmenter
 from cuematte.server.metrics import CONTENT_TYPE, Metrics
 from cuematte.server.peer import PeerSession
 from cuematte.server.protocol import ProtocolError, parse_background, parse_offer
@@ -31,6 +31,30 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, however many TCP writes it came in, up to ``limit`` + 1 bytes (so an oversized one
+    is seen as such). ``content.read(n)`` alone returns only what has arrived so far."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def negotiation_reason(exc: BaseException) -> str:
+    """What to tell a client whose SDP aiortc could not negotiate: aiortc's own message where it wrote one for
+    people (a ValueError), never an empty reason or Python's internals ('coroutine raised StopIteration',
+    "'NoneType' object has no attribute 'transport'"): those mean a line the SDP needs is missing or broken."""
+    text = str(exc)
+    if isinstance(exc, ValueError) and text:
+        return text
+    return "the SDP is malformed or lacks a line it needs (m=, a=mid, a=ice-ufrag, a=fingerprint, a=setup...)"
+
+
 class Service:
     """The state of one running service: config, the loaded model, metrics and the open sessions."""
 
@@ -38,9 +62,12 @@ class Service:
         self.config = config
         self.model = model
         self.segmenter = resolve_segmenter(config.segmenter)
+        # One person segmenter for the process: its ONNX Runtime sessions run concurrently, and one per offer
+        # cost a graph load and a thread pool each, freed only when the garbage collector got to them.
+        self.person_segmenter = create_segmenter(self.segmenter, config.threads)
         self.metrics = Metrics()
         self.sessions: dict[str, PeerSession] = {}
-        self._pending = 0  # offers being negotiated: they hold a slot too, so a burst cannot overshoot
+        self._negotiating = 0  # offers between their POST and their answer
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def authorized(self, request: web.Request) -> bool:
@@ -53,7 +80,7 @@ class Service:
 
     def _closed(self, session: PeerSession) -> None:
         if self.sessions.pop(session.id, None) is not None:
-            self.metrics.sessions.set(len(self.sessions))
+            self.metrics.sessions.set(self.connected)
             log.info("session %s closed (%d open)", session.id[:8], len(self.sessions))
 
     # -- routes -----------------------------------------------------------------------------------------------
@@ -62,7 +89,7 @@ class Service:
 
     async def health(self, request: web.Request) -> web.Response:
         info = self.model.info
-        return web.json_response({"status": "ok", "sessions": len(self.sessions),
+        return web.json_response({"status": "ok", "sessions": self.connected, "pending": self.pending,
                                   "max_sessions": self.config.max_sessions, "model": info.name,
                                   "trained": info.trained, "segmenter": self.segmenter,
                                   "backend": self.model.backend, "backend_reason": self.model.backend_reason})
@@ -77,50 +104,104 @@ class Service:
         if not self.authorized(request):
             self.metrics.rejected.inc(reason="unauthorized")
             return _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' or ?token=TOKEN")
+        refused = self._cross_site(request)
+        if refused:
+            self.metrics.rejected.inc(reason="forbidden")
+            return _error(403, refused)
+        if request.content_type != "application/json":  # what a page may send cross-site without asking
+            self.metrics.rejected.inc(reason="bad_offer")
+            return _error(415, f"POST /offer takes Content-Type: application/json, not {request.content_type!r}")
         if request.content_length is not None and request.content_length > cfg.max_offer_bytes:
             self.metrics.rejected.inc(reason="bad_offer")
             return _error(400, f"offer of {request.content_length} bytes is over the {cfg.max_offer_bytes}-byte limit")
-        body = await request.content.read(cfg.max_offer_bytes + 1)  # chunked bodies have no content_length
         try:
+            async with asyncio.timeout(cfg.body_timeout_s):
+                body = await read_body(request, cfg.max_offer_bytes)
             sdp, bg_spec = parse_offer(body, cfg.max_offer_bytes)
-            background = await asyncio.get_running_loop().run_in_executor(None, parse_background, bg_spec)
+        except TimeoutError:
+            self.metrics.rejected.inc(reason="bad_offer")
+            return _error(408, f"the offer body did not arrive within {cfg.body_timeout_s:g} s")
         except ProtocolError as exc:
             self.metrics.rejected.inc(reason="bad_offer")
             return _error(400, str(exc))
-        if len(self.sessions) + self._pending >= cfg.max_sessions:
+        # Capacity before any work (a background image is decoded only for an offer that can be served).
+        if self.connected >= cfg.max_sessions:
             self.metrics.rejected.inc(reason="capacity")
             return _error(503, f"the service is at its limit of {cfg.max_sessions} sessions; try again later",
                           max_sessions=cfg.max_sessions)
-        self._pending += 1
+        if self.pending >= cfg.max_pending:
+            self.metrics.rejected.inc(reason="pending")
+            return _error(503, f"{self.pending} offers are waiting to connect (the limit is {cfg.max_pending}); try "
+                               f"again in {cfg.connect_timeout_s:g} s", max_pending=cfg.max_pending)
+        self._negotiating += 1
         try:
+            try:
+                background = await asyncio.get_running_loop().run_in_executor(None, parse_background, bg_spec)
+            except ProtocolError as exc:
+                self.metrics.rejected.inc(reason="bad_offer")
+                return _error(400, str(exc))
             return await self._negotiate(sdp, background)
         finally:
-            self._pending -= 1
+            self._negotiating -= 1
+
+    def _cross_site(self, request: web.Request) -> str | None:
+        """Why a browser request from another site may not open a session here, or None.
+
+        A page on any site can POST to localhost; the browser names that site in ``Origin``. Requests without
+        one come from programs, not pages. Bound to loopback, the Host must be a loopback name too, so a page
+        whose own name resolves to 127.0.0.1 (DNS rebinding) does not pass as same-origin."""
+        if is_loopback(self.config.host) and not is_loopback(request.url.host or ""):
+            return f"Host {request.host!r} is not this loopback service's address"
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return None
+        own = f"{request.scheme}://{request.host}"
+        if origin == own or origin in self.config.allow_origins:
+            return None
+        return f"pages from {origin} may not open sessions here (this service is {own}; see --allow-origin)"
+
+    @property
+    def connected(self) -> int:
+        return sum(s.connected for s in self.sessions.values())
+
+    @property
+    def pending(self) -> int:
+        """Offers being negotiated or answered and not yet connected."""
+        return self._negotiating + sum(not s.connected for s in self.sessions.values())
+
+    def _on_connected(self, session: PeerSession) -> bool:
+        """A peer connected: keep it if a session slot is free (offers are admitted against the slots free
+        then, so a burst of them can connect one too many)."""
+        if self.connected > self.config.max_sessions:
+            self.metrics.rejected.inc(reason="capacity")
+            log.info("session %s connected beyond the limit of %d sessions: closing", session.id[:8],
+                     self.config.max_sessions)
+            return False
+        self.metrics.sessions.set(self.connected)
+        return True
 
     async def _negotiate(self, sdp: str, background: Any) -> web.Response:
         from aiortc import RTCSessionDescription
 
         cfg = self.config
-        try:  # off the loop: the segmenter loads its own ONNX graph
-            engine = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: MattingSession(self.model, segmenter=self.segmenter, max_side=cfg.max_side,
-                                     temporal=cfg.temporal))
+        try:
+            engine = MattingSession(self.model, segmenter=self.person_segmenter, max_side=cfg.max_side,
+                                    temporal=cfg.temporal)
         except CuematteError as exc:
             return _error(500, f"cannot start a matting session: {exc}")
-        session = PeerSession(cfg, engine, background, self.metrics, self._closed)
+        session = PeerSession(cfg, engine, background, self.metrics, self._closed, self._on_connected)
         try:
             await session.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             await session.pc.setLocalDescription(await session.pc.createAnswer())
         except Exception as exc:  # aiortc raises ValueError, KeyError, InvalidStateError... on odd SDP
-            log.info("bad offer: %r", exc)
+            log.info("bad offer: %r", exc)  # the internal reason, for whoever runs the service
             await session.close()
             self.metrics.rejected.inc(reason="bad_offer")
-            return _error(400, f"cannot negotiate this offer: {exc or type(exc).__name__}")
+            return _error(400, f"cannot negotiate this offer: {negotiation_reason(exc)}")
         self.sessions[session.id] = session
-        self.metrics.sessions.set(len(self.sessions))
         self.metrics.sessions_total.inc()
         session.start()
-        log.info("session %s open (%d open)", session.id[:8], len(self.sessions))
+        log.info("session %s answered (%d open)", session.id[:8], len(self.sessions))
         desc = session.pc.localDescription
         return web.json_response({"sdp": desc.sdp, "type": desc.type, "session_id": session.id})
 
@@ -136,6 +217,10 @@ def create_app(config: ServerConfig, model: FlashModel | None = None) -> web.App
     if model is None:
         model = FlashModel(config.model, backend=config.backend, threads=config.threads, plans=config.plans)
     service = Service(config, model)
+    if service.person_segmenter is None and (model.info.person_mask or model.info.align_flash):
+        # Found here, not as a 500 on every offer.
+        raise ConfigError(f"model {model.info.path} needs the person segmenter; segmenter "
+                          f"{config.segmenter!r} gives none")
     # Offers are capped by max_offer_bytes in the handler (400, not aiohttp's 413).
     app = web.Application(client_max_size=max(config.max_offer_bytes * 2, 1024))
     app[SERVICE] = service

@@ -5,6 +5,7 @@ services in one process)."""
 from __future__ import annotations
 
 import ipaddress
+import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,12 +52,22 @@ class ServerConfig:
     max_side: int = 1280  # frames are matted at most this long on their long side
     temporal: float = VIDEO_SMOOTHING  # motion-aware alpha smoothing strength in [0, 1); 0 = off
     max_offer_bytes: int = 65536  # a browser offer is 3-10 kB; anything near this is not an offer
+    body_timeout_s: float = 10.0  # an offer body still arriving after this is answered 408
     max_message_bytes: int = 196608  # control messages (a background image as a data URL is the big one)
+    max_messages_per_s: int = 20  # per peer; the page sends a few per flash, beyond this is a flood
     flash_window_s: float = 5.0  # a window never closed by flash-end is closed by the server after this
     flash_grace_s: float = 0.25  # keep capturing after flash-end: video lags the data channel by a few frames
     drift_every: int = 5  # check scene drift every N matted frames
     stats_interval_s: float = 1.0
-    connect_timeout_s: float = 30.0  # a peer not connected by then is closed (and its slot freed)
+    # Offers answered but not yet connected hold no session slot: they have their own small cap and are
+    # reclaimed after connect_timeout_s (ICE on a LAN completes in about a second), so offers that never
+    # connect cannot lock real clients out for long.
+    max_pending: int = 2
+    connect_timeout_s: float = 10.0
+    idle_timeout_s: float = 20.0  # a connected peer that sent no camera frame for this long is closed
+    # Origins allowed to POST /offer besides the service's own ("scheme://host:port"); requests without an
+    # Origin header (non-browser clients) are not browser cross-site requests and are allowed.
+    allow_origins: tuple[str, ...] = ()
     web_dir: Path = field(default=WEB_DIR)
 
     def validate(self) -> ServerConfig:
@@ -69,8 +80,15 @@ class ServerConfig:
         for path in (self.cert, self.key):
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"TLS file not found: {path}")
-        if self.max_sessions < 1:
-            raise ConfigError("--max-sessions must be at least 1")
+        if self.max_sessions < 1 or self.max_pending < 1:
+            raise ConfigError("--max-sessions and max_pending must be at least 1")
+        if self.max_messages_per_s < 1:
+            raise ConfigError("max_messages_per_s must be at least 1")
+        if self.connect_timeout_s <= 0 or self.idle_timeout_s <= 0:
+            raise ConfigError("connect_timeout_s and idle_timeout_s must be positive")
+        for origin in self.allow_origins:
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ConfigError(f"--allow-origin {origin!r} is not an origin like https://example.com:8443")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port must be in 0..65535, got {self.port}")
         if self.drift_every < 1 or self.max_side < 64:

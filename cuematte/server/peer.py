@@ -84,7 +84,8 @@ class PeerSession:
     """Everything about one browser connection. Created by the service per accepted offer."""
 
     def __init__(self, config: ServerConfig, engine: MattingSession, background: Background, metrics: Metrics,
-                 on_closed: Callable[[PeerSession], None]) -> None:
+                 on_closed: Callable[[PeerSession], None],
+                 on_connected: Callable[[PeerSession], bool] = lambda _: True) -> None:
         from aiortc import RTCConfiguration
 
         self.id = uuid.uuid4().hex
@@ -107,11 +108,16 @@ class PeerSession:
         self._last_error: str | None = None
         self._rate = RateMeter()
         self._stages: dict[str, float] = {}
+        self._flash_stats: dict[str, Any] | None = None
+        self._messages = TokenBucket(rate=config.max_messages_per_s, burst=2 * config.max_messages_per_s)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"matte-{self.id[:6]}")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._has_video = False
         self._on_closed = on_closed
+        self._on_connected = on_connected
+        self.connected = False  # ICE and DTLS completed once; until then the peer is a pending offer
+        self._last_arrival = time.monotonic()  # of a camera frame (or the connection), for the idle timeout
         self._wire()
 
     # -- wiring ---------------------------------------------------------------------------------------------
@@ -137,13 +143,19 @@ class PeerSession:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             log.info("session %s: connection %s", self.id[:8], pc.connectionState)
-            if pc.connectionState in ("failed", "closed"):
+            if pc.connectionState == "connected" and not self.connected:
+                self.connected = True
+                self._last_arrival = time.monotonic()
+                if not self._on_connected(self):
+                    await self.close()
+            elif pc.connectionState in ("failed", "closed"):
                 await self.close()
 
     def start(self) -> None:
-        """After the answer is sent: stats ticker and the connect deadline."""
+        """After the answer is sent: stats ticker, the connect deadline and the idle watch."""
         self._spawn(self._stats_loop())
         self._spawn(self._connect_deadline())
+        self._spawn(self._idle_watch())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -169,6 +181,7 @@ class PeerSession:
             except MediaStreamError:
                 return
             assert isinstance(frame, VideoFrame)
+            self._last_arrival = time.monotonic()
             self.received += 1
             self.metrics.frames_received.inc()
             if self._window is not None:
@@ -226,6 +239,15 @@ class PeerSession:
 
     # -- control channel ------------------------------------------------------------------------------------
     def _on_message(self, raw: str | bytes) -> None:
+        if not self._messages.take(time.monotonic()):
+            # A flood must not starve this peer's video or the executor other peers share: drop, tell once.
+            self.metrics.rejected.inc(reason="message_rate")
+            if not self._messages.warned:
+                self._messages.warned = True
+                self._report_error(f"more than {self.config.max_messages_per_s} control messages a second: "
+                                   "dropping messages")
+            return
+        self._messages.warned = False
         try:
             msg = parse_message(raw, self.config.max_message_bytes)
         except ProtocolError as exc:
@@ -287,9 +309,10 @@ class PeerSession:
         for stage in ("trimap", "flash"):
             self.metrics.stage.observe(ms[stage] / 1000.0, stage=stage)
         weak = WEAK_FLASH_HINT if method in ("segmenter-only", "unknown") else ""
-        self._set_state(LiveState.MATTING, f"flash cached (trimap by {method} {ms['trimap']:.0f} ms, flash graph "
-                                           f"{ms['flash']:.0f} ms, {window.capture.frames} frames in the window)"
-                                           f"{weak}")
+        # The status line says what the user needs; the timings go to the stats line.
+        self._flash_stats = {"method": method, "trimap_ms": round(ms["trimap"], 1), "graph_ms": round(ms["flash"], 1),
+                             "frames": window.capture.frames}
+        self._set_state(LiveState.MATTING, f"flash cached{weak}")
 
     def _set_flash(self, flash_frame: VideoFrame, noflash_frame: VideoFrame) -> tuple[dict[str, float], str]:
         """Worker thread: trimap + flash graph once. Returns the stage times (ms) and how the trimap was made."""
@@ -348,6 +371,7 @@ class PeerSession:
             "received": self.received,
             "dropped": self.slot.dropped,
             "size": list(self.frame_size) if self.frame_size else None,
+            "flash": self._flash_stats,  # how the cached flash was made (None before one)
         }
 
     async def _stats_loop(self) -> None:
@@ -357,9 +381,22 @@ class PeerSession:
 
     async def _connect_deadline(self) -> None:
         await asyncio.sleep(self.config.connect_timeout_s)
-        if self.pc.connectionState != "connected":
+        if not self.connected:
             log.info("session %s: not connected after %.0f s, closing", self.id[:8], self.config.connect_timeout_s)
             await self.close()
+
+    async def _idle_watch(self) -> None:
+        """Close a connected peer that sends no camera frames (a receive-only offer, a stalled camera): it
+        would hold its slot forever."""
+        limit = self.config.idle_timeout_s
+        while not self._closed:
+            await asyncio.sleep(min(limit, 1.0))
+            idle = time.monotonic() - self._last_arrival
+            if self.connected and idle > limit:
+                log.info("session %s: no camera frame for %.0f s, closing", self.id[:8], idle)
+                self.metrics.rejected.inc(reason="idle")
+                await self.close()
+                return
 
     # -- end ------------------------------------------------------------------------------------------------
     async def close(self) -> None:
@@ -373,9 +410,34 @@ class PeerSession:
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
-        await self.pc.close()
-        self._worker.shutdown(wait=False, cancel_futures=True)
-        self._on_closed(self)
+        try:  # aiortc can raise closing a half-negotiated peer; the slot and the worker are freed regardless
+            await self.pc.close()
+        except Exception as exc:
+            log.info("session %s: closing the peer connection raised %r", self.id[:8], exc)
+        finally:
+            self._worker.shutdown(wait=False, cancel_futures=True)
+            self._on_closed(self)
+
+
+@dataclass
+class TokenBucket:
+    """``rate`` events a second on average, ``burst`` at once."""
+
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    at: float = 0.0
+    warned: bool = False
+
+    def take(self, now: float) -> bool:
+        if self.tokens < 0:
+            self.tokens, self.at = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 def to_i420_frame(rgb: np.ndarray) -> VideoFrame:

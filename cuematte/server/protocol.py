@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import re
+import struct
 from typing import Any
 
 import cv2
@@ -60,6 +61,48 @@ def parse_color(value: Any) -> tuple[int, int, int]:
     raise ProtocolError(f"colour must be '#RRGGBB' or [r, g, b] in 0..255, got {value!r}")
 
 
+def image_size(raw: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG, WebP or BMP header, without decoding; None if the header is not one.
+
+    A decompression bomb (a 33 kB PNG of 16384x16384) is refused on these few bytes, before a decoder
+    allocates its pixels."""
+    if raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR" and len(raw) >= 24:
+        w, h = struct.unpack(">II", raw[16:24])
+        return w, h
+    if raw[:2] == b"BM" and len(raw) >= 26:
+        w, h = struct.unpack("<ii", raw[18:26])
+        return abs(w), abs(h)  # a negative height is a top-down bitmap
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP" and len(raw) >= 30:
+        chunk = raw[12:16]
+        if chunk == b"VP8 " and raw[23:26] == b"\x9d\x01\x2a":
+            w, h = struct.unpack("<HH", raw[26:30])
+            return w & 0x3FFF, h & 0x3FFF
+        if chunk == b"VP8L" and raw[20] == 0x2F:
+            bits = int.from_bytes(raw[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X":
+            return int.from_bytes(raw[24:27], "little") + 1, int.from_bytes(raw[27:30], "little") + 1
+        return None
+    if raw[:2] == b"\xff\xd8":  # JPEG: walk the markers to the first start-of-frame
+        i = 2
+        while i + 9 <= len(raw):
+            if raw[i] != 0xFF:
+                return None
+            marker = raw[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+                i += 2
+                continue
+            (length,) = struct.unpack(">H", raw[i + 2:i + 4])
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack(">HH", raw[i + 5:i + 9])
+                return w, h
+            i += 2 + length
+    return None
+
+
 def decode_image(data_url: Any) -> np.ndarray:
     """A ``data:image/...;base64,`` URL -> (H, W, 3) uint8 RGB."""
     if not isinstance(data_url, str):
@@ -71,11 +114,17 @@ def decode_image(data_url: Any) -> np.ndarray:
         raw = base64.b64decode(m.group(2), validate=True)
     except (binascii.Error, ValueError):
         raise ProtocolError("background image: invalid base64") from None
+    size = image_size(raw)
+    if size is None:
+        raise ProtocolError("background image could not be decoded: not a PNG, JPEG, WebP or BMP")
+    if max(size) > MAX_IMAGE_SIDE or min(size) < 16:
+        raise ProtocolError(f"background image of {size[0]}x{size[1]} is outside 16..{MAX_IMAGE_SIDE} px")
     bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ProtocolError("background image could not be decoded")
-    if max(bgr.shape[:2]) > MAX_IMAGE_SIDE or min(bgr.shape[:2]) < 16:
-        raise ProtocolError(f"background image of {bgr.shape[1]}x{bgr.shape[0]} is outside 16..{MAX_IMAGE_SIDE} px")
+    if sorted(bgr.shape[:2]) != sorted(size):  # a header that lied (EXIF rotation may swap the sides)
+        raise ProtocolError(f"background image decodes to {bgr.shape[1]}x{bgr.shape[0]}, not the {size[0]}x{size[1]} "
+                            "its header states")
     return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 

@@ -37,7 +37,7 @@ function showMessage(text) {
 function setState(state, detail, reflash = false) {
   ui.state.dataset.state = state;
   let text = STATE_TEXT[state] || state;
-  if (detail && detail !== "matting" && detail !== "flash to start") text += ` (${detail})`;
+  if (detail && !["matting", "flash to start", "flash cached"].includes(detail)) text += ` (${detail})`;
   if (reflash) text = "The scene changed: press Flash again.";
   ui.state.textContent = text;
   ui.hint.hidden = state !== "waiting-flash";
@@ -66,7 +66,9 @@ function onControl(event) {
     const f = (v, d = 1) => (typeof v === "number" ? v.toFixed(d) : "–");
     const size = msg.size ? `${msg.size[0]}×${msg.size[1]}` : "";
     ui.stats.textContent = `${f(msg.fps)} fps · ${f(msg.ms)} ms/frame · service latency ${f(msg.latency_ms)} ms · ` +
-      `dropped ${msg.dropped} of ${msg.received} · ${size}`;
+      `dropped ${msg.dropped} of ${msg.received} · ${size}` +
+      (msg.flash ? ` · flash: ${msg.flash.method}, trimap ${f(msg.flash.trimap_ms, 0)} ms, ` +
+                   `graph ${f(msg.flash.graph_ms, 0)} ms` : "");
     ui.stats.dataset.fps = msg.fps;
   }
 }
