@@ -7,7 +7,7 @@
 #   cuematte build-engines --check [--model M] --out /plans/<model>   exit 0: the plans there fit; keep them
 #   cuematte build-engines [--model M] $CUEMATTE_BUILD_ARGS --out /plans/<model>   otherwise (first start, another
 #                                                                                 GPU, another TensorRT)
-#   exec cuematte serve ... --plans /plans/<model> --token ...
+#   exec cuematte serve ... --plans /plans/<model> (the token from the environment or --token-file)
 #
 # Environment:
 #   CUEMATTE_TOKEN / CUEMATTE_TOKEN_FILE   the service token (see docker/entrypoint.sh); required
@@ -27,7 +27,7 @@ if [[ $# -ge 2 && $1 == cuematte && $2 == serve ]]; then
     # Check the token before a build that can take minutes; docker/entrypoint.sh passes it on.
     token_given=false
     for arg in "$@"; do
-        [[ $arg == --token || $arg == --token=* ]] && token_given=true
+        [[ $arg == --token || $arg == --token=* || $arg == --token-file || $arg == --token-file=* ]] && token_given=true
     done
     if [[ $token_given == false && -z ${CUEMATTE_TOKEN:-} && -z ${CUEMATTE_TOKEN_FILE:-} ]]; then
         fail "no token: set CUEMATTE_TOKEN (or CUEMATTE_TOKEN_FILE, a file holding it, e.g. a secret under" \

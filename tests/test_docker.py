@@ -102,13 +102,13 @@ def test_entrypoint_refuses_serve_without_token(fake_bin: Path) -> None:
 def test_entrypoint_passes_the_token(fake_bin: Path, tmp_path: Path) -> None:
     proc, calls = _run("entrypoint.sh", SERVE, fake_bin, CUEMATTE_TOKEN=TOKEN)
     assert proc.returncode == 0, proc.stderr
-    assert calls == [f"serve --host 0.0.0.0 --port 8080 --token {TOKEN}"]
+    assert calls == ["serve --host 0.0.0.0 --port 8080"]  # serve reads CUEMATTE_TOKEN: not on the command line
 
     secret = tmp_path / "secret"
     secret.write_text(f"{TOKEN}\n")
     proc, calls = _run("entrypoint.sh", SERVE, fake_bin, CUEMATTE_TOKEN_FILE=str(secret))
     assert proc.returncode == 0, proc.stderr
-    assert calls == [f"serve --host 0.0.0.0 --port 8080 --token {TOKEN}"]
+    assert calls == [f"serve --host 0.0.0.0 --port 8080 --token-file {secret}"]
 
     proc, _ = _run("entrypoint.sh", SERVE, fake_bin, CUEMATTE_TOKEN_FILE=str(tmp_path / "missing"))
     assert proc.returncode == 2
@@ -132,7 +132,7 @@ def test_gpu_entrypoint_builds_plans_once_then_serves_with_them(fake_bin: Path, 
     env = {"CUEMATTE_TOKEN": TOKEN, "CUEMATTE_PLANS_ROOT": str(plans), "CUEMATTE_MODEL": "/models/mine",
            "CUEMATTE_BUILD_ARGS": "--no-fp16 --max-size 1920x1080"}
     args = [*SERVE, "--backend", "auto"]
-    serve = f"serve --host 0.0.0.0 --port 8080 --backend auto --model /models/mine --plans {plans}/mine --token {TOKEN}"
+    serve = f"serve --host 0.0.0.0 --port 8080 --backend auto --model /models/mine --plans {plans}/mine"
 
     proc, calls = _run("gpu-entrypoint.sh", args, fake_bin, **env)
     assert proc.returncode == 0, proc.stderr

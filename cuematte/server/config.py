@@ -74,7 +74,8 @@ class ServerConfig:
         """Raise :class:`ConfigError` for settings the service must refuse; returns self."""
         if not is_loopback(self.host) and not self.token:
             raise ConfigError(f"binding {self.host} exposes the camera service beyond this machine; "
-                              "set --token TOKEN (clients send 'Authorization: Bearer TOKEN' or ?token=TOKEN)")
+                              "set a token with --token-file PATH, $CUEMATTE_TOKEN or --token TOKEN (clients send "
+                              "'Authorization: Bearer TOKEN' or ?token=TOKEN)")
         if bool(self.cert) != bool(self.key):
             raise ConfigError("--cert and --key go together")
         for path in (self.cert, self.key):
