@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from cuematte.clients.scenes import make_pair
 from cuematte.engine.compositing import Background
+from cuematte.engine.errors import InferenceError
 from cuematte.engine.session import MattingSession
 from cuematte.live import FlashCapture, FlashCaptureError, LiveMatter, LiveState, RateMeter
 from cuematte.live.capture import mean_luma
@@ -92,3 +94,40 @@ def test_live_matter_takes_a_rescaled_no_flash_frame(lite_model_dir: Path) -> No
 def test_live_states_are_the_service_wire_names() -> None:
     assert [s.value for s in LiveState] == ["waiting-flash", "capturing", "matting", "error"]
     assert f"{LiveState.MATTING}" == "matting"
+
+
+class _Outage:
+    """A real graph that fails inside ONNX Runtime itself (it is run with no inputs) while ``down``: a device
+    or memory error mid-session, which cannot be provoked on demand otherwise."""
+
+    def __init__(self, graph: Any) -> None:
+        self.graph, self.down = graph, True
+        self.input_names, self.output_names = graph.input_names, graph.output_names
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(self.graph.run({} if self.down else feeds))
+
+
+@pytest.mark.usefixtures("quiet_untrained")
+def test_an_inference_failure_costs_frames_never_the_session_or_its_flash(lite_model_dir: Path) -> None:
+    flash, noflash, _ = make_pair(H, W)
+    matter = LiveMatter(MattingSession(lite_model_dir, segmenter="grabcut"), Background("green"))
+    matter.set_flash(flash, noflash)
+    session = matter.session
+    cached = session._flash
+    frame_outage, flash_outage = _Outage(session.frame_graph), _Outage(session.flash_graph)
+    session.frame_graph = frame_outage
+    failed = matter.process(noflash)
+    assert not failed.matted and failed.frame is noflash  # the camera frame passes through
+    assert failed.error is not None and "ONNX Runtime failed running frame.onnx" in failed.error
+    assert matter.has_flash and session._flash is cached
+    frame_outage.down = False
+    assert matter.process(noflash).matted  # back as soon as the backend is
+    session.flash_graph = flash_outage
+    with pytest.raises(InferenceError, match=r"flash\.onnx"):
+        matter.set_flash(flash, noflash)
+    assert session._flash is cached and matter.process(noflash).matted  # the previous flash stays in use
+    matter.reset()
+    flash_outage.down = False
+    matter.set_flash(flash, noflash)
+    assert matter.process(noflash).matted

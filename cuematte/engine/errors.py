@@ -50,3 +50,8 @@ class FlashNotSetError(CuematteError):
 
 class BackendError(CuematteError):
     """A requested execution backend (CUDA, TensorRT) is not available on this machine."""
+
+
+class InferenceError(BackendError):
+    """The backend failed running a graph (out of memory, a device error): this call's result is lost, the
+    session and its cached flash are not."""

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from cuematte.engine.errors import BackendError
+from cuematte.engine.errors import BackendError, InferenceError
 
 log = logging.getLogger(__name__)
 
@@ -79,5 +79,8 @@ class OrtGraph:
         self.metadata: dict[str, str] = dict(meta)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self.session.run(self.output_names, feeds)
+        try:
+            outs = self.session.run(self.output_names, feeds)
+        except Exception as exc:  # ORT raises its own untyped errors; callers act on a named one
+            raise InferenceError(f"ONNX Runtime failed running {self.path.name}: {exc}") from exc
         return dict(zip(self.output_names, outs, strict=True))
