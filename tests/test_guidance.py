@@ -56,20 +56,21 @@ def test_an_all_unknown_flash_trimap_leaves_the_segmenter_alone() -> None:
     assert (build_guidance(person, np.full((H, W), UNKNOWN, np.uint8)) == build_guidance(person, None)).all()
 
 
-def test_with_confirm_certain_needs_the_flash_to_agree_once_it_located_the_subject() -> None:
-    """A model trained with ``confirm`` decides wherever the flash cannot say, even inside the segmenter's
-    confident person; where both are sure the guidance is certain as before."""
+def test_confirm_background_needs_the_flash_to_agree_once_it_located_the_subject() -> None:
+    """A model configured with ``confirm_background`` may add to the person where the flash cannot say, even in
+    the segmenter's confident background; the segmenter's confident person stays certain without the flash's
+    word (on real faces the flash is often unsure)."""
     person = _disc(128, 72, 40)
     flash = np.full((H, W), BG, np.uint8)
     flash[20:124, 70:186] = UNKNOWN  # the flash's own band around the subject
     flash[45:100, 100:156] = FG  # the lit part it is sure of
-    params = GuidanceParams(confirm=True)
+    params = GuidanceParams(confirm_background=True)
     g = build_guidance(person, flash, params)
     assert g[72, 128] == FG and g[2, 2] == BG  # both sure: certain
-    assert g[72, 95] == UNKNOWN  # segmenter sure of the person, flash unsure: the network decides
-    assert g[25, 75] == UNKNOWN  # segmenter sure of the background, flash unsure: likewise
-    old = build_guidance(person, flash, GuidanceParams(confirm=False))
-    assert old[72, 95] == FG and old[25, 75] == BG  # the old rule: the flash's silence was enough
+    assert g[25, 75] == UNKNOWN  # segmenter sure of the background, flash unsure: the network decides
+    assert g[72, 95] == FG  # segmenter sure of the person, flash unsure: still certain
+    old = build_guidance(person, flash, GuidanceParams(confirm_background=False))
+    assert old[25, 75] == BG  # the default rule: the flash's silence is enough
     # A flash that located nobody leaves the segmenter alone under either rule.
     nobody = np.full((H, W), UNKNOWN, np.uint8)
     assert (build_guidance(person, nobody, params) == build_guidance(person, None, params)).all()

@@ -53,6 +53,8 @@ def test_default_model_loads_with_no_flag_and_mattes(scene: tuple[np.ndarray, np
     with warnings.catch_warnings():
         warnings.simplefilter("error", UntrainedModelWarning)
         session = MattingSession()
+    # It serves with the background-confirming guidance it was measured with (model card).
+    assert session.model.info.guidance_confirm_bg and session.guidance_params.confirm_background
     session.set_flash(flash, noflash)
     m = session.matte(noflash)
     assert m.alpha.shape == noflash.shape[:2] and m.alpha.dtype == np.float32

@@ -286,8 +286,8 @@ def test_guidance_batches_are_the_engines_and_the_loss_sees_the_composed_alpha(t
 
     cache = build_cache(tmp_path / "c.npy", CacheSpec(n=4, size=(144, 256), split="train"), workers=1)
     cfg = TrainConfig(batch_size=2, person_mask=True, flash_prior=True, guidance=True, mask_failure_p=0.5,
-                      guidance_confirm=confirm)
-    assert cfg.net_config.guidance_confirm is confirm
+                      guidance_confirm_bg=confirm)
+    assert cfg.net_config.guidance_confirm_bg is confirm
     batch = Batches(cache, cfg).get(1, torch.device("cpu"))
     g = batch["guidance"]
     assert g.shape == (2, 3, 144, 256) and torch.equal(g.sum(1), torch.ones(2, 144, 256))
@@ -295,7 +295,7 @@ def test_guidance_batches_are_the_engines_and_the_loss_sees_the_composed_alpha(t
         mask = batch["prior"][b, 0].numpy()
         tri = trimap_from_one_hot(batch["flash_trimap"][b].numpy())
         want = build_guidance(cv2.resize(mask, (256, 144), interpolation=cv2.INTER_AREA), tri,
-                              GuidanceParams(confirm=confirm))
+                              GuidanceParams(confirm_background=confirm))
         assert np.array_equal(trimap_from_one_hot(g[b].numpy()), want)
     torch.manual_seed(0)
     net = build_model(cfg.net_config)
@@ -323,6 +323,6 @@ def test_recipes_load_and_name_unknown_fields(tmp_path: Path) -> None:
     bad.write_text("config = \n")
     with pytest.raises(InputError, match="TOML"):
         load_recipe(bad)
-    bad.write_text("config = 'lite'\nguidance_confirm = true\n")
+    bad.write_text("config = 'lite'\nguidance_confirm_bg = true\n")
     with pytest.raises(InputError, match="set guidance"):
         load_recipe(bad)

@@ -71,7 +71,7 @@ class ModelInfo:
     align_flash: bool  # flash inputs are warped onto the subject first (cuematte.engine.cues.align.SubjectWarp)
     guidance: bool  # the frame graph takes the guidance trimap and refines only its unknown region
     guidance_bands: tuple[float, float]  # (inner, outer) band of the guidance it was trained with
-    guidance_confirm: bool  # certain needs the flash's agreement once it located the subject (GuidanceParams)
+    guidance_confirm_bg: bool  # certain background needs the flash's agreement once it found the subject
     flash_features_shape: tuple[int, int]  # (N, C')
     spec: GraphSpec  # both graphs' inputs and outputs, by name (model.json "io", written by export)
     manifest: dict[str, Any]
@@ -111,13 +111,26 @@ def read_model_info(model_dir: Path) -> ModelInfo:
         raise ModelError(f"{model_dir} has no model.json; it is not a cuematte model folder ({HOW_TO_GET_A_MODEL})")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not JSON, or not UTF-8
         raise ModelError(f"{manifest_path} is not readable JSON: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{manifest_path} is not a {FORMAT} manifest (not a JSON object)")
     if manifest.get("format") != FORMAT:
         raise ModelError(f"{manifest_path} is not a {FORMAT} manifest (format={manifest.get('format')!r})")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ModelError(f"{model_dir} holds graphs of format version {manifest.get('format_version')!r}; this "
                          f"version runs {FORMAT_VERSION}: re-export it from its checkpoint with `cuematte export`")
+    try:
+        return _describe(model_dir, manifest)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        # A field missing or of the wrong type: a hand-edited or damaged manifest, not a bug to trace.
+        raise ModelError(f"{manifest_path} has a missing or malformed field ({type(exc).__name__}: {exc}); "
+                         "re-export the model with `cuematte export`") from exc
+
+
+def _describe(model_dir: Path, manifest: dict[str, Any]) -> ModelInfo:
+    """The rest of :func:`read_model_info`: both graphs present and as recorded, the config read."""
+    manifest_path = model_dir / "model.json"
     for role in ("flash", "frame"):
         name = manifest.get("graphs", {}).get(role)
         if not name or not (model_dir / name).is_file():
@@ -145,7 +158,7 @@ def read_model_info(model_dir: Path) -> ModelInfo:
         align_flash=bool(cfg.get("align_flash", False)),
         guidance=bool(cfg.get("guidance", False)),
         guidance_bands=_pair(cfg.get("guidance_bands", GUIDANCE_BANDS)),
-        guidance_confirm=bool(cfg.get("guidance_confirm", False)),
+        guidance_confirm_bg=bool(cfg.get("guidance_confirm_bg", False)),
         flash_features_shape=(int(n), int(c)),
         spec=spec,
         manifest=manifest,

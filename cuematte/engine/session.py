@@ -123,7 +123,7 @@ class MattingSession:
         self.trimap_params = trimap_params or TrimapParams()
         inner, outer = self.model.info.guidance_bands
         self.guidance_params = guidance_params or GuidanceParams(inner=inner, outer=outer,
-                                                                 confirm=self.model.info.guidance_confirm)
+                                                                 confirm_background=self.model.info.guidance_confirm_bg)
         self.times = StageTimes()
         # Motion-aware alpha smoothing across consecutive matte() calls (0 = off); restarts with every flash.
         self.smoother = TemporalSmoother(strength=temporal)

@@ -88,9 +88,9 @@ class TrainConfig:
     # The per-frame graph refines the engine's guidance trimap (FNFConfig.guidance), built here from each
     # sample's person mask and flash trimap by the engine's own function; the loss sees the composed alpha.
     guidance: bool = False
-    # Once the flash located the subject, the guidance is certain only where the flash agrees
-    # (FNFConfig.guidance_confirm).
-    guidance_confirm: bool = False
+    # Once the flash located the subject, certain background needs the flash's agreement
+    # (FNFConfig.guidance_confirm_bg).
+    guidance_confirm_bg: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -98,7 +98,7 @@ class TrainConfig:
         """The network this recipe trains (its named config with the recipe's input switches)."""
         return get_config(self.config, person_mask=self.person_mask, flash_prior=self.flash_prior,
                           align_flash=self.align_flash, guidance=self.guidance,
-                          guidance_confirm=self.guidance_confirm)
+                          guidance_confirm_bg=self.guidance_confirm_bg)
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first field that cannot make a run."""
@@ -198,7 +198,7 @@ class Batches:
         net = self.cfg.net_config
         h, w = net.cmn_size
         params = GuidanceParams(inner=net.guidance_bands[0], outer=net.guidance_bands[1],
-                                confirm=net.guidance_confirm)
+                                confirm_background=net.guidance_confirm_bg)
         out = []
         for m, t in zip(person[:, 0].cpu().numpy(), flash_trimap.cpu().numpy(), strict=True):
             mask = cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)
@@ -321,7 +321,7 @@ def saved_config(out: Path) -> TrainConfig:
         raise InputError(f"{out} was trained with {removed_switches_message(on)}")
     saved["size"] = tuple(saved["size"])
     saved.setdefault("guidance", False)
-    saved.setdefault("guidance_confirm", False)
+    saved.setdefault("guidance_confirm_bg", False)
     saved["mask_failure_kinds"] = tuple(saved.get("mask_failure_kinds", TrainConfig.mask_failure_kinds))
     return TrainConfig(**saved)
 

@@ -12,10 +12,11 @@ physically, never from a network trained on rendered people:
   confident interior is right far more often than a network that has seen rendered people only;
 * the cached flash trimap, moved onto the person by the subject tracking: where it contradicts the segmenter
   (a flash-lit held object the segmenter calls background, an unlit person behind it calls person) the guidance
-  says unknown, so the network decides there with the flash in view. With ``confirm`` (models trained or
-  configured so), once the flash has located the subject a pixel is certain only where the flash is certain
-  too: where the flash cannot say (its own edge band, an unlit part), the segmenter's confidence alone does
-  not fix the pixel. A flash that located nobody leaves the guidance to the segmenter alone.
+  says unknown, so the network decides there with the flash in view. With ``confirm_background`` (models
+  configured so), once the flash has located the subject, certain background needs the flash to call it
+  background too: where the flash cannot say (its edge band), the network may add to the person. Certain
+  person never needs it: on a real face the flash is often unsure, and a network trained on rendered people
+  must not decide there. A flash that located nobody leaves the guidance to the segmenter alone.
 
 So pixels both cues call certain come out exactly 0 or 1, and a network that has never seen a real face cannot
 cut a hole through one. Everything here works at the CMN grid (h, w).
@@ -41,9 +42,9 @@ class GuidanceParams:
     # as fractions of the short side (FNFConfig.guidance_bands: a model is trained with its own).
     inner: float = GUIDANCE_BANDS[0]
     outer: float = GUIDANCE_BANDS[1]
-    # Once the flash located the subject, certain needs the flash's agreement, not just its silence
-    # (FNFConfig.guidance_confirm).
-    confirm: bool = False
+    # Once the flash located the subject, certain background needs the flash's agreement, not just its
+    # silence (FNFConfig.guidance_confirm_bg).
+    confirm_background: bool = False
 
 
 def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -60,18 +61,18 @@ def build_guidance(person: np.ndarray, flash_trimap: np.ndarray | None = None,
     0/128/255 (None or all unknown: the flash located nobody) -> the guidance trimap (h, w) uint8 0/128/255.
 
     Certain person: the segmenter is sure, ``inner`` inside its edge, and the flash does not call it
-    background (with ``params.confirm`` and a flash that found someone: the flash calls it person). Certain
-    background likewise, ``outer`` away from the segmenter's edge. Everything else is unknown.
+    background. Certain background: the segmenter is sure, ``outer`` away from its edge, and the flash does not
+    call it person (with ``params.confirm_background`` and a flash that found someone: the flash calls it
+    background). Everything else is unknown.
     """
     short = min(person.shape[:2])
     fg = _erode(person >= params.sure, max(1, round(short * params.inner)))
     bg = _erode(person <= params.unsure, max(1, round(short * params.outer)))
     if flash_trimap is not None:
-        if params.confirm and (flash_trimap == FG).any():
-            fg &= flash_trimap == FG
+        fg &= flash_trimap != BG
+        if params.confirm_background and (flash_trimap == FG).any():
             bg &= flash_trimap == BG
         else:
-            fg &= flash_trimap != BG
             bg &= flash_trimap != FG
     out = np.full(person.shape[:2], UNKNOWN, np.uint8)
     out[fg] = FG

@@ -51,9 +51,9 @@ class FNFConfig:
     # The guidance's unknown band inside the segmenter's confident person and inside its confident background,
     # as fractions of the CMN grid's short side (cuematte.engine.cues.guidance.GuidanceParams.inner / outer).
     guidance_bands: tuple[float, float] = GUIDANCE_BANDS
-    # Once the flash located the subject, the guidance is certain only where the flash agrees with the
-    # segmenter (GuidanceParams.confirm): where the flash cannot say, the network decides.
-    guidance_confirm: bool = False
+    # Once the flash located the subject, certain background needs the flash to agree with the segmenter
+    # (GuidanceParams.confirm_background): where the flash cannot say, the network may add to the person.
+    guidance_confirm_bg: bool = False
     norm_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     norm_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     stride: int = field(default=16, init=False)  # encoder output stride (timm output_stride)
@@ -91,8 +91,8 @@ class FNFConfig:
         if self.guidance and not (self.person_mask and self.flash_prior):
             raise ValueError("guidance is built from the segmenter's person mask and the cached flash prior's "
                              "trimap: set person_mask and flash_prior")
-        if self.guidance_confirm and not self.guidance:
-            raise ValueError("guidance_confirm changes how the guidance is built: set guidance")
+        if self.guidance_confirm_bg and not self.guidance:
+            raise ValueError("guidance_confirm_bg changes how the guidance is built: set guidance")
 
     @property
     def prior_channels(self) -> int:
@@ -133,9 +133,9 @@ CONFIGS: dict[str, FNFConfig] = {"paper": PAPER, "lite": LITE}
 
 def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool | None = None,
                align_flash: bool | None = None, guidance: bool | None = None,
-               guidance_confirm: bool | None = None) -> FNFConfig:
+               guidance_confirm_bg: bool | None = None) -> FNFConfig:
     """Look a named config up; ``person_mask`` / ``flash_prior`` / ``align_flash`` / ``guidance`` /
-    ``guidance_confirm`` override those switches."""
+    ``guidance_confirm_bg`` override those switches."""
     try:
         cfg = CONFIGS[name]
     except KeyError:
@@ -148,6 +148,6 @@ def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool 
         cfg = replace(cfg, align_flash=align_flash)
     if guidance is not None:
         cfg = replace(cfg, guidance=guidance)
-    if guidance_confirm is not None:
-        cfg = replace(cfg, guidance_confirm=guidance_confirm)
+    if guidance_confirm_bg is not None:
+        cfg = replace(cfg, guidance_confirm_bg=guidance_confirm_bg)
     return cfg
