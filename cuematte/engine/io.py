@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -16,6 +17,18 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".y4m"}
 
 
+@contextmanager
+def opencv_quiet() -> Iterator[None]:
+    """OpenCV logs its own ``[ WARN]``/``[ERROR]`` lines for a file it cannot decode; the caller raises a named
+    error for it instead, which is all the user should see."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def read_image(path: str | Path, what: str = "image") -> np.ndarray:
     """An image file -> (H, W, 3) uint8 RGB. Grayscale and RGBA files are named errors, not conversions:
     a flash pair must be colour, and silently dropping transparency hides mistakes."""
@@ -25,7 +38,11 @@ def read_image(path: str | Path, what: str = "image") -> np.ndarray:
     if p.stat().st_size == 0:
         raise ImageReadError(f"{what} is an empty file: {p}")
     data = np.fromfile(str(p), np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        with opencv_quiet():
+            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # e.g. a header stating more pixels than OpenCV decodes (CV_IO_MAX_IMAGE_PIXELS)
+        raise ImageReadError(f"{what} is not a readable image ({exc.err}): {p}") from None
     if img is None:
         raise ImageReadError(f"{what} is not a readable image: {p}")
     if img.dtype == np.uint16:
@@ -69,10 +86,11 @@ class VideoReader:
             raise VideoReadError(f"video not found: {self.path}")
         if self.path.stat().st_size == 0:
             raise VideoReadError(f"video is an empty file: {self.path}")
-        self._cap = cv2.VideoCapture(str(self.path))
-        if not self._cap.isOpened():
-            raise VideoReadError(f"cannot open video (corrupt or unsupported): {self.path}")
-        ok, first = self._cap.read()
+        with opencv_quiet():
+            self._cap = cv2.VideoCapture(str(self.path))
+            if not self._cap.isOpened():
+                raise VideoReadError(f"cannot open video (corrupt or unsupported): {self.path}")
+            ok, first = self._cap.read()
         if not ok or first is None:
             self._cap.release()
             raise VideoReadError(f"video has no decodable frame (corrupt?): {self.path}")

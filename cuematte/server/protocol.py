@@ -19,6 +19,7 @@ import numpy as np
 
 from cuematte.engine.compositing import GREEN, MODES, Background
 from cuematte.engine.errors import CuematteError
+from cuematte.engine.io import opencv_quiet
 
 STATES = ("waiting-flash", "capturing", "matting", "error")
 CLIENT_TYPES = ("flash-begin", "flash-end", "set-background", "reset")
@@ -37,7 +38,7 @@ def parse_message(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
         raise ProtocolError(f"control message of {len(raw)} bytes is over the {max_bytes}-byte limit")
     try:
         msg = json.loads(raw)
-    except (TypeError, ValueError, UnicodeDecodeError):
+    except (TypeError, ValueError, RecursionError):  # RecursionError: JSON nested past the parser's stack
         raise ProtocolError("control message is not JSON") from None
     if not isinstance(msg, dict):
         raise ProtocolError("control message must be a JSON object")
@@ -119,7 +120,8 @@ def decode_image(data_url: Any) -> np.ndarray:
         raise ProtocolError("background image could not be decoded: not a PNG, JPEG, WebP or BMP")
     if max(size) > MAX_IMAGE_SIDE or min(size) < 16:
         raise ProtocolError(f"background image of {size[0]}x{size[1]} is outside 16..{MAX_IMAGE_SIDE} px")
-    bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    with opencv_quiet():  # the client gets the named error; the service log needs no OpenCV lines
+        bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ProtocolError("background image could not be decoded")
     if sorted(bgr.shape[:2]) != sorted(size):  # a header that lied (EXIF rotation may swap the sides)
@@ -150,7 +152,7 @@ def parse_offer(body: bytes, max_bytes: int) -> tuple[str, dict[str, Any]]:
         raise ProtocolError(f"offer of {len(body)} bytes is over the {max_bytes}-byte limit")
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # ValueError: bad UTF-8 too; RecursionError: nested past the stack
         raise ProtocolError("offer body is not JSON") from None
     if not isinstance(data, dict):
         raise ProtocolError("offer must be a JSON object {sdp, type, options}")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,9 +49,23 @@ def parse_background(spec: str) -> object:
     return Background(mode="image", image=read_image(path, "background image"))
 
 
-def run(args: argparse.Namespace) -> int:
+@contextmanager
+def progress(**kwargs: Any) -> Iterator[Any]:
+    """A tqdm bar that a failure wipes, so that the ``error:`` line is all a failed run leaves on the terminal.
+    Call ``bar.update()`` per item: a bar being iterated is closed, and left drawn, as the error unwinds."""
     from tqdm import tqdm
 
+    bar = tqdm(**kwargs)
+    try:
+        yield bar
+    except BaseException:
+        bar.leave = False
+        raise
+    finally:
+        bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
     from cuematte.engine.compositing import Background, composite
     from cuematte.engine.io import VideoReader, VideoWriter, list_inputs, read_image, write_image
     from cuematte.engine.model import FlashModel
@@ -80,21 +97,26 @@ def run(args: argparse.Namespace) -> int:
             size = (info.width, info.height)
             stem = files[0].stem
             with VideoWriter(args.out_dir / f"{stem}_alpha.mp4", size, info.fps) as w_alpha, \
-                    VideoWriter(args.out_dir / f"{stem}_composite.mp4", size, info.fps) as w_comp:
-                for frame in tqdm(reader, total=info.frames or None, unit="frame", desc=stem):
+                    VideoWriter(args.out_dir / f"{stem}_composite.mp4", size, info.fps) as w_comp, \
+                    progress(total=info.frames or None, unit="frame", desc=stem) as bar:
+                for frame in reader:
                     m = session.matte(frame)
                     w_alpha.write(m.alpha)
                     w_comp.write(composite(frame, m.alpha, m.foreground, background))
                     written += 1
+                    bar.update()
         print(f"matted {written} frames of {files[0].name} -> {args.out_dir}")
         return 0
-    for path in tqdm(files, unit="image", disable=len(files) < 2):
-        frame = read_image(path, "input image")
-        m = session.matte(frame)
-        write_image(args.out_dir / f"{path.stem}_alpha.png", m.alpha)
-        rgba = np.dstack([m.foreground, (m.alpha * 255 + 0.5).astype(np.uint8)])
-        write_image(args.out_dir / f"{path.stem}_fg.png", rgba)
-        write_image(args.out_dir / f"{path.stem}_composite.png", composite(frame, m.alpha, m.foreground, background))
-        written += 1
+    with progress(total=len(files), unit="image", disable=len(files) < 2) as bar:
+        for path in files:
+            frame = read_image(path, "input image")
+            m = session.matte(frame)
+            write_image(args.out_dir / f"{path.stem}_alpha.png", m.alpha)
+            rgba = np.dstack([m.foreground, (m.alpha * 255 + 0.5).astype(np.uint8)])
+            write_image(args.out_dir / f"{path.stem}_fg.png", rgba)
+            write_image(args.out_dir / f"{path.stem}_composite.png",
+                        composite(frame, m.alpha, m.foreground, background))
+            written += 1
+            bar.update()
     print(f"matted {written} image(s) -> {args.out_dir} (trimap by {cue.method})")
     return 0
