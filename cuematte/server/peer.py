@@ -110,6 +110,7 @@ class PeerSession:
         self._stages: dict[str, float] = {}
         self._flash_stats: dict[str, Any] | None = None
         self._messages = TokenBucket(rate=config.max_messages_per_s, burst=2 * config.max_messages_per_s)
+        self._last_drop = -1e9  # when a control message was last dropped by the rate limit
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"matte-{self.id[:6]}")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -239,15 +240,16 @@ class PeerSession:
 
     # -- control channel ------------------------------------------------------------------------------------
     def _on_message(self, raw: str | bytes) -> None:
-        if not self._messages.take(time.monotonic()):
-            # A flood must not starve this peer's video or the executor other peers share: drop, tell once.
+        now = time.monotonic()
+        if not self._messages.take(now):
+            # A flood must not starve this peer's video or the executor other peers share: drop, tell once per
+            # flood (a flood is over after a second without a drop).
             self.metrics.rejected.inc(reason="message_rate")
-            if not self._messages.warned:
-                self._messages.warned = True
+            if now - self._last_drop > 1.0:
                 self._report_error(f"more than {self.config.max_messages_per_s} control messages a second: "
                                    "dropping messages")
+            self._last_drop = now
             return
-        self._messages.warned = False
         try:
             msg = parse_message(raw, self.config.max_message_bytes)
         except ProtocolError as exc:
@@ -427,7 +429,6 @@ class TokenBucket:
     burst: float
     tokens: float = -1.0
     at: float = 0.0
-    warned: bool = False
 
     def take(self, now: float) -> bool:
         if self.tokens < 0:
