@@ -164,6 +164,33 @@ def test_console_script_exit_code_and_message(files: dict[str, Path], tmp_path: 
     assert "error: flash frame not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("kind", ["folder", "video"])
+def test_a_full_disk_is_a_named_error_and_leaves_no_half_written_file(
+        lite_model_dir: Path, files: dict[str, Path], tmp_path: Path, kind: str) -> None:
+    """The kernel refuses writes past a file-size limit (RLIMIT_FSIZE, as a full disk refuses them): matte
+    says so in one line, exits 2, and leaves no truncated output behind."""
+    import resource
+    import signal
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), not the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000, 2_000))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    exe = Path(sys.executable).with_name("cuematte")
+    proc = subprocess.run([str(exe), "matte", "--flash", str(files["flash"]), "--input", str(files[kind]),
+                           "--out-dir", str(out), "--model", str(lite_model_dir)],
+                          capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and "cannot write" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    for f in out.iterdir():  # what was written is whole: nothing partial, every image readable
+        assert ".partial" not in f.name
+        if f.suffix == ".png":
+            assert cv2.imread(str(f), cv2.IMREAD_UNCHANGED) is not None, f
+
+
 def _without(module: str, command: list[str]) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a fresh interpreter where ``module`` cannot be imported (an extra not installed)."""
     code = (f"import sys; sys.modules[{module!r}] = None\n"

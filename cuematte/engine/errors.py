@@ -20,6 +20,10 @@ class VideoReadError(InputError):
     """A video file is missing, empty, corrupt or has no decodable frame."""
 
 
+class OutputWriteError(CuematteError):
+    """An output file could not be written (disk full, no permission); nothing half-written is left."""
+
+
 class FrameFormatError(InputError):
     """A frame is not an (H, W, 3) uint8 RGB array (grayscale, 4-channel, wrong dtype, empty)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from types import TracebackType
 import cv2
 import numpy as np
 
-from cuematte.engine.errors import FrameFormatError, ImageReadError, InputError, VideoReadError
+from cuematte.engine.errors import FrameFormatError, ImageReadError, InputError, OutputWriteError, VideoReadError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".y4m"}
@@ -66,7 +67,18 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(p.suffix or ".png", out)
     if not ok:
         raise InputError(f"cannot encode an image as {p.suffix!r}: {p}")
-    buf.tofile(str(p))
+    tmp = _partial(p)
+    try:  # written beside, then renamed: a full disk leaves no truncated image under the real name
+        buf.tofile(str(tmp))
+        os.replace(tmp, p)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputWriteError(f"cannot write {p}: {exc.strerror or exc}") from None
+
+
+def _partial(path: Path) -> Path:
+    """Where ``path`` is written before it is complete (same folder, so the rename is atomic)."""
+    return path.with_name(f".{path.name}.partial{path.suffix}")
 
 
 @dataclass(frozen=True)
@@ -130,9 +142,14 @@ class VideoWriter:
     def __init__(self, path: str | Path, size: tuple[int, int], fps: float) -> None:
         self.path = Path(path)
         self.size = size  # (W, H)
-        self._w = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+        self.frames = 0
+        # Written under a partial name and renamed when complete and readable: OpenCV does not report a
+        # failed write (a full disk), so closing checks the file instead.
+        self._tmp = _partial(self.path)
+        self._w = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
         if not self._w.isOpened():
-            raise VideoReadError(f"cannot open a video writer for {self.path}")
+            self._tmp.unlink(missing_ok=True)
+            raise OutputWriteError(f"cannot open a video writer for {self.path}")
 
     def write(self, frame: np.ndarray) -> None:
         if frame.ndim == 2:
@@ -144,16 +161,44 @@ class VideoWriter:
         if (frame.shape[1], frame.shape[0]) != self.size:
             raise FrameFormatError(f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the video's {self.size}")
         self._w.write(frame)
+        self.frames += 1
 
     def close(self) -> None:
+        """Finish the file and give it its name; :class:`OutputWriteError` (and no file) if it did not all
+        reach the disk."""
+        if not self._w.isOpened():
+            return
         self._w.release()
+        if self.frames:
+            with opencv_quiet():
+                cap = cv2.VideoCapture(str(self._tmp))
+                readable = cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == self.frames
+                cap.release()
+            if not readable:
+                self._tmp.unlink(missing_ok=True)
+                raise OutputWriteError(f"cannot write {self.path}: the file did not reach the disk whole "
+                                       "(disk full?)")
+        try:
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self._tmp.unlink(missing_ok=True)
+            raise OutputWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
+    def abandon(self) -> None:
+        """Stop without keeping anything (the run failed)."""
+        if self._w.isOpened():
+            self._w.release()
+        self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close()
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
 
 
 def list_inputs(path: str | Path) -> tuple[str, list[Path]]:
