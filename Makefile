@@ -5,7 +5,7 @@ SERVE_VENV := .venv-serve
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: serve test lint typecheck pytest install-dev install-serve chromium clean gpu-check
+.PHONY: serve test lint typecheck pytest install-dev install-serve chromium clean gpu-check soak fuzz
 
 # Serving install (the server extra): no torch, shipped default model, ONNX Runtime CPU.
 serve: install-serve
@@ -48,3 +48,15 @@ gpu-check:
 
 clean:
 	rm -rf $(DEV_VENV) $(SERVE_VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Leak soak (issue 27, docs/soak.md): 100 connect/close cycles against a real `cuematte serve`, fds/threads/RSS
+# sampled; exits 1 on a missed target. SOAK_ARGS="--long 30" adds the 30-minute session. Uses .venv as it is
+# (an existing venv is not reinstalled: a soak must not change what it measures).
+soak:
+	@test -x $(DEV_VENV)/bin/python || $(MAKE) install-dev
+	$(DEV_VENV)/bin/python scripts/soak.py $(SOAK_ARGS)
+
+# Every input surface (offers, control messages, matte's files, model folders) fuzzed with 1000 Hypothesis
+# examples each, fixed seeds; `make test` runs the same file with a few dozen.
+fuzz:
+	CUEMATTE_FUZZ_EXAMPLES=1000 $(DEV_VENV)/bin/pytest -q tests/test_fuzz.py
