@@ -163,6 +163,12 @@ def test_compositing_modes(scene: tuple[np.ndarray, ...]) -> None:
     bg = alpha == 0
     assert blur[bg].std() < frame[bg].std()  # the wall's texture is smoothed away
     assert composite(frame, alpha, fg, Background(mode="none")) is frame
+    # Soft edges blend as alpha * F + (1 - alpha) * B, rounded (within a level).
+    soft = np.random.default_rng(1).random(alpha.shape, dtype=np.float32)
+    other = np.roll(frame, 7, axis=1)
+    expected = soft[..., None] * other + (1 - soft[..., None]) * np.float32(7)
+    got = composite(frame, soft, other, Background(mode="image", image=plate))
+    assert np.abs(got.astype(np.float32) - expected).max() <= 1.0
     with pytest.raises(InputError, match="unknown background"):
         Background(mode="sepia")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="needs an image"):
