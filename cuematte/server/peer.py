@@ -37,10 +37,11 @@ from cuematte.engine.compositing import Background
 from cuematte.engine.errors import CuematteError
 from cuematte.engine.session import MattingSession
 from cuematte.live import FlashCapture, LiveMatter, LiveState, RateMeter
+from cuematte.server import jitter
 from cuematte.server.config import ServerConfig
 from cuematte.server.metrics import Metrics
 from cuematte.server.protocol import ProtocolError, parse_background, parse_message, state_message
-from cuematte.server.tracks import Arrival, LatestFrameSlot, ProcessedTrack, frame_luma
+from cuematte.server.tracks import Arrival, LatestFrameSlot, ProcessedTrack, frame_luma, frame_rgb
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -130,6 +131,9 @@ class PeerSession:
             if track.kind != "video" or self._has_video:
                 return  # audio, or a second camera: one processed video per peer
             self._has_video = True
+            for transceiver in pc.getTransceivers():
+                if transceiver.receiver.track is track:
+                    jitter.install(transceiver.receiver)  # decode each frame at its last packet
             self._spawn(self._read(track))
             pc.addTrack(ProcessedTrack(self.slot, self._process))
 
@@ -227,7 +231,7 @@ class PeerSession:
         if not self.matter.has_flash:  # reset between submission and now
             return _Work(frame, matted=False)
         t0 = time.perf_counter()
-        rgb = frame.to_ndarray(format="rgb24")
+        rgb = frame_rgb(frame)
         t1 = time.perf_counter()
         done = self.matter.process(rgb)
         if not done.matted:
@@ -318,7 +322,7 @@ class PeerSession:
 
     def _set_flash(self, flash_frame: VideoFrame, noflash_frame: VideoFrame) -> tuple[dict[str, float], str]:
         """Worker thread: trimap + flash graph once. Returns the stage times (ms) and how the trimap was made."""
-        cue = self.matter.set_flash(flash_frame.to_ndarray(format="rgb24"), noflash_frame.to_ndarray(format="rgb24"))
+        cue = self.matter.set_flash(frame_rgb(flash_frame), frame_rgb(noflash_frame))
         return dict(self.matter.session.times.ms), cue.method
 
     async def _reset(self) -> None:
@@ -418,6 +422,12 @@ class PeerSession:
             log.info("session %s: closing the peer connection raised %r", self.id[:8], exc)
         finally:
             self._worker.shutdown(wait=False, cancel_futures=True)
+            # The peer's event handlers close over this session: without them (and the frames it holds) a
+            # closed session is freed at once, not at the next cyclic collection (the soak test's RSS ramp).
+            self.pc.remove_all_listeners()
+            if self.channel is not None:
+                self.channel.remove_all_listeners()
+            self._last_frame = self._window = None
             self._on_closed(self)
 
 
