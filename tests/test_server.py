@@ -12,6 +12,7 @@ import base64
 import contextlib
 import fractions
 import json
+import weakref
 import os
 import re
 import signal
@@ -382,8 +383,12 @@ async def test_session_limit_answers_503_and_frees_the_slot_on_close(
             assert status == 503 and "limit of 2 sessions" in body["error"] and body["max_sessions"] == 2
             assert app[SERVICE].metrics.rejected.value(reason="capacity") == 1
 
+            first = weakref.ref(next(iter(app[SERVICE].sessions.values())))
             await clients[0].close()  # the server sees the peer close and frees its slot
             await until(lambda: len(app[SERVICE].sessions) <= 1, lambda: "closed peer still holds a slot")
+            # ... and its memory: the session and its peer connection are freed soon after, not whenever the
+            # cyclic collector next runs a full pass.
+            await until(lambda: first() is None, lambda: "a closed session is still in memory", timeout=10.0)
             late = Client(scenes)
             clients.append(late)
             await late.connect(url)
