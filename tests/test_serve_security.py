@@ -186,6 +186,43 @@ async def test_access_log_never_contains_the_token(model: FlashModel, caplog: py
     assert any('"GET /static/app.js HTTP/1.1" 200' in m and f'"{url}/?token=***"' in m for m in messages), messages
 
 
+async def test_repeated_wrong_tokens_are_answered_429_until_the_window_passes(model: FlashModel) -> None:
+    config = ServerConfig(token=SECRET, max_auth_failures=3, auth_window_s=1.5)
+    right = {"Authorization": f"Bearer {SECRET}"}
+    async with serving(config, model) as url, aiohttp.ClientSession() as http:
+        async with http.get(url + "/metrics", headers=right) as r:
+            assert r.status == 200
+        for _ in range(3):
+            async with http.post(url + "/offer", json={}, headers={"Authorization": "Bearer guess"}) as r:
+                assert r.status == 401
+        # Locked: even the right token waits, so guessing gains nothing from trying on.
+        async with http.get(url + "/metrics", headers=right) as r:
+            assert r.status == 429 and 1 <= int(r.headers["Retry-After"]) <= 2
+            assert "too many wrong tokens" in (await r.json())["error"]
+        async with http.post(url + "/offer", json={}, headers=right) as r:
+            assert r.status == 429
+        await asyncio.sleep(1.6)  # the window since the last failure has passed
+        async with http.get(url + "/metrics", headers=right) as r:
+            assert r.status == 200
+            text = await r.text()
+        assert 'cuematte_offers_rejected_total{reason="auth_throttled"} 2' in text
+        assert 'cuematte_offers_rejected_total{reason="unauthorized"} 3' in text
+
+
+def test_auth_failures_forget_old_failures_and_old_addresses() -> None:
+    from cuematte.server.auth import AuthFailures
+
+    f = AuthFailures(limit=3, window=10.0, max_addresses=2)
+    for t in (0.0, 5.0, 11.0):  # three failures, but never three within 10 s
+        f.fail("a", t)
+    assert f.locked_for("a", 11.0) == 0.0
+    f.fail("a", 12.0)  # 5, 11, 12: three within 10 s
+    assert f.locked_for("a", 12.0) == pytest.approx(10.0) and f.locked_for("a", 22.5) == 0.0
+    f.fail("b", 13.0)
+    f.fail("c", 14.0)  # a third address pushes out the oldest ("a")
+    assert f.locked_for("a", 13.0) == 0.0
+
+
 def test_plain_http_beyond_loopback_is_warned_about() -> None:
     for host in ("127.0.0.1", "localhost", "::1"):
         assert plain_http_warning(host, tls=False) is None

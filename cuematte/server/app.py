@@ -19,6 +19,7 @@ from aiohttp import web
 from cuematte.engine.errors import CuematteError
 from cuematte.engine.model import FlashModel
 from cuematte.engine.session import MattingSession, create_segmenter
+from cuematte.server.auth import AuthFailures
 from cuematte.server.config import ConfigError, ServerConfig, is_loopback, resolve_segmenter
 from cuematte.server.metrics import CONTENT_TYPE, Metrics
 from cuematte.server.peer import PeerSession
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 SERVICE: web.AppKey[Service] = web.AppKey("cuematte_service")
 
 
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status, headers=headers)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -73,6 +74,7 @@ class Service:
         self.sessions: dict[str, PeerSession] = {}
         self._negotiating = 0  # offers between their POST and their answer
         self._collect: asyncio.TimerHandle | None = None
+        self.auth_failures = AuthFailures(config.max_auth_failures, config.auth_window_s)
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def authorized(self, request: web.Request) -> bool:
@@ -81,7 +83,24 @@ class Service:
             return True
         header = request.headers.get("Authorization", "")
         given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
-        return hmac.compare_digest(given.encode(), token.encode())
+        ok = hmac.compare_digest(given.encode(), token.encode())
+        if not ok:
+            self.auth_failures.fail(request.remote or "", time.monotonic())
+        return ok
+
+    def _auth_refusal(self, request: web.Request) -> web.Response | None:
+        """401 for a wrong token, 429 for an address that sent too many of them (checked first)."""
+        if not self.config.token:
+            return None
+        wait = self.auth_failures.locked_for(request.remote or "", time.monotonic())
+        if wait > 0:
+            self.metrics.rejected.inc(reason="auth_throttled")
+            return _error(429, f"too many wrong tokens from this address: try again in {wait:.0f} s",
+                          headers={"Retry-After": str(max(1, round(wait)))})
+        if not self.authorized(request):
+            self.metrics.rejected.inc(reason="unauthorized")
+            return _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' or ?token=TOKEN")
+        return None
 
     def _closed(self, session: PeerSession) -> None:
         if self.sessions.pop(session.id, None) is not None:
@@ -112,15 +131,16 @@ class Service:
                                   "backend": self.model.backend, "backend_reason": self.model.backend_reason})
 
     async def metrics_route(self, request: web.Request) -> web.Response:
-        if not self.authorized(request):
-            return _error(401, "missing or wrong token")
+        refused = self._auth_refusal(request)
+        if refused is not None:
+            return refused
         return web.Response(body=self.metrics.render().encode(), headers={"Content-Type": CONTENT_TYPE})
 
     async def offer(self, request: web.Request) -> web.Response:
         cfg = self.config
-        if not self.authorized(request):
-            self.metrics.rejected.inc(reason="unauthorized")
-            return _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' or ?token=TOKEN")
+        denied = self._auth_refusal(request)
+        if denied is not None:
+            return denied
         refused = self._cross_site(request)
         if refused:
             self.metrics.rejected.inc(reason="forbidden")

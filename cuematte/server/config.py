@@ -68,6 +68,10 @@ class ServerConfig:
     # Origins allowed to POST /offer besides the service's own ("scheme://host:port"); requests without an
     # Origin header (non-browser clients) are not browser cross-site requests and are allowed.
     allow_origins: tuple[str, ...] = ()
+    # Wrong tokens: after this many from one address within auth_window_s, that address is answered 429
+    # (right token or not) until the window has passed since its last failure: guessing is slowed to a crawl.
+    max_auth_failures: int = 10
+    auth_window_s: float = 60.0
     web_dir: Path = field(default=WEB_DIR)
 
     def validate(self) -> ServerConfig:
@@ -85,6 +89,8 @@ class ServerConfig:
             raise ConfigError("--max-sessions and max_pending must be at least 1")
         if self.max_messages_per_s < 1:
             raise ConfigError("max_messages_per_s must be at least 1")
+        if self.max_auth_failures < 1 or self.auth_window_s <= 0:
+            raise ConfigError("max_auth_failures must be at least 1 and auth_window_s positive")
         if self.connect_timeout_s <= 0 or self.idle_timeout_s <= 0:
             raise ConfigError("connect_timeout_s and idle_timeout_s must be positive")
         for origin in self.allow_origins:
