@@ -88,17 +88,20 @@ class Service:
             self.auth_failures.fail(request.remote or "", time.monotonic())
         return ok
 
-    def _auth_refusal(self, request: web.Request) -> web.Response | None:
-        """401 for a wrong token, 429 for an address that sent too many of them (checked first)."""
+    def _auth_refusal(self, request: web.Request, *, offer: bool) -> web.Response | None:
+        """401 for a wrong token, 429 for an address that sent too many of them (checked first); counted in
+        the rejected-offers metric when ``offer``."""
         if not self.config.token:
             return None
         wait = self.auth_failures.locked_for(request.remote or "", time.monotonic())
         if wait > 0:
-            self.metrics.rejected.inc(reason="auth_throttled")
+            if offer:
+                self.metrics.rejected.inc(reason="auth_throttled")
             return _error(429, f"too many wrong tokens from this address: try again in {wait:.0f} s",
                           headers={"Retry-After": str(max(1, round(wait)))})
         if not self.authorized(request):
-            self.metrics.rejected.inc(reason="unauthorized")
+            if offer:
+                self.metrics.rejected.inc(reason="unauthorized")
             return _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' or ?token=TOKEN")
         return None
 
@@ -131,14 +134,14 @@ class Service:
                                   "backend": self.model.backend, "backend_reason": self.model.backend_reason})
 
     async def metrics_route(self, request: web.Request) -> web.Response:
-        refused = self._auth_refusal(request)
+        refused = self._auth_refusal(request, offer=False)
         if refused is not None:
             return refused
         return web.Response(body=self.metrics.render().encode(), headers={"Content-Type": CONTENT_TYPE})
 
     async def offer(self, request: web.Request) -> web.Response:
         cfg = self.config
-        denied = self._auth_refusal(request)
+        denied = self._auth_refusal(request, offer=True)
         if denied is not None:
             return denied
         refused = self._cross_site(request)

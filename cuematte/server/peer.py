@@ -44,6 +44,7 @@ from cuematte.server.protocol import ProtocolError, parse_background, parse_mess
 from cuematte.server.tracks import Arrival, LatestFrameSlot, ProcessedTrack, frame_luma, frame_rgb
 
 log = logging.getLogger(__name__)
+MAX_BUFFERED_STATS_BYTES = 65536  # data channel bytes not yet sent beyond which stats messages are skipped
 T = TypeVar("T")
 
 DETAIL = {
@@ -383,6 +384,11 @@ class PeerSession:
     async def _stats_loop(self) -> None:
         while not self._closed:
             await asyncio.sleep(self.config.stats_interval_s)
+            ch = self.channel
+            # A client that reads nothing would otherwise have a stats message a second pile up in the SCTP
+            # send buffer for as long as it keeps sending video: skip them until it catches up.
+            if ch is not None and ch.bufferedAmount > MAX_BUFFERED_STATS_BYTES:
+                continue
             self._send(json.dumps(self.stats()))
 
     async def _connect_deadline(self) -> None:
