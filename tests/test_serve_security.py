@@ -223,6 +223,21 @@ def test_auth_failures_forget_old_failures_and_old_addresses() -> None:
     assert f.locked_for("a", 13.0) == 0.0
 
 
+async def test_half_sent_and_idle_connections_are_closed(model: FlashModel) -> None:
+    """Slowloris: a connection that never completes its request headers must not hold an fd for an hour."""
+    config = ServerConfig(keepalive_timeout_s=1.0)
+    async with serving(config, model) as url:
+        port = int(url.rsplit(":", 1)[1])
+        for first in (b"", b"POST /offer HTTP/1.1\r\nHost: 127.0.0.1\r\n"):  # nothing, half the headers
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(first)
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), HANG_GUARD) == b""  # closed by the service
+            writer.close()
+        async with aiohttp.ClientSession() as http, http.get(url + "/health") as r:
+            assert r.status == 200  # whole requests are served as before
+
+
 def test_plain_http_beyond_loopback_is_warned_about() -> None:
     for host in ("127.0.0.1", "localhost", "::1"):
         assert plain_http_warning(host, tls=False) is None

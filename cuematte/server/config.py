@@ -53,6 +53,9 @@ class ServerConfig:
     temporal: float = VIDEO_SMOOTHING  # motion-aware alpha smoothing strength in [0, 1); 0 = off
     max_offer_bytes: int = 65536  # a browser offer is 3-10 kB; anything near this is not an offer
     body_timeout_s: float = 10.0  # an offer body still arriving after this is answered 408
+    # A connection is closed after this long without a complete request: idle keep-alive connections and
+    # half-sent request headers alike (aiohttp's own default is an hour, so 300 half-sent requests held 300 fds).
+    keepalive_timeout_s: float = 15.0
     max_message_bytes: int = 196608  # control messages (a background image as a data URL is the big one)
     max_messages_per_s: int = 20  # per peer; the page sends a few per flash, beyond this is a flood
     flash_window_s: float = 5.0  # a window never closed by flash-end is closed by the server after this
@@ -89,6 +92,8 @@ class ServerConfig:
             raise ConfigError("--max-sessions and max_pending must be at least 1")
         if self.max_messages_per_s < 1:
             raise ConfigError("max_messages_per_s must be at least 1")
+        if self.keepalive_timeout_s <= 0 or self.body_timeout_s <= 0:
+            raise ConfigError("keepalive_timeout_s and body_timeout_s must be positive")
         if self.max_auth_failures < 1 or self.auth_window_s <= 0:
             raise ConfigError("max_auth_failures must be at least 1 and auth_window_s positive")
         if self.connect_timeout_s <= 0 or self.idle_timeout_s <= 0:

@@ -123,10 +123,14 @@ def access_logger_class() -> type[AbstractAccessLogger]:
 
 def make_runner(app: Application) -> AppRunner:
     """The runner `serve` starts ``app`` with: signals are ours (Ctrl-C closes every peer), tokens stay out of
-    the access log."""
+    the access log, and a connection without a complete request is closed after the service's
+    ``keepalive_timeout_s``."""
     from aiohttp import web
 
-    return web.AppRunner(app, handle_signals=False, access_log_class=access_logger_class())
+    from cuematte.server.app import SERVICE
+
+    return web.AppRunner(app, handle_signals=False, access_log_class=access_logger_class(),
+                         keepalive_timeout=app[SERVICE].config.keepalive_timeout_s)
 
 
 def run(args: argparse.Namespace) -> int:
