@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import cv2
 import numpy as np
@@ -24,6 +25,7 @@ from av import VideoFrame
 from cuematte.live.capture import mean_luma
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,31 +34,22 @@ class Arrival:
     t: float  # perf_counter when the decoded frame reached the service
 
 
-class LatestFrameSlot:
-    """Holds only the newest frame (event-loop side). ``put`` overwrites, ``get`` waits for a frame not
-    taken yet. Overwriting a frame nobody took counts as a drop, once the consumer has started."""
+class Latest(Generic[T]):
+    """One item, the newest (event-loop side). ``put`` overwrites and says whether it replaced an item nobody
+    took; ``get`` waits for an item not taken yet, and raises MediaStreamError once closed and empty."""
 
     def __init__(self) -> None:
-        self._item: Arrival | None = None
+        self._item: T | None = None
         self._event = asyncio.Event()
-        self._started = False  # no drops are counted before the first get: the sender is not running yet
         self.closed = False
-        self.dropped = 0
-        self.on_drop: Callable[[], None] | None = None
 
-    def put(self, frame: VideoFrame) -> None:
-        if self._item is not None and self._started:
-            self.count_drop()
-        self._item = Arrival(frame, time.perf_counter())
+    def put(self, item: T) -> bool:
+        replaced = self._item is not None
+        self._item = item
         self._event.set()
+        return replaced
 
-    def count_drop(self) -> None:
-        self.dropped += 1
-        if self.on_drop is not None:
-            self.on_drop()
-
-    async def get(self) -> Arrival:
-        self._started = True
+    async def get(self) -> T:
         while self._item is None:
             if self.closed:
                 raise MediaStreamError
@@ -68,6 +61,37 @@ class LatestFrameSlot:
     def close(self) -> None:
         self.closed = True
         self._event.set()
+
+
+class LatestFrameSlot:
+    """The newest camera frame. Overwriting a frame nobody took counts as a drop, once the consumer has
+    started."""
+
+    def __init__(self) -> None:
+        self._latest: Latest[Arrival] = Latest()
+        self._started = False  # no drops are counted before the first get: the sender is not running yet
+        self.dropped = 0
+        self.on_drop: Callable[[], None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._latest.closed
+
+    def put(self, frame: VideoFrame) -> None:
+        if self._latest.put(Arrival(frame, time.perf_counter())) and self._started:
+            self.count_drop()
+
+    def count_drop(self) -> None:
+        self.dropped += 1
+        if self.on_drop is not None:
+            self.on_drop()
+
+    async def get(self) -> Arrival:
+        self._started = True
+        return await self._latest.get()
+
+    def close(self) -> None:
+        self._latest.close()
 
 
 class ProcessedTrack(VideoStreamTrack):
@@ -84,10 +108,8 @@ class ProcessedTrack(VideoStreamTrack):
         super().__init__()
         self._slot = slot
         self._process = process
-        self._ready: VideoFrame | None = None
-        self._event = asyncio.Event()
+        self._ready: Latest[VideoFrame] = Latest()
         self._pump: asyncio.Task[None] | None = None
-        self._ended = False
 
     async def _run(self) -> None:
         try:
@@ -96,30 +118,21 @@ class ProcessedTrack(VideoStreamTrack):
                 out = await self._process(arrival)
                 out.pts = arrival.frame.pts
                 out.time_base = arrival.frame.time_base
-                if self._ready is not None:
+                if self._ready.put(out):
                     self._slot.count_drop()
-                self._ready = out
-                self._event.set()
         except MediaStreamError:
             pass
         except Exception:  # never silently: the encoder would wait for a frame that never comes
             log.exception("processing the outgoing video failed")
         finally:
-            self._ended = True
-            self._event.set()
+            self._ready.close()
 
     async def recv(self) -> VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
         if self._pump is None:
             self._pump = asyncio.get_running_loop().create_task(self._run())
-        while self._ready is None:
-            if self._ended:
-                raise MediaStreamError
-            self._event.clear()
-            await self._event.wait()
-        out, self._ready = self._ready, None
-        return out
+        return await self._ready.get()
 
     def stop(self) -> None:
         super().stop()
