@@ -12,13 +12,13 @@ import base64
 import contextlib
 import fractions
 import json
-import weakref
 import os
 import re
 import signal
 import subprocess
 import sys
 import warnings
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -625,6 +625,35 @@ async def test_offers_that_never_connect_do_not_lock_clients_out(
         finally:
             for g in ghosts:
                 await g.close()
+
+
+class _FailingEncoder:
+    """Fault injection: a video encoder that raises, as libvpx or a hardware encoder might mid-call."""
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> Any:
+        raise RuntimeError("injected encoder failure")
+
+
+async def test_a_failed_video_encoder_closes_its_session_only(scenes: dict[str, np.ndarray],
+                                                              model: FlashModel) -> None:
+    config = replace(BASE, idle_timeout_s=2.0)
+    async with serving(config, model) as (url, app):
+        service = app[SERVICE]
+        broken, later = Client(scenes), Client(scenes)
+        try:
+            await broken.connect(url)
+            await broken.frames_back(3)
+            session = next(iter(service.sessions.values()))
+            sender = next(s for s in session.pc.getSenders() if s.track is not None and s.track.kind == "video")
+            sender._RTCRtpSender__encoder = _FailingEncoder()  # type: ignore[attr-defined]  # aiortc's own slot
+            # Camera frames keep arriving, so the idle timeout alone would never free this slot.
+            await until(lambda: not service.sessions, lambda: "a session whose video stopped kept its slot")
+            assert service.metrics.rejected.value(reason="video_stalled") == 1
+            await later.connect(url)  # the service carries on
+            await later.frames_back(3)
+        finally:
+            await broken.close()
+            await later.close()
 
 
 async def test_token_is_required_when_set(scenes: dict[str, np.ndarray], model: FlashModel) -> None:

@@ -117,6 +117,7 @@ class PeerSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._has_video = False
+        self._out_track: ProcessedTrack | None = None
         self._on_closed = on_closed
         self._on_connected = on_connected
         self.connected = False  # ICE and DTLS completed once; until then the peer is a pending offer
@@ -136,7 +137,8 @@ class PeerSession:
                 if transceiver.receiver.track is track:
                     jitter.install(transceiver.receiver)  # decode each frame at its last packet
             self._spawn(self._read(track))
-            pc.addTrack(ProcessedTrack(self.slot, self._process))
+            self._out_track = ProcessedTrack(self.slot, self._process)
+            pc.addTrack(self._out_track)
 
         @pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
@@ -398,15 +400,23 @@ class PeerSession:
             await self.close()
 
     async def _idle_watch(self) -> None:
-        """Close a connected peer that sends no camera frames (a receive-only offer, a stalled camera): it
-        would hold its slot forever."""
+        """Close a connected peer that sends no camera frames (a receive-only offer, a stalled camera), or whose
+        processed video stopped going out (the encoder failed): it would hold its slot forever."""
         limit = self.config.idle_timeout_s
         while not self._closed:
             await asyncio.sleep(min(limit, 1.0))
-            idle = time.monotonic() - self._last_arrival
+            now = time.monotonic()
+            idle = now - self._last_arrival
             if self.connected and idle > limit:
                 log.info("session %s: no camera frame for %.0f s, closing", self.id[:8], idle)
                 self.metrics.rejected.inc(reason="idle")
+                await self.close()
+                return
+            stalled = self._out_track.stalled_for(now) if self._out_track is not None else 0.0
+            if self.connected and stalled > limit:  # aiortc's sender died (its encoder raised): no video goes out
+                log.warning("session %s: the outgoing video stopped %.0f s ago, closing", self.id[:8], stalled)
+                self.metrics.rejected.inc(reason="video_stalled")
+                self._report_error("the processed video stopped (its encoder failed): reconnect")
                 await self.close()
                 return
 

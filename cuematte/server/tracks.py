@@ -110,6 +110,8 @@ class ProcessedTrack(VideoStreamTrack):
         self._process = process
         self._ready: Latest[VideoFrame] = Latest()
         self._pump: asyncio.Task[None] | None = None
+        self._waiting_since: float | None = None  # monotonic time a processed frame began waiting untaken
+        self._stopped_at: float | None = None
 
     async def _run(self) -> None:
         try:
@@ -120,6 +122,8 @@ class ProcessedTrack(VideoStreamTrack):
                 out.time_base = arrival.frame.time_base
                 if self._ready.put(out):
                     self._slot.count_drop()
+                elif self._waiting_since is None:
+                    self._waiting_since = time.monotonic()
         except MediaStreamError:
             pass
         except Exception:  # never silently: the encoder would wait for a frame that never comes
@@ -132,10 +136,21 @@ class ProcessedTrack(VideoStreamTrack):
             raise MediaStreamError
         if self._pump is None:
             self._pump = asyncio.get_running_loop().create_task(self._run())
-        return await self._ready.get()
+        out = await self._ready.get()
+        self._waiting_since = None
+        return out
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the sender has not been taking frames: since the track was stopped (aiortc stops it when
+        its sender dies, e.g. on an encoder error), or since a processed frame began waiting untaken (a sender
+        takes each one within an encode's time); 0 while frames flow."""
+        since = self._stopped_at if self._stopped_at is not None else self._waiting_since
+        return 0.0 if since is None else now - since
 
     def stop(self) -> None:
         super().stop()
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
         if self._pump is not None:
             self._pump.cancel()
 
