@@ -10,8 +10,9 @@ webcam with auto-exposure, white balance, vignetting, shot/read noise, 8-bit out
 (``camera``); the subject moves a little and the camera may shake between the two frames (``motion``), the
 background may change (``dynamics``: walkers, moving objects, monitors, lamps, room light, sway, pan), and
 ``prior`` imitates an off-the-shelf person segmenter. ``render`` puts it together for pairs, clips and
-parallax pairs; ``seeds`` keeps training and evaluation seeds apart; ``contact_sheet`` and ``make_eval`` are
-the command-line tools, ``io`` the file layout.
+parallax pairs (a virtual camera move over a near subject and a far background plane); ``parallax`` makes the
+two-view model's training items, their cache and the parallax evaluation layout; ``seeds`` keeps training and
+evaluation seeds apart; ``contact_sheet`` and ``make_eval`` are the command-line tools, ``io`` the file layout.
 """
 
 from cuematte.training.data.config import ParallaxConfig, SequenceConfig, SynthConfig

@@ -77,16 +77,39 @@ class SequenceConfig:
     camera_pan: float = 0.02  # x W: slow background pan amplitude
 
 
+ParallaxMotion = Literal["depth", "affine"]
+
+
 @dataclass(frozen=True)
 class ParallaxConfig:
-    """Per-layer motion between the two views (the parallax-matting paper's augmentation)."""
+    """Per-layer motion between the two views (the parallax-matting paper's augmentation).
 
-    fg_shift: float = 0.04  # x W
-    bg_shift: float = 0.02  # x W
-    rot_deg: float = 3.0
-    scale: float = 0.04
+    ``motion="depth"``: a virtual camera move (translation in metres, small rotation) and the two layers' depths
+    give each layer's motion, so the near subject moves more than the far background (parallax ~ 1 / depth).
+    ``motion="affine"``: the paper's independent random affines (``fg_shift`` ... ``scale``); with
+    ``p_hist_match=0`` it renders the pairs made before the depth mode, bit for bit.
+    """
+
+    fg_shift: float = 0.04  # x W  (affine mode)
+    bg_shift: float = 0.02  # x W  (affine mode)
+    rot_deg: float = 3.0  # (affine mode)
+    scale: float = 0.04  # (affine mode)
     motion_noise_px: float = 10.0  # noise of the reported (estimated) affines: the paper's ~10 px
     elastic_px: float = 1.5  # small non-rigid foreground motion (hair, breathing)
+    motion: ParallaxMotion = "depth"
+    # Depth mode. The subject's depth is the sample's person depth (SynthConfig.person_depth_m); the background is
+    # a fronto-parallel plane at a log-uniform depth.
+    bg_depth_m: tuple[float, float] = (2.0, 8.0)
+    # Sideways camera travel (baseline, m), in a random direction, its vertical part scaled by ``baseline_vertical``
+    # (a hand-held phone or a swaying laptop user moves sideways more than up and down).
+    baseline_m: tuple[float, float] = (0.01, 0.05)
+    baseline_vertical: float = 0.5
+    dolly_m: float = 0.03  # max |tz|: towards / away from the scene
+    cam_rot_deg: tuple[float, float, float] = (1.0, 1.0, 2.0)  # max |pitch|, |yaw|, |roll|; shared by both layers
+    subject_sway: float = 0.004  # x W: the subject's own small rigid shift between the views
+    # The paper matches the foreground's colours to the background's for half of its composites (harder, closer
+    # to real scenes whose subject resembles the room); the same mapping is applied to both views.
+    p_hist_match: float = 0.5
 
 
 # Shared defaults (configs are frozen, so one instance can serve as every default argument).

@@ -12,11 +12,13 @@ background separately, and frames are composited in display space, so ``noflash 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from cuematte.training.data import camera as camlib
 from cuematte.training.data.background import BgMaps, build_background
@@ -65,7 +67,7 @@ FOCAL = 0.7  # focal length / frame width: a ~70 degree horizontal field of view
 # leaves every existing sample as it was.
 _STREAMS = (
     "person", "background", "dynamics", "light", "motion", "camera", "noise", "prior", "extra", "camouflage",
-    "drift",
+    "drift", "parallax",
 )
 
 
@@ -280,11 +282,25 @@ class _Frame:
     bg: F32  # noise-free display background
 
 
-def _shoot(st: _Setup, lay: _Layers, exposure: float, *, flash: bool, rng: np.random.Generator) -> _Frame:
-    """Camera: gains, tone curve per layer, display-space composite, noise, 8-bit, optional JPEG."""
+def _develop(st: _Setup, lay: _Layers, exposure: float, *, flash: bool) -> tuple[F32, F32]:
+    """(display foreground, display background), each (H, W, 3): gains and tone curve per layer."""
     g = camlib.gains(st.cam, st.h, st.w, exposure, flash)
-    fg = camlib.tone(lay.fg * g, st.cam)
-    bg = camlib.tone(lay.bg * g, st.cam)
+    return camlib.tone(lay.fg * g, st.cam), camlib.tone(lay.bg * g, st.cam)
+
+
+def _shoot(
+    st: _Setup,
+    lay: _Layers,
+    exposure: float,
+    *,
+    flash: bool,
+    rng: np.random.Generator,
+    developed: tuple[F32, F32] | None = None,
+) -> _Frame:
+    """Camera: gains, tone curve per layer, display-space composite, noise, 8-bit, optional JPEG.
+
+    ``developed``: the display layers already made (``_develop``, then edited, e.g. colour-matched)."""
+    fg, bg = _develop(st, lay, exposure, flash=flash) if developed is None else developed
     clean = fg - bg
     clean *= expand(lay.alpha)
     clean += bg
@@ -496,30 +512,158 @@ def render_sequence(
     )
 
 
+def plane_homography(
+    focal: float,
+    centre: tuple[float, float],
+    depth: float,
+    move: tuple[float, float, float],
+    rot_deg: tuple[float, float, float],
+) -> npt.NDArray[np.float64]:
+    """(3, 3) view-0 -> view-1 pixel homography of a fronto-parallel plane ``depth`` metres away.
+
+    The camera's centre moves by ``move`` (metres, in view 0's camera frame: x right, y down, z forward) and it
+    turns by ``rot_deg`` = (pitch, yaw, roll) degrees (``cv2.Rodrigues`` of them takes view-0 camera
+    coordinates to view-1 ones): a point P0 of the plane n.P0 = depth is seen at P1 = R (P0 - move), so
+    H = K R (I - move n^T / depth) K^-1. A sideways move shifts the plane by -focal * move / depth pixels.
+    """
+    k = np.array([[focal, 0.0, centre[0]], [0.0, focal, centre[1]], [0.0, 0.0, 1.0]])
+    rot = np.asarray(cv2.Rodrigues(np.deg2rad(np.asarray(rot_deg, np.float64)))[0], np.float64)
+    plane = np.eye(3) - np.outer(np.asarray(move, np.float64), [0.0, 0.0, 1.0 / depth])
+    hom: npt.NDArray[np.float64] = k @ rot @ plane @ np.linalg.inv(k)
+    return hom / hom[2, 2]
+
+
+def affine_at(hom: npt.NDArray[np.float64], point: tuple[float, float]) -> Affine:
+    """(2, 3) the affine agreeing with the (3, 3) homography ``hom`` to first order at ``point`` (px).
+
+    For the small rotations of a hand-held move the homography's projective part moves the frame's corners by
+    a pixel or two; the render uses the affine, so the sample's affines stay its exact motion."""
+    p = np.array([point[0], point[1], 1.0])
+    num, den = hom[:2] @ p, float(hom[2] @ p)
+    jac = (hom[:2, :2] * den - np.outer(num, hom[2, :2])) / den**2
+    return np.hstack([jac, (num / den - jac @ p[:2])[:, None]])
+
+
+def _depth_margin(par: ParallaxConfig, cfg: SynthConfig, focal: float) -> int:
+    """Canvas margin (px) bounding the background's motion in depth mode at any draw of the config."""
+    h, w = cfg.size
+    z = par.bg_depth_m[0]
+    half_diag = float(np.hypot(h, w)) / 2
+    pitch, yaw, roll = np.deg2rad(par.cam_rot_deg)
+    shift = focal * (par.baseline_m[1] * np.hypot(1.0, par.baseline_vertical) / z + np.hypot(pitch, yaw))
+    return int(np.ceil(1.1 * (shift + half_diag * (roll + par.dolly_m / z)))) + 4
+
+
+def _depth_motion(st: _Setup, par: ParallaxConfig) -> tuple[Affine, Affine, dict[str, Any]]:
+    """(foreground, background) view-0 -> view-1 affines from a virtual camera move and the layers' depths.
+
+    Each layer is a fronto-parallel plane (the subject at its depth, the background at ``par.bg_depth_m``); its
+    homography is linearised at the layer's centre (the subject's pivot, the frame's centre). The subject also
+    sways a little on its own."""
+    r = st.rng["motion"]
+    z_fg = st.person_depth
+    lo, hi = par.bg_depth_m
+    z_bg = max(float(np.exp(r.uniform(np.log(lo), np.log(hi)))), z_fg + 0.3)  # the background stays behind
+    base, angle = float(r.uniform(*par.baseline_m)), float(r.uniform(0.0, 2 * np.pi))
+    move = (base * np.cos(angle), par.baseline_vertical * base * np.sin(angle), float(r.uniform(-1, 1)) * par.dolly_m)
+    rot = tuple(float(v) for v in r.uniform(-1.0, 1.0, 3) * np.asarray(par.cam_rot_deg, np.float64))
+    move_t = (float(move[0]), float(move[1]), float(move[2]))
+    rot_t = (rot[0], rot[1], rot[2])
+    centre = (st.w / 2, st.h / 2)
+    fg_m = affine_at(plane_homography(st.focal, centre, z_fg, move_t, rot_t), st.person_centre)
+    bg_m = affine_at(plane_homography(st.focal, centre, z_bg, move_t, rot_t), centre)
+    sway = par.subject_sway * st.w
+    fg_m[:, 2] += r.uniform(-sway, sway, 2)
+    meta = {
+        "motion": "depth",
+        "z_fg_m": round(z_fg, 4),
+        "z_bg_m": round(z_bg, 4),
+        "cam_move_m": [round(v, 5) for v in move_t],
+        "cam_rot_deg": [round(v, 4) for v in rot_t],
+        "focal_px": round(st.focal, 3),
+    }
+    return fg_m, bg_m, meta
+
+
+def colour_match(fg: F32, bg: F32, alpha: F32) -> Callable[[F32], F32] | None:
+    """A per-channel monotone colour map taking the subject's display colours (alpha > 0.5 of ``fg``) to the
+    distribution of ``bg`` (scikit-image's ``match_histograms``), to apply to every view's foreground layer so
+    the views stay consistent; None where the subject is too small to have a histogram."""
+    from skimage.exposure import match_histograms
+
+    src = fg[alpha > 0.5]  # (N, 3)
+    if len(src) < 64:
+        return None
+    ref = bg[::2, ::2]  # the same distribution at a quarter of the sorting
+    matched = np.asarray(match_histograms(src[:, None], ref, channel_axis=-1))[:, 0]
+    # Equal inputs map to equal outputs, so the map is a function of the value: tabulated at 1024 levels and
+    # looked up with linear interpolation (np.interp over every pixel would search the subject's ~10^4 values).
+    levels = 1024
+    grid = np.linspace(0.0, 1.0, levels + 1)
+    lut = np.empty((3, levels + 2), np.float32)
+    for c in range(3):
+        xs, first = np.unique(src[:, c], return_index=True)
+        lut[c, :-1] = np.interp(grid, xs, matched[first, c])
+        lut[c, -1] = lut[c, -2]  # so that index levels + 1 exists for x == 1
+
+    def apply(x: F32) -> F32:
+        pos = np.clip(x, 0.0, 1.0) * np.float32(levels)
+        i = pos.astype(np.int32)
+        frac = pos - i
+        out = np.empty_like(pos)
+        for c in range(3):
+            lo, hi = lut[c][i[..., c]], lut[c][i[..., c] + 1]
+            out[..., c] = lo + (hi - lo) * frac[..., c]
+        return out
+
+    return apply
+
+
 def render_parallax_pair(
     seed: int, cfg: SynthConfig = DEFAULT_CONFIG, par: ParallaxConfig = DEFAULT_PARALLAX
 ) -> ParallaxSample:
-    """Two no-flash views; the foreground and the background each move by their own random affine, the
-    foreground also by a small non-rigid jitter (hair, breathing), as in the parallax-matting paper."""
+    """Two no-flash views: the foreground and the background each move by their own affine, the foreground
+    also by a small non-rigid jitter (hair, breathing), as in the parallax-matting paper.
+
+    ``par.motion="depth"`` (default): the affines follow from a virtual camera move and the layers' depths
+    (recorded in ``meta["parallax"]``); ``"affine"``: independent random affines. With probability
+    ``par.p_hist_match`` the foreground layer's colours are matched to the background's (``meta["hist_match"]``).
+    """
     h, w = cfg.size
-    margin = int(np.ceil(w * (par.bg_shift + np.deg2rad(par.rot_deg) + par.scale) * 0.6)) + 4
+    if par.motion == "depth":
+        margin = _depth_margin(par, cfg, FOCAL * w)
+    else:
+        margin = int(np.ceil(w * (par.bg_shift + np.deg2rad(par.rot_deg) + par.scale) * 0.6)) + 4
     st = _setup(seed, cfg, margin=margin, dynamic=False)
     r = st.rng["motion"]
-    fg_m = random_affine(r, par.fg_shift * w, par.rot_deg, par.scale, st.person_centre, shear=0.01)
-    bg_m = random_affine(r, par.bg_shift * w, par.rot_deg * 0.5, par.scale * 0.5, (w / 2, h / 2))
+    if par.motion == "depth":
+        fg_m, bg_m, motion_meta = _depth_motion(st, par)
+    else:
+        fg_m = random_affine(r, par.fg_shift * w, par.rot_deg, par.scale, st.person_centre, shear=0.01)
+        bg_m = random_affine(r, par.bg_shift * w, par.rot_deg * 0.5, par.scale * 0.5, (w / 2, h / 2))
+        motion_meta = {"motion": "affine"}
     v0 = _layers(st, 0.0, None, None, flash=False)
     v1 = _layers(st, 0.0, fg_m, None, flash=False)
     # Background: the second view re-samples the canvas through its own affine (the margin hides borders).
     view = compose(bg_m, st.scene.view(0.0, (h, w)))
     _, bg_rad = _background(st, 0.0)
     v1.bg = blur(np.ascontiguousarray(_view(bg_rad, view, (h, w)), np.float32), st.defocus)
+    jitter = None
     if par.elastic_px > 0:  # the subject is not rigid
         field = elastic(r, h, w, par.elastic_px, max(8.0, w / 10))
         both = remap(np.concatenate([v1.fg, v1.alpha[..., None]], -1), field)
         v1.fg, v1.alpha = both[..., :3], np.clip(both[..., 3], 0, 1)
+        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        jitter = np.stack([field[0] - gx, field[1] - gy], -1)
     k = float(np.clip(st.cam.target / max(camlib.metered(v0.alpha, v0.fg, v0.bg), 1e-6), 0.05, 16.0))
     noise = st.rng["noise"]
-    f0, f1 = _shoot(st, v0, k, flash=False, rng=noise), _shoot(st, v1, k, flash=False, rng=noise)
+    # Colour matching happens on the display layers before compositing, one map for both views.
+    dev0, dev1 = _develop(st, v0, k, flash=False), _develop(st, v1, k, flash=False)
+    match = colour_match(dev0[0], dev0[1], v0.alpha) if st.rng["parallax"].random() < par.p_hist_match else None
+    if match is not None:
+        dev0, dev1 = (match(dev0[0]), dev0[1]), (match(dev1[0]), dev1[1])
+    f0 = _shoot(st, v0, k, flash=False, rng=noise, developed=dev0)
+    f1 = _shoot(st, v1, k, flash=False, rng=noise, developed=dev1)
     sigma = par.motion_noise_px / np.sqrt(2)
     return ParallaxSample(
         image0=f0.image,
@@ -534,5 +678,6 @@ def render_parallax_pair(
         bg_affine=bg_m,
         fg_affine_noisy=corner_noise(r, fg_m, h, w, sigma),
         bg_affine_noisy=corner_noise(r, bg_m, h, w, sigma),
-        meta=st.meta,
+        meta=st.meta | {"parallax": motion_meta, "hist_match": match is not None},
+        fg_jitter=jitter,
     )

@@ -54,7 +54,7 @@ class FlashSequence:
 
 @dataclass
 class ParallaxSample:
-    """Two no-flash views; foreground and background layers each moved by their own affine (+ noise).
+    """Two no-flash views; foreground and background layers each moved by their own affine (+ jitter, noise).
 
     ``*_affine`` map view-0 pixel coordinates to view-1 ones (2x3, x' = A @ [x, y, 1]); ``*_affine_noisy``
     are the same with corner noise, imitating motion estimates a network sees at training time.
@@ -73,3 +73,6 @@ class ParallaxSample:
     fg_affine_noisy: npt.NDArray[np.float64]  # (2, 3)
     bg_affine_noisy: npt.NDArray[np.float64]  # (2, 3)
     meta: dict[str, Any] = field(default_factory=dict)
+    # (H, W, 2) the foreground's non-rigid jitter in view 1: its pixel x shows what the rigidly moved foreground
+    # shows at x + fg_jitter(x), so view 0's point is fg_affine^-1(x + fg_jitter(x)). None: no jitter.
+    fg_jitter: F32 | None = None
