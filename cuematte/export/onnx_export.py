@@ -150,7 +150,7 @@ def example_inputs(net: FNFNet, size: tuple[int, int], seed: int = 0) -> dict[st
     return inputs
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     """The commit of the source tree that exports (None outside a git checkout)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
@@ -221,7 +221,7 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
         "graphs": {"flash": flash_path.name, "frame": frame_path.name},
         "sha256": {p.name: sha256_of(p) for p in (flash_path, frame_path)},
         "recipe": recipe,
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "normalization": _normalization(net),
         "flash_features_shape": list(tokens.shape[1:]),
         "io": spec.to_dict(),

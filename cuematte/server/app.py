@@ -1,5 +1,6 @@
 """The aiohttp application: demo page, ``POST /offer``, ``/health``, ``/metrics``; one :class:`PeerSession`
-per accepted offer, all closed on shutdown.
+per accepted offer, all closed on shutdown. ``POST /matte`` (two photos -> a PNG, the parallax cue) is
+:mod:`cuematte.server.parallax`.
 
     app = create_app(ServerConfig(model=Path("models/lite")))
     web.run_app(app, host="127.0.0.1", port=8080)
@@ -22,6 +23,7 @@ from cuematte.engine.session import MattingSession, create_segmenter
 from cuematte.server.auth import AuthFailures
 from cuematte.server.config import ConfigError, ServerConfig, is_loopback, resolve_segmenter
 from cuematte.server.metrics import CONTENT_TYPE, Metrics
+from cuematte.server.parallax import ParallaxRoute
 from cuematte.server.peer import PeerSession
 from cuematte.server.protocol import ProtocolError, parse_background, parse_offer
 
@@ -271,6 +273,10 @@ def create_app(config: ServerConfig, model: FlashModel | None = None) -> web.App
     app.router.add_get("/health", service.health)
     app.router.add_get("/metrics", service.metrics_route)
     app.router.add_post("/offer", service.offer)
+    # The parallax model is opened on the first /matte, so the service starts (and /matte answers 503) without it.
+    stills = ParallaxRoute(service)
+    app.router.add_post("/matte", stills.matte)
+    app.on_cleanup.append(stills.close)
     app.router.add_static("/static/", config.web_dir, show_index=False)
     app.on_shutdown.append(service.close_all)
     return app

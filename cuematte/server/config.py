@@ -52,6 +52,13 @@ class ServerConfig:
     max_side: int = 1280  # frames are matted at most this long on their long side
     temporal: float = VIDEO_SMOOTHING  # motion-aware alpha smoothing strength in [0, 1); 0 = off
     max_offer_bytes: int = 65536  # a browser offer is 3-10 kB; anything near this is not an offer
+    # POST /matte (the parallax cue on two photos): each uploaded image's file size and decoded pixels, and how
+    # many run at once (each takes the CPU for a while; more are answered 503, not queued).
+    parallax_model: Path | None = None  # None: the shipped default parallax model, if installed
+    max_image_bytes: int = 16 * 1024 * 1024
+    max_image_pixels: int = 4096 * 4096
+    max_matte_jobs: int = 2
+    upload_timeout_s: float = 60.0  # a /matte body (up to three images) still arriving after this is answered 408
     body_timeout_s: float = 10.0  # an offer body still arriving after this is answered 408
     # A connection is closed after this long without a complete request: idle keep-alive connections and
     # half-sent request headers alike (aiohttp's own default is an hour, so 300 half-sent requests held 300 fds).
@@ -92,8 +99,11 @@ class ServerConfig:
             raise ConfigError("--max-sessions and max_pending must be at least 1")
         if self.max_messages_per_s < 1:
             raise ConfigError("max_messages_per_s must be at least 1")
-        if self.keepalive_timeout_s <= 0 or self.body_timeout_s <= 0:
-            raise ConfigError("keepalive_timeout_s and body_timeout_s must be positive")
+        if self.max_image_bytes < 1024 or self.max_image_pixels < 256 * 256 or self.max_matte_jobs < 1:
+            raise ConfigError("max_image_bytes must be at least 1024, max_image_pixels at least 65536 and "
+                              "max_matte_jobs at least 1")
+        if self.keepalive_timeout_s <= 0 or self.body_timeout_s <= 0 or self.upload_timeout_s <= 0:
+            raise ConfigError("keepalive_timeout_s, body_timeout_s and upload_timeout_s must be positive")
         if self.max_auth_failures < 1 or self.auth_window_s <= 0:
             raise ConfigError("max_auth_failures must be at least 1 and auth_window_s positive")
         if self.connect_timeout_s <= 0 or self.idle_timeout_s <= 0:

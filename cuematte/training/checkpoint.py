@@ -61,3 +61,33 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[FNFNet, dict
     except RuntimeError as exc:
         raise CheckpointError(f"{path} does not match its config: {exc}") from exc
     return net, meta
+
+
+def save_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
+    """The optimizer's state as safetensors: tensors by 'param.key', the rest as JSON metadata."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{pid}.{k}"] = v.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    meta = {"param_groups": json.dumps(sd["param_groups"]), "scalars": json.dumps(scalars)}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def load_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        state: dict[int, dict[str, Any]] = {}
+        for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+            pid, name = key.split(".", 1)
+            state.setdefault(int(pid), {})[name] = f.get_tensor(key)
+    for key, v in json.loads(meta["scalars"]).items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})

@@ -20,8 +20,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from cuematte.engine.cues.align import SubjectWarp
@@ -37,7 +35,7 @@ from cuematte.training.cache import (
     build_cache,
     build_cue_cache,
 )
-from cuematte.training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from cuematte.training.checkpoint import load_checkpoint, load_optimizer, read_metadata, save_checkpoint, save_optimizer
 from cuematte.training.data.prior import FAILURE_WEIGHTS, segmenter_failure
 from cuematte.training.losses import fnf_loss
 from cuematte.training.models.config import FNFConfig, get_config
@@ -236,35 +234,6 @@ def forward(net: FNFNet, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return net(batch["noflash"], batch["flash"], batch["flash_trimap"], prior, guidance=batch.get("guidance"))
 
 
-def _save_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"{pid}.{k}"] = v.detach().contiguous().cpu()
-            else:
-                scalars[f"{pid}.{k}"] = v
-    meta = {"param_groups": json.dumps(sd["param_groups"]), "scalars": json.dumps(scalars)}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
-
-
-def _load_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        state: dict[int, dict[str, Any]] = {}
-        for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-            pid, name = key.split(".", 1)
-            state.setdefault(int(pid), {})[name] = f.get_tensor(key)
-    for key, v in json.loads(meta["scalars"]).items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up over 100 steps, then cosine decay to 5% of the peak."""
     if step < 100:
@@ -290,18 +259,30 @@ def evaluate_batches(net: FNFNet, batches: list[dict[str, torch.Tensor]]) -> dic
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
-def load_recipe(recipe: str | Path) -> TrainConfig:
-    """A recipe by name (``cuematte/training/recipes/NAME.toml``) or path -> its :class:`TrainConfig`."""
+def recipe_path(recipe: str | Path) -> Path:
+    """A recipe by name (``cuematte/training/recipes/NAME.toml``) or path -> its file, a named error if none."""
     path = Path(recipe)
     if not path.suffix:
         path = RECIPES_DIR / f"{recipe}.toml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.toml")))
         raise InputError(f"no recipe {recipe!r}: give a .toml path or one of {known}")
+    return path
+
+
+def read_recipe_values(path: Path) -> dict[str, Any]:
     try:
-        values = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"recipe {path} is not valid TOML: {exc}") from exc
+
+
+def load_recipe(recipe: str | Path) -> TrainConfig:
+    """A recipe by name (``cuematte/training/recipes/NAME.toml``) or path -> its :class:`TrainConfig`."""
+    path = recipe_path(recipe)
+    values = read_recipe_values(path)
+    if values.get("kind", "flash") != "flash":
+        raise InputError(f"recipe {path} is a {values['kind']} recipe, not a flash one (`cuematte train` runs both)")
     unknown = sorted(set(values) - {f.name for f in fields(TrainConfig)})
     if unknown:
         raise InputError(f"recipe {path} sets unknown fields: {', '.join(unknown)}")
@@ -389,7 +370,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, branch_from: Pat
     net.to(device).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if start and optim_path.is_file():
-        _load_optimizer(optim_path, opt)
+        load_optimizer(optim_path, opt)
 
     spec = CacheSpec(n=cfg.cache_samples, size=cfg.size, split="train", camouflage=cfg.camouflage_p,
                      drift=cfg.drift_p)
@@ -436,7 +417,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, branch_from: Pat
                                                                 if "eval_mse" in record else {}))
             if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
                 save_checkpoint(last, net, step=step + 1, extra={"train": asdict(cfg)})
-                _save_optimizer(optim_path, opt)
+                save_optimizer(optim_path, opt)
     return last
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "evaluate a model folder on sample folders, beside classical, MediaPipe and no-flash baselines"
+HELP = ("evaluate a model folder on sample folders, beside classical, MediaPipe and no-flash baselines; "
+        "a parallax split (make_eval --split parallax) evaluates parallax models and their ablations")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,9 +20,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also report ours with the session's alpha smoothing at this strength in (0, 1)")
     p.add_argument("--no-baselines", action="store_true", help="only our model")
     p.add_argument("--json", type=Path, help="write {split: {method: {metric: value}}} here")
+    par = p.add_argument_group("parallax splits")
+    par.add_argument("--ablation", action="append", default=[], metavar="NAME=DIR",
+                     help="a parallax ablation's model folder (e.g. single=runs/single-model); repeatable")
+    par.add_argument("--inference-ablations", action="store_true",
+                     help="also the paper's inference-time ablations: the same frame twice, +4 px flow noise")
+    par.add_argument("--limit", type=int, default=None, help="only the first N samples")
 
 
 def run(args: argparse.Namespace) -> int:
+    if _is_parallax_split(args.data):
+        return _run_parallax(args)
     from cuematte.training.evaluate import (
         Method,
         classical_method,
@@ -46,5 +55,41 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(table))
     if args.json:
         write_json(args.json, table)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _is_parallax_split(data: Path) -> bool:
+    import json
+
+    index = data / "index.json"
+    return index.is_file() and json.loads(index.read_text()).get("split") == "parallax"
+
+
+def _run_parallax(args: argparse.Namespace) -> int:
+    import json
+
+    from cuematte.engine.errors import InputError
+    from cuematte.training.parallax_eval import EvalVariant, evaluate_parallax, format_parallax_table
+
+    runs: dict[str, tuple[Path | None, EvalVariant]] = {
+        "ours": (args.model, EvalVariant("trimap")),
+        "ours-engine": (args.model, EvalVariant("engine")),
+    }
+    for spec in args.ablation:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise InputError(f"--ablation {spec!r} is not NAME=DIR")
+        runs[name] = (Path(folder), EvalVariant("trimap"))
+    if args.inference_ablations:
+        runs["same-frame"] = (args.model, EvalVariant("trimap", same_frame=True))
+        runs["flow-noise-4px"] = (args.model, EvalVariant("trimap", flow_noise_px=4.0))
+    if not args.no_baselines:
+        runs["mediapipe"] = (None, EvalVariant("mediapipe"))
+    results = {name: evaluate_parallax(args.data, model, variant, limit=args.limit)
+               for name, (model, variant) in runs.items()}
+    print(format_parallax_table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
         print(f"wrote {args.json}")
     return 0

@@ -1,4 +1,5 @@
-"""`cuematte matte`: flash once, then matte an image, a folder of images or a video."""
+"""`cuematte matte`: flash once, then matte an image, a folder of images or a video; or, with the parallax cue
+(``--second-view``, ``--cue parallax``), matte one view from two with a small camera move (matte_parallax.py)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,25 @@ import numpy as np
 
 from cuematte.clients.commands import add_backend_arguments, add_temporal_argument
 
-HELP = "matte an image, a folder of images or a video with a flash frame's cached features"
+CUES = ("flash", "parallax")
+
+HELP = ("matte an image, a folder of images or a video with a flash frame's cached features, or one view from two "
+        "with a small camera move (--second-view)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--flash", type=Path, required=True, help="the flash photo (torch or screen flash on)")
+    p.add_argument("--cue", choices=CUES, default=None,
+                   help="flash (default) or parallax; --second-view implies parallax")
+    p.add_argument("--flash", type=Path, help="the flash photo (torch or screen flash on); needed by the flash cue")
     p.add_argument("--noflash", type=Path, help="no-flash reference taken with the flash (default: first input frame)")
     p.add_argument("--input", type=Path, required=True, help="an image, a folder of images or a video")
+    p.add_argument("--second-view", type=Path,
+                   help="parallax cue: a second photo of the scene, the camera moved a few cm (--input is matted)")
     p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    p.add_argument("--model", type=Path, help="model folder (default: the cue's shipped model)")
     p.add_argument("--background", default="blur", help="blur | green | none | #RRGGBB | an image file")
-    p.add_argument("--trimap-out", action="store_true", help="also write the flash trimap and flash-ratio map")
+    p.add_argument("--trimap-out", action="store_true",
+                   help="also write the trimap (and the flash cue's flash-ratio map)")
     add_temporal_argument(p, "videos: ")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: up to 4)")
     add_backend_arguments(p)
@@ -66,11 +75,15 @@ def progress(**kwargs: Any) -> Iterator[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cuematte.clients.commands.matte_parallax import check_flash_args, is_parallax, run_parallax
     from cuematte.engine.compositing import Background, composite
     from cuematte.engine.io import VideoReader, VideoWriter, list_inputs, read_image, write_image
     from cuematte.engine.model import FlashModel
     from cuematte.engine.session import MattingSession
 
+    if is_parallax(args):
+        return run_parallax(args)
+    check_flash_args(args)
     background = parse_background(args.background)
     assert isinstance(background, Background)
     kind, files = list_inputs(args.input)
