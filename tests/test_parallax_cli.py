@@ -107,3 +107,14 @@ def test_bad_inputs_are_one_error_line_and_exit_code_2(model_dir: Path, files: d
         assert len(lines) == 1 and message in lines[0], (message, err)
         assert "Traceback" not in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_bench_times_one_parallax_patch(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--parallax", str(model_dir), "--repeat", "3", "--warmup", "1", "--json", str(out)]) == 0
+    assert "patch p50" in capsys.readouterr().out
+    r = json.loads(out.read_text())["parallax_patch"]
+    assert r["repeat"] == 3 and 0 < r["min_ms"] <= r["p50_ms"] <= r["p95_ms"]
+    assert r["patch"] == json.loads((model_dir / "model.json").read_text())["patch"]

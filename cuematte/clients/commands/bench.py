@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", type=Path, nargs="+", metavar="MODEL.onnx",
                    help="time these ONNX matting models against our per-frame graph, as ratios")
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.md, PNG plots and bench.json here")
+    p.add_argument("--parallax", nargs="?", const="default", metavar="MODEL_DIR",
+                   help="instead: the parallax graph's latency per 448x448 patch (default: the shipped parallax-lite)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from cuematte.engine.model import FlashModel
     from cuematte.engine.session import MattingSession
 
+    if args.parallax:
+        return _run_parallax(args)
     sizes = parse_sizes(args.sizes)
     if bool(args.flash) != bool(args.noflash):
         raise InputError("--flash and --noflash go together")
@@ -146,3 +150,15 @@ def _inprocess_app(args: argparse.Namespace) -> Any:
     config = ServerConfig(host="127.0.0.1", port=0, model=args.model, backend=args.backend, plans=args.plans,
                           threads=args.threads, web_dir=web_dir)
     return lambda: create_app(config)
+
+
+def _run_parallax(args: argparse.Namespace) -> int:
+    from cuematte.clients.bench.parallax import bench_patch, format_patch
+
+    model = None if args.parallax == "default" else Path(args.parallax)
+    result = bench_patch(model, threads=args.threads, warmup=args.warmup, repeat=args.repeat)
+    print(format_patch(result))
+    if args.json:
+        args.json.write_text(json.dumps({"parallax_patch": result}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0

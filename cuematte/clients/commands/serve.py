@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (anything but loopback needs a token)")
     p.add_argument("--port", type=int, default=8080, help="port (0: any free port, printed at start)")
     p.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    p.add_argument("--parallax-model", type=Path,
+                   help="parallax model folder for POST /matte (default: the shipped parallax-lite, if installed)")
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or ?token=TOKEN) on /offer and /metrics; "
                                    f"other users see it in `ps`: prefer --token-file or ${TOKEN_ENV}")
     p.add_argument("--token-file", type=Path, metavar="PATH",
@@ -145,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     from cuematte.server.config import ServerConfig
 
     token = resolve_token(args.token, args.token_file, os.environ)
-    config = ServerConfig(host=args.host, port=args.port, model=args.model, token=token,
+    config = ServerConfig(host=args.host, port=args.port, model=args.model, parallax_model=args.parallax_model,
+                          token=token,
                           max_sessions=args.max_sessions, cert=args.cert, key=args.key,
                           backend=args.backend, plans=args.plans, threads=args.threads,
                           max_side=args.max_side, temporal=args.temporal,
