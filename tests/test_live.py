@@ -92,7 +92,8 @@ def test_live_matter_takes_a_rescaled_no_flash_frame(lite_model_dir: Path) -> No
 
 
 def test_live_states_are_the_service_wire_names() -> None:
-    assert [s.value for s in LiveState] == ["waiting-flash", "capturing", "matting", "error"]
+    assert [s.value for s in LiveState] == ["waiting-flash", "capturing", "matting", "error", "parallax-waiting",
+                                            "parallax-matting"]
     assert f"{LiveState.MATTING}" == "matting"
 
 

@@ -13,7 +13,8 @@ import gc
 import hmac
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -26,6 +27,9 @@ from cuematte.server.metrics import CONTENT_TYPE, Metrics
 from cuematte.server.parallax import ParallaxRoute
 from cuematte.server.peer import PeerSession
 from cuematte.server.protocol import ProtocolError, parse_background, parse_offer
+
+if TYPE_CHECKING:
+    from cuematte.engine.parallax.session import ParallaxSession
 
 COLLECT_AFTER_CLOSE_S = 2.0  # aiortc finishes tearing a closed peer down within this
 
@@ -77,6 +81,8 @@ class Service:
         self._negotiating = 0  # offers between their POST and their answer
         self._collect: asyncio.TimerHandle | None = None
         self.auth_failures = AuthFailures(config.max_auth_failures, config.auth_window_s)
+        # The shared parallax session for ``set-cue parallax`` (the /matte route's, opened on first use).
+        self.open_parallax: Callable[[], Awaitable[ParallaxSession]] | None = None
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def authorized(self, request: web.Request) -> bool:
@@ -231,7 +237,8 @@ class Service:
                                     temporal=cfg.temporal)
         except CuematteError as exc:
             return _error(500, f"cannot start a matting session: {exc}")
-        session = PeerSession(cfg, engine, background, self.metrics, self._closed, self._on_connected)
+        session = PeerSession(cfg, engine, background, self.metrics, self._closed, self._on_connected,
+                              open_parallax=self.open_parallax)
         try:
             await session.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             await session.pc.setLocalDescription(await session.pc.createAnswer())
@@ -275,6 +282,7 @@ def create_app(config: ServerConfig, model: FlashModel | None = None) -> web.App
     app.router.add_post("/offer", service.offer)
     # The parallax model is opened on the first /matte, so the service starts (and /matte answers 503) without it.
     stills = ParallaxRoute(service)
+    service.open_parallax = stills.session  # live sessions' set-cue parallax shares it
     app.router.add_post("/matte", stills.matte)
     app.on_cleanup.append(stills.close)
     app.router.add_static("/static/", config.web_dir, show_index=False)

@@ -8,6 +8,10 @@ States (:class:`cuematte.live.LiveState`, sent as ``{"type": "state", ...}`` on 
   every arriving frame's mean luma is measured and the brightest is kept. Output continues as before.
 * ``matting``: flash features cached; every frame runs the per-frame graph and is composited.
   ``reflash: true`` while the scene has drifted away from the flash.
+* ``parallax-waiting`` / ``parallax-matting``: the parallax cue (``set-cue parallax``), see
+  :mod:`cuematte.live.parallax`: waiting for a person or for enough parallax against the reference frame (frames pass
+  through), or matting each frame against it. ``set-cue flash`` goes back to the flash states (the flash cache is
+  kept across the switch).
 * ``error``: something the client caused failed (no flash cue, bad message); sent once with the reason, then
   the session goes back to the state it was in (and keeps its previous flash cache, if any).
 
@@ -22,10 +26,10 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import cv2
 import numpy as np
@@ -37,11 +41,16 @@ from cuematte.engine.compositing import Background
 from cuematte.engine.errors import CuematteError
 from cuematte.engine.session import MattingSession
 from cuematte.live import FlashCapture, LiveMatter, LiveState, RateMeter
+from cuematte.live.parallax import WAITING_DETAIL as PARALLAX_WAITING_DETAIL
+from cuematte.live.parallax import ParallaxLive
 from cuematte.server import jitter
 from cuematte.server.config import ServerConfig
 from cuematte.server.metrics import Metrics
 from cuematte.server.protocol import ProtocolError, parse_background, parse_message, state_message
 from cuematte.server.tracks import Arrival, LatestFrameSlot, ProcessedTrack, frame_luma, frame_rgb
+
+if TYPE_CHECKING:
+    from cuematte.engine.parallax.session import ParallaxSession
 
 log = logging.getLogger(__name__)
 MAX_BUFFERED_STATS_BYTES = 65536  # data channel bytes not yet sent beyond which stats messages are skipped
@@ -80,6 +89,10 @@ class _Work:
     ms: dict[str, float] = field(default_factory=dict)
     drift: str | None = None  # "drifted" / "settled" when the drift state flipped on this frame
     error: str | None = None
+    cue: str = "flash"  # the cue the frame was processed with (a switch may overtake it)
+    state: LiveState | None = None  # parallax: the loop's state and detail after this frame
+    detail: str = ""
+    parallax_px: float | None = None
 
 
 class PeerSession:
@@ -87,7 +100,8 @@ class PeerSession:
 
     def __init__(self, config: ServerConfig, engine: MattingSession, background: Background, metrics: Metrics,
                  on_closed: Callable[[PeerSession], None],
-                 on_connected: Callable[[PeerSession], bool] = lambda _: True) -> None:
+                 on_connected: Callable[[PeerSession], bool] = lambda _: True,
+                 open_parallax: Callable[[], Awaitable[ParallaxSession]] | None = None) -> None:
         from aiortc import RTCConfiguration
 
         self.id = uuid.uuid4().hex
@@ -120,6 +134,11 @@ class PeerSession:
         self._out_track: ProcessedTrack | None = None
         self._on_closed = on_closed
         self._on_connected = on_connected
+        self._open_parallax = open_parallax  # the service's shared parallax session, opened on first use
+        self.cue = "flash"
+        self.parallax: ParallaxLive | None = None  # set while the cue is parallax; used on the worker only
+        self._matted_rate = RateMeter()  # fresh mattes only (not pass-through or held frames)
+        self._parallax_px: float | None = None
         self.connected = False  # ICE and DTLS completed once; until then the peer is a pending offer
         self._last_arrival = time.monotonic()  # of a camera frame (or the connection), for the idle timeout
         self._wire()
@@ -199,7 +218,13 @@ class PeerSession:
 
     # -- frames out -----------------------------------------------------------------------------------------
     async def _process(self, arrival: Arrival) -> VideoFrame:
-        if not self.matter.has_flash:
+        live = self.parallax if self.cue == "parallax" else None
+        if live is not None:
+            try:
+                work = await self._in_worker(self._matte_parallax, live, arrival.frame)
+            except _Closed:
+                raise MediaStreamError from None
+        elif not self.matter.has_flash:
             work = _Work(arrival.frame, matted=False)  # pass-through: no conversion, no worker round trip
         else:
             try:
@@ -218,6 +243,14 @@ class PeerSession:
         if work.ms:
             self._stages = work.ms
         self._rate.tick(sum(work.ms.values()) if work.matted else None, latency * 1000.0, now)
+        if work.matted:
+            self._matted_rate.tick(now=now)
+        if work.cue == "parallax":
+            if work.parallax_px is not None:
+                self._parallax_px = work.parallax_px
+            if (work.state is not None and self.cue == "parallax" and self.parallax is live
+                    and (work.state, work.detail) != (self.state, self.detail)):
+                self._set_state(work.state, work.detail)
         if work.drift == "drifted":
             self.metrics.drift.inc()
             if self.state is LiveState.MATTING:
@@ -245,6 +278,22 @@ class PeerSession:
         ms = {"to_rgb": (t1 - t0) * 1e3, **done.ms, "to_yuv": (t3 - t2) * 1e3}
         return _Work(vf, matted=True, ms=ms, drift=done.drift)
 
+    def _matte_parallax(self, live: ParallaxLive, frame: VideoFrame) -> _Work:
+        """Worker thread: the parallax loop on one frame (never raises for a frame's content)."""
+        t0 = time.perf_counter()
+        rgb = frame_rgb(frame)
+        t1 = time.perf_counter()
+        done = live.process(rgb, self.matter.background)
+        if not done.matted and not done.held:
+            return _Work(frame, matted=False, error=done.error, cue="parallax", state=done.state,
+                         detail=done.detail, parallax_px=done.parallax_px)
+        t2 = time.perf_counter()
+        vf = to_i420_frame(done.frame)
+        t3 = time.perf_counter()
+        ms = {"to_rgb": (t1 - t0) * 1e3, **done.ms, "to_yuv": (t3 - t2) * 1e3}
+        return _Work(vf, matted=done.matted, ms=ms if done.matted else {}, error=done.error, cue="parallax",
+                     state=done.state, detail=done.detail, parallax_px=done.parallax_px)
+
     # -- control channel ------------------------------------------------------------------------------------
     def _on_message(self, raw: str | bytes) -> None:
         now = time.monotonic()
@@ -271,8 +320,14 @@ class PeerSession:
             self._spawn(self._reset())
         elif kind == "set-background":
             self._spawn(self._set_background(msg))
+        elif kind == "set-cue":
+            self._spawn(self._set_cue(msg["cue"]))
 
     def _flash_begin(self) -> None:
+        if self.cue != "flash":
+            self._report_error("flash-begin while the cue is parallax: send {\"type\": \"set-cue\", \"cue\": "
+                               "\"flash\"} first")
+            return
         if self._window is not None:
             return  # a second flash-begin inside the window changes nothing
         capture: FlashCapture[VideoFrame] = FlashCapture(frame_luma)
@@ -328,15 +383,55 @@ class PeerSession:
         cue = self.matter.set_flash(frame_rgb(flash_frame), frame_rgb(noflash_frame))
         return dict(self.matter.session.times.ms), cue.method
 
-    async def _reset(self) -> None:
+    def _close_window(self) -> None:
         window, self._window = self._window, None
         if window is not None and window.timer is not None:
             window.timer.cancel()
+
+    async def _reset(self) -> None:
+        self._close_window()
+        live = self.parallax
         try:
             await self._in_worker(self.matter.reset)
+            if live is not None:
+                await self._in_worker(live.reset)
         except _Closed:
             return
-        self._set_state(LiveState.WAITING_FLASH, DETAIL[LiveState.WAITING_FLASH])
+        if self.cue == "parallax":
+            self._set_state(LiveState.PARALLAX_WAITING, PARALLAX_WAITING_DETAIL)
+        else:
+            self._set_state(LiveState.WAITING_FLASH, DETAIL[LiveState.WAITING_FLASH])
+
+    async def _set_cue(self, cue: str) -> None:
+        """``set-cue``: parallax opens the service's shared parallax session (an error, and the flash cue stays,
+        when the service has no parallax model); flash goes back to the flash states, keeping the flash cache."""
+        if cue == self.cue:
+            self._set_state(self.state, self.detail)  # answered: the client learns where it is
+            return
+        if cue == "flash":
+            self.cue, self.parallax = "flash", None
+            self._parallax_px = None
+            has_flash = self.matter.has_flash
+            state = LiveState.MATTING if has_flash else LiveState.WAITING_FLASH
+            self._set_state(state, DRIFT_DETAIL if has_flash and self.matter.drifted else DETAIL[state])
+            return
+        if self._open_parallax is None:
+            self._report_error("the parallax cue is not available on this service")
+            return
+        try:
+            session = await self._open_parallax()
+        except CuematteError as exc:  # ModelError: no parallax model installed
+            self._report_error(f"the parallax cue is not available on this service: {exc}")
+            return
+        except Exception as exc:
+            log.exception("session %s: opening the parallax model failed", self.id[:8])
+            self._report_error(f"the parallax cue is not available on this service: internal error: {exc}")
+            return
+        if self._closed or self.cue == "parallax":
+            return
+        self._close_window()
+        self.cue, self.parallax = "parallax", ParallaxLive(session)
+        self._set_state(LiveState.PARALLAX_WAITING, PARALLAX_WAITING_DETAIL)
 
     async def _set_background(self, msg: dict[str, Any]) -> None:
         try:
@@ -359,7 +454,10 @@ class PeerSession:
         self._send(state_message(LiveState.ERROR, message))
         if back_to is LiveState.MATTING and not self.matter.has_flash:
             back_to = LiveState.WAITING_FLASH
-        detail = DRIFT_DETAIL if back_to is LiveState.MATTING and self.matter.drifted else DETAIL.get(back_to, "")
+        if back_to in (LiveState.PARALLAX_WAITING, LiveState.PARALLAX_MATTING):
+            detail = self.detail if back_to is self.state else PARALLAX_WAITING_DETAIL
+        else:
+            detail = DRIFT_DETAIL if back_to is LiveState.MATTING and self.matter.drifted else DETAIL.get(back_to, "")
         self._set_state(back_to, detail)
 
     def _send(self, text: str) -> None:
@@ -381,6 +479,9 @@ class PeerSession:
             "dropped": self.slot.dropped,
             "size": list(self.frame_size) if self.frame_size else None,
             "flash": self._flash_stats,  # how the cached flash was made (None before one)
+            "cue": self.cue,
+            "matted_fps": round(self._matted_rate.fps(), 2),  # fresh mattes a second (held or passed-through not)
+            "parallax_px": round(self._parallax_px, 2) if self._parallax_px is not None else None,
         }
 
     async def _stats_loop(self) -> None:

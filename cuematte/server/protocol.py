@@ -21,8 +21,9 @@ from cuematte.engine.compositing import GREEN, MODES, Background
 from cuematte.engine.errors import CuematteError
 from cuematte.engine.io import opencv_quiet
 
-STATES = ("waiting-flash", "capturing", "matting", "error")
-CLIENT_TYPES = ("flash-begin", "flash-end", "set-background", "reset")
+STATES = ("waiting-flash", "capturing", "matting", "error", "parallax-waiting", "parallax-matting")
+CLIENT_TYPES = ("flash-begin", "flash-end", "set-background", "reset", "set-cue")
+CUES = ("flash", "parallax")
 MAX_IMAGE_SIDE = 4096
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 _DATA_URL = re.compile(r"^data:image/(png|jpeg|jpg|webp|bmp);base64,(.*)$", re.DOTALL)
@@ -45,6 +46,8 @@ def parse_message(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
     kind = msg.get("type")
     if kind not in CLIENT_TYPES:
         raise ProtocolError(f"unknown control message type {kind!r}; expected one of {CLIENT_TYPES}")
+    if kind == "set-cue" and (not isinstance(msg.get("cue"), str) or msg["cue"] not in CUES):
+        raise ProtocolError(f"unknown cue {repr(msg.get('cue'))[:40]}; set-cue takes one of {list(CUES)}")
     return msg
 
 

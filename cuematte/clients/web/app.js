@@ -10,7 +10,7 @@ const MAX_IMAGE_SIDE = 960;
 const MAX_IMAGE_CHARS = 180_000; // data-URL length; the service takes control messages up to 192 KiB
 
 const ui = {
-  start: $("start"), flash: $("flash"), reset: $("reset"), background: $("background"),
+  start: $("start"), cue: $("cue"), flash: $("flash"), reset: $("reset"), background: $("background"),
   color: $("color"), image: $("image"), state: $("state"), message: $("message"),
   local: $("local"), processed: $("processed"), hint: $("hint"), stats: $("stats"),
   overlay: $("flash-overlay"),
@@ -20,6 +20,8 @@ const STATE_TEXT = {
   "waiting-flash": "Ready: press Flash to start matting.",
   capturing: "Flash! Hold still…",
   matting: "Matting.",
+  "parallax-waiting": "Parallax cue: waiting.",
+  "parallax-matting": "Parallax cue: matting.",
   error: "Error.",
 };
 
@@ -40,10 +42,15 @@ function setState(state, detail, reflash = false) {
   if (detail && !["matting", "flash to start", "flash cached"].includes(detail)) text += ` (${detail})`;
   if (reflash) text = "The scene changed: press Flash again.";
   ui.state.textContent = text;
-  ui.hint.hidden = state !== "waiting-flash";
+  ui.hint.hidden = state !== "waiting-flash" && state !== "parallax-waiting";
+  ui.hint.textContent = state === "parallax-waiting" ? (detail || "Move slightly") : "Flash to start";
+  // The service says which cue it runs (a refused switch to parallax stays on flash): keep the menu honest.
+  if (state.startsWith("parallax-")) ui.cue.value = "parallax";
+  else if (["waiting-flash", "capturing", "matting"].includes(state)) ui.cue.value = "flash";
+  if (channel && !flashing && state !== "error") ui.flash.disabled = ui.cue.value !== "flash";
   ui.flash.classList.toggle("reflash", Boolean(reflash));
   if (state === "error") showMessage(detail || "Something went wrong.");
-  else if (state === "matting") showMessage("");
+  else if (state === "matting" || state === "parallax-matting") showMessage("");
 }
 
 function send(message) {
@@ -67,6 +74,7 @@ function onControl(event) {
     const size = msg.size ? `${msg.size[0]}×${msg.size[1]}` : "";
     ui.stats.textContent = `${f(msg.fps)} fps · ${f(msg.ms)} ms/frame · service latency ${f(msg.latency_ms)} ms · ` +
       `dropped ${msg.dropped} of ${msg.received} · ${size}` +
+      (msg.cue === "parallax" ? ` · parallax: ${f(msg.matted_fps)} mattes/s, ${f(msg.parallax_px)} px` : "") +
       (msg.flash ? ` · flash: ${msg.flash.method}, trimap ${f(msg.flash.trimap_ms, 0)} ms, ` +
                    `graph ${f(msg.flash.graph_ms, 0)} ms` : "");
     ui.stats.dataset.fps = msg.fps;
@@ -154,6 +162,7 @@ async function connect(stream) {
     ui.reset.disabled = false;
     const bg = backgroundMessage();
     if (bg) send(bg);
+    if (ui.cue.value !== "flash") send({ type: "set-cue", cue: ui.cue.value });
   };
   const ours = channel;
   channel.onclose = () => {
@@ -264,6 +273,7 @@ function onBackgroundChange() {
 ui.start.addEventListener("click", start);
 ui.flash.addEventListener("click", flash);
 ui.reset.addEventListener("click", () => send({ type: "reset" }));
+ui.cue.addEventListener("change", () => send({ type: "set-cue", cue: ui.cue.value }));
 ui.background.addEventListener("change", onBackgroundChange);
 ui.color.addEventListener("input", () => { if (ui.background.value === "color") send(backgroundMessage()); });
 ui.image.addEventListener("change", async () => {
