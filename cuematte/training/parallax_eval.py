@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from cuematte.engine.cues.trimap import BG, FG, UNKNOWN
 from cuematte.engine.errors import InputError
 from cuematte.engine.parallax.flow import branch_inputs, estimate_flow, layer_flows
 from cuematte.engine.parallax.session import ParallaxSession
-from cuematte.training.data.parallax import TRIMAP_REF_SIDE, read_parallax_sample, smooth_flow_noise
+from cuematte.training.data.parallax import radius_trimap, read_parallax_sample, smooth_flow_noise
 from cuematte.training.metrics import matting_metrics
 
 EVAL_TRIMAP_RADIUS_PX = 90.0  # at TRIMAP_REF_SIDE: the middle of training's 60-120
@@ -44,16 +43,7 @@ class EvalVariant:
 
 def eval_trimap(alpha: np.ndarray) -> np.ndarray:
     """(H, W) true alpha -> the protocol's (H, W) uint8 trimap (fixed radius on both sides)."""
-    import cv2
-
-    mask = (alpha > 0.5).astype(np.uint8)
-    r = EVAL_TRIMAP_RADIUS_PX * min(alpha.shape) / TRIMAP_REF_SIDE
-    inside = cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    outside = cv2.distanceTransform(1 - mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    out = np.full(alpha.shape, UNKNOWN, np.uint8)
-    out[inside > r] = FG
-    out[outside > r] = BG
-    return out
+    return radius_trimap(alpha, EVAL_TRIMAP_RADIUS_PX, EVAL_TRIMAP_RADIUS_PX)
 
 
 def split_ids(split: Path) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from tqdm import tqdm
 from cuematte.engine.errors import InputError
 from cuematte.training.checkpoint import CheckpointError, load_optimizer, save_optimizer
 from cuematte.training.data.parallax import FlowKind, ParallaxCache, build_parallax_cache
+from cuematte.training.loop import cosine_lr, optimise, trim_log
 from cuematte.training.models.parallax import PPM_PRESETS, Branches, PPMConfig, PPMNet
 from cuematte.training.parallax_losses import parallax_loss
 
@@ -197,14 +197,6 @@ def evaluate_batches(net: PPMNet, batches: list[dict[str, torch.Tensor]]) -> dic
     return {"mse": se / n, "mad": ad / n}
 
 
-def lr_at(step: int, cfg: ParallaxTrainConfig) -> float:
-    """Linear warm-up, then cosine decay to 5 % of the peak."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
 def train_parallax(cfg: ParallaxTrainConfig, out: Path, *, resume: bool = False) -> Path:
     """Run (or resume) training into ``out``; returns the last checkpoint's path."""
     cfg.validate()
@@ -225,9 +217,7 @@ def train_parallax(cfg: ParallaxTrainConfig, out: Path, *, resume: bool = False)
     else:
         net = PPMNet(cfg.net_config)
         log_path.unlink(missing_ok=True)
-    if start and log_path.is_file():  # steps logged after the last checkpoint run again: drop their old lines
-        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start]
-        log_path.write_text("".join(line + "\n" for line in kept))
+    trim_log(log_path, start)
     (out / "train.json").write_text(json.dumps(asdict(cfg), indent=2))
     net.to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -250,18 +240,10 @@ def train_parallax(cfg: ParallaxTrainConfig, out: Path, *, resume: bool = False)
     t0 = time.perf_counter()
     with log_path.open("a") as logf:
         for step in bar:
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
             batch = batches.get(step, device)
             alpha, fg = forward(net, batch)
-            losses = parallax_loss(alpha, fg, batch)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            record: dict[str, Any] = {"step": step + 1, "lr": opt.param_groups[0]["lr"],
-                                      "time_s": round(time.perf_counter() - t0, 1)}
-            record |= {k: round(v.detach().item(), 5) for k, v in losses.items()}
+            record = optimise(net, opt, parallax_loss(alpha, fg, batch), step=step,
+                              lr=cosine_lr(step, cfg.lr, cfg.steps, cfg.warmup), t0=t0)
             if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
                 record |= {f"eval_{k}": v for k, v in evaluate_batches(net, eval_batches).items()}
             logf.write(json.dumps(record) + "\n")

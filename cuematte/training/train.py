@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import time
 import tomllib
@@ -37,6 +36,7 @@ from cuematte.training.cache import (
 )
 from cuematte.training.checkpoint import load_checkpoint, load_optimizer, read_metadata, save_checkpoint, save_optimizer
 from cuematte.training.data.prior import FAILURE_WEIGHTS, segmenter_failure
+from cuematte.training.loop import cosine_lr, optimise, trim_log
 from cuematte.training.losses import fnf_loss
 from cuematte.training.models.config import FNFConfig, get_config
 from cuematte.training.models.fnfnet import FNFNet, build_model
@@ -236,10 +236,7 @@ def forward(net: FNFNet, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up over 100 steps, then cosine decay to 5% of the peak."""
-    if step < 100:
-        return cfg.lr * (step + 1) / 100
-    t = (step - 100) / max(1, cfg.steps - 100)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+    return cosine_lr(step, cfg.lr, cfg.steps)
 
 
 @torch.no_grad()
@@ -360,9 +357,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, branch_from: Pat
     else:
         net = build_model(cfg.net_config)
         log_path.unlink(missing_ok=True)
-    if start and log_path.is_file():  # steps logged after the last checkpoint are run again: drop their old lines
-        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start]
-        log_path.write_text("".join(line + "\n" for line in kept))
+    trim_log(log_path, start)
     (out / "train.json").write_text(json.dumps(asdict(cfg), indent=2))
     if branch_from is not None:  # the branch's own checkpoint from the start, so --resume continues it
         save_checkpoint(last, net, step=start, extra={"train": asdict(cfg)})
@@ -398,17 +393,9 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, branch_from: Pat
     t0 = time.perf_counter()
     with log_path.open("a") as logf:
         for step in bar:
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
             batch = batches.get(step, device)
             losses = fnf_loss(forward(net, batch), batch, "cmn" if step < cmn_steps else "full")
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            record: dict[str, Any] = {"step": step + 1, "lr": opt.param_groups[0]["lr"],
-                                      "time_s": round(time.perf_counter() - t0, 1)}
-            record |= {k: round(v.detach().item(), 5) for k, v in losses.items()}
+            record = optimise(net, opt, losses, step=step, lr=lr_at(step, cfg), t0=t0)
             if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
                 record |= {f"eval_{k}": v for k, v in evaluate_batches(net, eval_batches).items()}
             logf.write(json.dumps(record) + "\n")

@@ -61,15 +61,21 @@ def training_trimap(alpha: F32, rng: np.random.Generator) -> np.ndarray:
     foreground eroded and its certain background dilated by radii drawn independently from
     ``TRIMAP_RADIUS_PX`` (at a ``TRIMAP_REF_SIDE`` short side; scaled to this one). The frame's edges are not
     background: a torso leaving the frame stays certain."""
+    r_fg, r_bg = (float(rng.uniform(*TRIMAP_RADIUS_PX)) for _ in range(2))
+    return radius_trimap(alpha, r_fg, r_bg)
+
+
+def radius_trimap(alpha: F32, r_fg: float, r_bg: float) -> np.ndarray:
+    """(H, W) alpha binarised at 0.5 -> (H, W) uint8 trimap, its foreground eroded by ``r_fg`` and its background
+    by ``r_bg`` pixels at a ``TRIMAP_REF_SIDE`` short side (scaled to this one)."""
     mask = (alpha > 0.5).astype(np.uint8)
     scale = min(alpha.shape) / TRIMAP_REF_SIDE
-    r_fg, r_bg = (float(rng.uniform(*TRIMAP_RADIUS_PX)) * scale for _ in range(2))
     # Distance transforms instead of erode/dilate: exact discs, linear time at any radius.
     inside = cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     outside = cv2.distanceTransform(1 - mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     trimap = np.full(alpha.shape, UNKNOWN, np.uint8)
-    trimap[inside > r_fg] = FG
-    trimap[outside > r_bg] = BG
+    trimap[inside > r_fg * scale] = FG
+    trimap[outside > r_bg * scale] = BG
     return trimap
 
 
