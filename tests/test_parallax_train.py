@@ -73,6 +73,8 @@ def test_train_resume_export_and_evaluate(tmp_path: Path, capsys: pytest.Capture
     split = tmp_path / "split"
     make_eval(split, 2, "parallax", SynthConfig(size=(96, 128)))
     res = evaluate_parallax(split, model, EvalVariant("trimap"))
+    oracle = evaluate_parallax(split, model, EvalVariant("trimap", exact_flow=True))
+    assert oracle["n"] == 2 and all(np.isfinite(v) for v in oracle["mean"].values())
     assert res["n"] == 2 and res["refused"] == 0
     assert all(np.isfinite(v) for v in res["mean"].values())
     table = format_parallax_table({"ours": res})

@@ -10,7 +10,8 @@ Two protocols, fixed before any model was trained:
   MediaPipe's mask alone.
 
 Variants of the inputs for the paper's inference-time ablations: ``same_frame`` (the reference view twice) and
-``flow_noise_px`` (a smooth random error added to the foreground flow).
+``flow_noise_px`` (a smooth random error added to the foreground flow); ``exact_flow`` is the oracle (the
+render's own layer motion instead of DIS filled per layer).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cuematte.engine.errors import InputError
-from cuematte.engine.parallax.flow import branch_inputs, estimate_flow, layer_flows
+from cuematte.engine.parallax.flow import affine_flow, branch_inputs, estimate_flow, layer_flows
 from cuematte.engine.parallax.session import ParallaxSession
 from cuematte.training.data.parallax import radius_trimap, read_parallax_sample, smooth_flow_noise
 from cuematte.training.metrics import matting_metrics
@@ -38,6 +39,7 @@ class EvalVariant:
     protocol: str = "trimap"  # "trimap" | "engine" | "mediapipe" (the segmenter's mask alone)
     same_frame: bool = False
     flow_noise_px: float = 0.0
+    exact_flow: bool = False  # the oracle: each layer's flow from the render's own affines, not DIS
     seed: int = 0
 
 
@@ -69,8 +71,10 @@ def _predict(session: ParallaxSession | None, s: dict[str, np.ndarray], v: EvalV
         return m.alpha, m.alpha[..., None] * (m.foreground.astype(np.float32) / 255.0)
     tri1 = eval_trimap(s["alpha1"])
     tri0 = tri1 if v.same_frame else eval_trimap(s["alpha0"])
-    flow = estimate_flow(view1, view0)
-    flow_fg, flow_bg = layer_flows(flow, tri1)
+    if v.exact_flow:  # the split keeps each layer's affine, not the foreground's small non-rigid jitter
+        flow_fg, flow_bg = (affine_flow(s[k], tri1.shape) for k in ("fg_affine", "bg_affine"))
+    else:
+        flow_fg, flow_bg = layer_flows(estimate_flow(view1, view0), tri1)
     if v.flow_noise_px:
         flow_fg = flow_fg + smooth_flow_noise(rng, flow_fg.shape[:2], v.flow_noise_px)
     inputs = branch_inputs(view1, view0, tri1, tri0, flow_fg, flow_bg)

@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     par.add_argument("--ablation", action="append", default=[], metavar="NAME=DIR",
                      help="a parallax ablation's model folder (e.g. single=runs/single-model); repeatable")
     par.add_argument("--inference-ablations", action="store_true",
-                     help="also the paper's inference-time ablations: the same frame twice, +4 px flow noise")
+                     help="also the paper's inference-time ablations (the same frame twice, +4 px flow noise) and the "
+                          "oracle flow (the render's own layer motion)")
     par.add_argument("--limit", type=int, default=None, help="only the first N samples")
 
 
@@ -84,6 +85,7 @@ def _run_parallax(args: argparse.Namespace) -> int:
     if args.inference_ablations:
         runs["same-frame"] = (args.model, EvalVariant("trimap", same_frame=True))
         runs["flow-noise-4px"] = (args.model, EvalVariant("trimap", flow_noise_px=4.0))
+        runs["exact-flow"] = (args.model, EvalVariant("trimap", exact_flow=True))
     if not args.no_baselines:
         runs["mediapipe"] = (None, EvalVariant("mediapipe"))
     results = {name: evaluate_parallax(args.data, model, variant, limit=args.limit)
