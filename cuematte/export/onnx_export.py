@@ -94,7 +94,7 @@ def _normalization(net: FNFNet) -> dict[str, Any]:
 
 
 
-def _rename_dims(model: onnx.ModelProto, names: dict[str, dict[int, str]]) -> None:
+def rename_dims(model: onnx.ModelProto, names: dict[str, dict[int, str]]) -> None:
     """Give dynamic dims stable names (the exporter invents ones like 's78')."""
     for value in list(model.graph.input) + list(model.graph.output):
         for axis, name in names.get(value.name, {}).items():
@@ -103,15 +103,16 @@ def _rename_dims(model: onnx.ModelProto, names: dict[str, dict[int, str]]) -> No
             dim.dim_param = name
 
 
-def _set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
+def set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
     del model.metadata_props[:]
     for k, v in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
 
 
-def _export(module: torch.nn.Module, args: tuple[Any, ...], path: Path, input_names: list[str],
-            output_names: list[str], dynamic_shapes: dict[str, Any]) -> None:
+def export_program(module: torch.nn.Module, args: tuple[Any, ...], path: Path, input_names: list[str],
+                   output_names: list[str], dynamic_shapes: dict[str, Any], opset: int = OPSET) -> None:
+    """torch's dynamo exporter at ``opset`` with dynamic shapes, the graph saved to ``path`` in one file."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -119,7 +120,7 @@ def _export(module: torch.nn.Module, args: tuple[Any, ...], path: Path, input_na
             args,
             input_names=input_names,
             output_names=output_names,
-            opset_version=OPSET,
+            opset_version=opset,
             dynamo=True,
             dynamic_shapes=dynamic_shapes,
             external_data=False,
@@ -182,14 +183,15 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
     flash_path, frame_path = out_dir / "flash.onnx", out_dir / "frame.onnx"
     t0 = time.perf_counter()
     flash_names = [t.name for t in spec.flash_inputs]
-    _export(FlashGraph(net), tuple(values[k] for k in flash_names), flash_path, flash_names, list(spec.cached),
+    export_program(FlashGraph(net), tuple(values[k] for k in flash_names), flash_path, flash_names, list(spec.cached),
             {k: None for k in flash_names})
     # FrameGraph's parameters in order; those this config does not take are passed as None.
     frame_names = [t.name for t in spec.frame_inputs]
     params = ("frame", "frame_cmn", "flash_features", "person_mask", "flash_prior", "guidance")
     frame_args = tuple(values[k] if k in frame_names else None for k in params)
     frame_dyn: dict[str, Any] = {k: None for k in params} | {"frame": {2: h_dim, 3: w_dim}}
-    _export(FrameGraph(net), frame_args, frame_path, frame_names, [t.name for t in spec.frame_outputs], frame_dyn)
+    export_program(FrameGraph(net), frame_args, frame_path, frame_names, [t.name for t in spec.frame_outputs],
+                   frame_dyn)
     log.info("exported in %.1f s", time.perf_counter() - t0)
 
     hw = {2: "height", 3: "width"}
@@ -199,8 +201,8 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
     }
     for graph, path in (("flash", flash_path), ("frame", frame_path)):
         model = onnx.load(str(path))
-        _rename_dims(model, dims[graph])
-        _set_metadata(model, _metadata(net, graph, trained, source))
+        rename_dims(model, dims[graph])
+        set_metadata(model, _metadata(net, graph, trained, source))
         try:
             onnx.checker.check_model(model, full_check=True)
         except onnx.checker.ValidationError as exc:

@@ -11,7 +11,6 @@ the weights inside, ``onnx.checker`` with ``full_check``, and the config in the 
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from cuematte.export.onnx_export import OPSET, ExportError
+from cuematte.export.onnx_export import OPSET, ExportError, export_program, rename_dims, set_metadata
 from cuematte.training.models.parallax import INPUT_NAMES, SIZE_MULTIPLE, PPMNet
 
 OUTPUT_NAMES = ("alpha", "fg")
@@ -69,34 +68,13 @@ def export_parallax(net: PPMNet, path: Path | str, size: tuple[int, int] = (448,
     h_dim = SIZE_MULTIPLE * torch.export.Dim("h32", min=1, max=MAX_SIDE // SIZE_MULTIPLE)
     w_dim = SIZE_MULTIPLE * torch.export.Dim("w32", min=1, max=MAX_SIDE // SIZE_MULTIPLE)
     dynamic: dict[str, Any] = {name: {2: h_dim, 3: w_dim} for name in INPUT_NAMES}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            net,
-            args,
-            input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
-            opset_version=opset,
-            dynamo=True,
-            dynamic_shapes=dynamic,
-            external_data=False,
-            verbose=False,
-        )
-    assert program is not None
-    program.save(str(path), external_data=False)
-
+    export_program(net, args, path, list(INPUT_NAMES), list(OUTPUT_NAMES), dynamic, opset)
     model = onnx.load(str(path))
-    for value in list(model.graph.input) + list(model.graph.output):  # stable names for the exporter's 's0'-style dims
-        shape = value.type.tensor_type.shape
-        for axis, dim_name in ((2, "height"), (3, "width")):
-            shape.dim[axis].ClearField("dim_value")
-            shape.dim[axis].dim_param = dim_name
-    del model.metadata_props[:]
-    for key, value in (("cuematte.graph", "parallax"), ("cuematte.config", net.cfg.to_json()),
-                       ("cuematte.inputs", "RGB float32 in [0, 1] NCHW (normalised in-graph); trimaps one-hot "
-                        "[background, unknown, foreground]; height and width multiples of 32")):
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    # Stable names for the exporter's 's0'-style dims.
+    rename_dims(model, {v.name: {2: "height", 3: "width"} for v in list(model.graph.input) + list(model.graph.output)})
+    set_metadata(model, {"cuematte.graph": "parallax", "cuematte.config": net.cfg.to_json(),
+                         "cuematte.inputs": "RGB float32 in [0, 1] NCHW (normalised in-graph); trimaps one-hot "
+                                            "[background, unknown, foreground]; height and width multiples of 32"})
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
