@@ -118,7 +118,11 @@ class Service:
             self.metrics.sessions.set(self.connected)
             log.info("session %s closed (%d open)", session.id[:8], len(self.sessions))
         if self._collect is None:
-            self._collect = asyncio.get_running_loop().call_later(COLLECT_AFTER_CLOSE_S, self._collect_closed)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # a session finalised after its loop ended (shutdown): nothing left to collect for
+                return
+            self._collect = loop.call_later(COLLECT_AFTER_CLOSE_S, self._collect_closed)
 
     def _collect_closed(self) -> None:
         """A closed peer connection is a web of aiortc objects (transports, SCTP, codecs) that refer to each
