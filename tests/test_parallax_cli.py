@@ -116,5 +116,6 @@ def test_bench_times_one_parallax_patch(model_dir: Path, tmp_path: Path, capsys:
     assert main(["bench", "--parallax", str(model_dir), "--repeat", "3", "--warmup", "1", "--json", str(out)]) == 0
     assert "patch p50" in capsys.readouterr().out
     r = json.loads(out.read_text())["parallax_patch"]
-    assert r["repeat"] == 3 and 0 < r["min_ms"] <= r["p50_ms"] <= r["p95_ms"]
+    # The report's shape, not the speed: the figures are consistent statistics of the runs it made.
+    assert r["repeat"] == 3 and r["min_ms"] <= r["p50_ms"] <= r["p95_ms"]
     assert r["patch"] == json.loads((model_dir / "model.json").read_text())["patch"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -93,9 +92,7 @@ def test_histogram_matching_is_recorded_and_moves_the_foreground_colours() -> No
 
 
 def test_training_item_keys_shapes_and_ranges() -> None:
-    t0 = time.perf_counter()
     item = parallax_training_item(5, SMALL, crop=CROP, flow_noise_px=2.0)
-    assert time.perf_counter() - t0 < 5
     assert tuple(item) == ITEM_KEYS
     for k, v in item.items():
         assert v.dtype == np.float32 and v.shape == ((1,) if k == "alpha" else (3,)) + (CROP, CROP), k
