@@ -76,3 +76,29 @@ def test_noflash_ablation_with_a_person_mask_model(model: str, tmp_path: Path, r
     alpha, fg = noflash_method(request.getfixturevalue(model))(sample)
     assert alpha.shape == (144, 256) and fg is not None and fg.shape == (144, 256, 3)
     assert alpha.min() >= 0.0 and alpha.max() <= 1.0
+
+
+def test_a_model_compared_with_itself_is_one_times(lite_model_dir: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``--ablation NAME=DIR`` on a flash split scores another model folder the same way and gives the paired
+    interval of ours against it: the model a change is measured against. Against itself that is exactly 1x."""
+    make_eval(tmp_path / "data" / "static", 3, "static", replace(SynthConfig(), size=(144, 256)))
+    out = tmp_path / "eval.json"
+    code = main(["eval", "--model", str(lite_model_dir), "--data", str(tmp_path / "data"), "--no-baselines",
+                 "--ablation", f"before={lite_model_dir}", "--json", str(out)])
+    assert code == 0
+    static = json.loads(out.read_text())["static"]
+    assert set(static) == {"ours", "before"}
+    assert static["before"]["mse"] == pytest.approx(static["ours"]["mse"])
+    assert static["before"]["ours_ratio_lo"] == pytest.approx(1.0)
+    assert static["before"]["ours_ratio_hi"] == pytest.approx(1.0)
+    assert "before 1.00x (1.00-1.00)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec", ["before", "=dir", "mediapipe=dir"])
+def test_a_malformed_or_taken_ablation_name_is_a_named_error(spec: str, lite_model_dir: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    make_eval(tmp_path / "data" / "static", 1, "static", replace(SynthConfig(), size=(144, 256)))
+    code = main(["eval", "--model", str(lite_model_dir), "--data", str(tmp_path / "data"), "--ablation", spec])
+    assert code == 2
+    assert "--ablation" in capsys.readouterr().err

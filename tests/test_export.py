@@ -91,16 +91,18 @@ def test_flash_prior_graphs(lite_prior_model_dir: Path) -> None:
     assert result.ok(), result
 
 
-def test_guided_model_exports_from_the_cli_and_mattes(tmp_path: Path, scene: tuple[np.ndarray, np.ndarray,
-                                                                                         np.ndarray],
-                                                            quiet_untrained: None) -> None:
-    """The shipped configuration's graph contract: the frame graph also takes the guidance trimap at the fixed
-    CMN grid, holds parity at an unseen size, and the session feeds it; a removed switch is a named error."""
+@pytest.mark.parametrize("net_config", ["lite", "lite-shared"])
+def test_guided_model_exports_from_the_cli_and_mattes(net_config: str, tmp_path: Path,
+                                                      scene: tuple[np.ndarray, np.ndarray, np.ndarray],
+                                                      quiet_untrained: None) -> None:
+    """The shipped configuration's graph contract (with the paper's decoders and with the shared trunk): the
+    frame graph also takes the guidance trimap at the fixed CMN grid, holds parity at an unseen size, and the
+    session feeds it; a removed switch is a named error."""
     from cuematte.clients.cli import main
     from cuematte.engine.session import MattingSession
 
     out = tmp_path / "guided"
-    assert main(["export", "--config", "lite", "--random-init", "--person-mask", "--flash-prior", "--align-flash",
+    assert main(["export", "--config", net_config, "--random-init", "--person-mask", "--flash-prior", "--align-flash",
                  "--guidance", "--out-dir", str(out)]) == 0
     config = json.loads((out / "model.json").read_text())["config"]
     assert config["guidance"] and config["align_flash"] and "person_features" not in config
@@ -109,7 +111,8 @@ def test_guided_model_exports_from_the_cli_and_mattes(tmp_path: Path, scene: tup
     assert list(dims) == ["frame", "frame_cmn", "flash_features", "person_mask", "flash_prior", "guidance"]
     assert dims["guidance"] == [1, 3, 144, 256]
     torch.manual_seed(0)
-    net = build_model(get_config("lite", person_mask=True, flash_prior=True, align_flash=True, guidance=True)).eval()
+    cfg = get_config(net_config, person_mask=True, flash_prior=True, align_flash=True, guidance=True)
+    net = build_model(cfg).eval()
     assert check_parity(net, out, (271, 483)).ok()
     flash_img, noflash, _ = scene
     session = MattingSession(out)

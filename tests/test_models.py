@@ -22,7 +22,7 @@ def _inputs(h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, 
     return frame, flash, trimap
 
 
-@pytest.mark.parametrize("name", ["lite", "paper"])
+@pytest.mark.parametrize("name", ["lite", "lite-shared", "paper"])
 def test_forward_shapes_and_ranges(name: str) -> None:
     torch.manual_seed(0)
     cfg = get_config(name)

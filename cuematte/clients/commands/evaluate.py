@@ -20,9 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also report ours with the session's alpha smoothing at this strength in (0, 1)")
     p.add_argument("--no-baselines", action="store_true", help="only our model")
     p.add_argument("--json", type=Path, help="write {split: {method: {metric: value}}} here")
+    p.add_argument("--ablation", action="append", default=[], metavar="NAME=DIR",
+                   help="another model folder scored the same way, with the paired interval of ours against it: "
+                        "an ablation, or the model a change is measured against (e.g. "
+                        "shipped=cuematte/engine/models/flash-lite); repeatable")
     par = p.add_argument_group("parallax splits")
-    par.add_argument("--ablation", action="append", default=[], metavar="NAME=DIR",
-                     help="a parallax ablation's model folder (e.g. single=runs/single-model); repeatable")
     par.add_argument("--inference-ablations", action="store_true",
                      help="also the paper's inference-time ablations (the same frame twice, +4 px flow noise) and the "
                           "oracle flow (the render's own layer motion)")
@@ -52,12 +54,28 @@ def run(args: argparse.Namespace) -> int:
         methods["classical"] = classical_method
         methods["mediapipe"] = mediapipe_method()
     methods |= noflash_methods(args.noflash_model)
+    methods |= {name: session_method(folder, args.segmenter) for name, folder in _ablations(args.ablation).items()}
     table = evaluate(methods, splits, clips)
     print(format_table(table))
     if args.json:
         write_json(args.json, table)
         print(f"wrote {args.json}")
     return 0
+
+
+def _ablations(specs: list[str]) -> dict[str, Path]:
+    """``--ablation NAME=DIR`` values -> {NAME: DIR}; a malformed one or a name given twice is an InputError."""
+    from cuematte.engine.errors import InputError
+
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise InputError(f"--ablation {spec!r} is not NAME=DIR")
+        if name in out or name in {"ours", "ours-smoothed", "classical", "mediapipe"}:
+            raise InputError(f"--ablation name {name!r} is taken; choose another")
+        out[name] = Path(folder)
+    return out
 
 
 def _is_parallax_split(data: Path) -> bool:
@@ -70,18 +88,14 @@ def _is_parallax_split(data: Path) -> bool:
 def _run_parallax(args: argparse.Namespace) -> int:
     import json
 
-    from cuematte.engine.errors import InputError
     from cuematte.training.parallax_eval import EvalVariant, evaluate_parallax, format_parallax_table
 
     runs: dict[str, tuple[Path | None, EvalVariant]] = {
         "ours": (args.model, EvalVariant("trimap")),
         "ours-engine": (args.model, EvalVariant("engine")),
     }
-    for spec in args.ablation:
-        name, sep, folder = spec.partition("=")
-        if not sep or not name or not folder:
-            raise InputError(f"--ablation {spec!r} is not NAME=DIR")
-        runs[name] = (Path(folder), EvalVariant("trimap"))
+    for name, folder in _ablations(args.ablation).items():
+        runs[name] = (folder, EvalVariant("trimap"))
     if args.inference_ablations:
         runs["same-frame"] = (args.model, EvalVariant("trimap", same_frame=True))
         runs["flow-noise-4px"] = (args.model, EvalVariant("trimap", flow_noise_px=4.0))

@@ -137,17 +137,25 @@ class FNFNet(nn.Module):
         t0, t1 = cfg.trimap_channels
         self.trimap_groups = nn.ModuleList([UpGroup(a, s8, t0), UpGroup(t0, s4, t1)])
         self.trimap_head = nn.Conv2d(t1, 3, 1)
-        # D_detail: 3 groups from the 1/8 shortcut; trimap probabilities join before the second group.
-        d0, d1, d2 = cfg.detail_channels
         fine = 3  # the last shortcut of the detail and foreground decoders: the frame at the CMN grid
-        self.detail_groups = nn.ModuleList([UpGroup(s8, s4, d0), UpGroup(d0 + 3, s2, d1), UpGroup(d1, fine, d2)])
-        self.detail_head = nn.Conv2d(d2, 1, 3, padding=1)
-        # D_foreground: 4 groups 1/16 -> 1/1, predicts a residual on the image plus hidden features.
-        f0, f1, f2, f3 = cfg.fg_channels
-        self.fg_groups = nn.ModuleList(
-            [UpGroup(a, s8, f0), UpGroup(f0, s4, f1), UpGroup(f1, s2, f2), UpGroup(f2, fine, f3)]
-        )
-        self.fg_head = nn.Conv2d(f3, 3, 3, padding=1)
+        if cfg.decoder == "shared":
+            # The trimap trunk goes on to 1/2 and 1/1 with its probabilities joined; one head gives detail + fg.
+            u0, u1 = cfg.shared_channels
+            self.shared_groups = nn.ModuleList([UpGroup(t1 + 3, s2, u0), UpGroup(u0, fine, u1)])
+            self.shared_head = nn.Conv2d(u1, 4, 3, padding=1)
+            d2 = f3 = u1
+        else:
+            # D_detail: 3 groups from the 1/8 shortcut; trimap probabilities join before the second group.
+            d0, d1, d2 = cfg.detail_channels
+            self.detail_groups = nn.ModuleList([UpGroup(s8, s4, d0), UpGroup(d0 + 3, s2, d1),
+                                                UpGroup(d1, fine, d2)])
+            self.detail_head = nn.Conv2d(d2, 1, 3, padding=1)
+            # D_foreground: 4 groups 1/16 -> 1/1, predicts a residual on the image plus hidden features.
+            f0, f1, f2, f3 = cfg.fg_channels
+            self.fg_groups = nn.ModuleList(
+                [UpGroup(a, s8, f0), UpGroup(f0, s4, f1), UpGroup(f1, s2, f2), UpGroup(f2, fine, f3)]
+            )
+            self.fg_head = nn.Conv2d(f3, 3, 3, padding=1)
 
         self.refiner: nn.Module
         if cfg.refine == "bmn":
@@ -232,22 +240,28 @@ class FNFNet(nn.Module):
         z_map = z.transpose(1, 2).reshape(b, e, x_nf.shape[2], x_nf.shape[3])
         feat = self.cbam(x_nf + self.unembed(z_map))
 
-        h = self.trimap_groups[0](feat, s8)
-        h = self.trimap_groups[1](h, s4)
-        trimap_logits = resize_to(self.trimap_head(h), img_c)
+        h4 = self.trimap_groups[1](self.trimap_groups[0](feat, s8), s4)
+        trimap_logits = resize_to(self.trimap_head(h4), img_c)
         probs = torch.softmax(trimap_logits, dim=1)
 
-        h = self.detail_groups[0](s8, s4)
-        h = torch.cat([h, resize_to(probs, h)], dim=1)
-        h = self.detail_groups[1](h, s2)
-        detail_feat = self.detail_groups[2](h, img_c)
-        detail_c = torch.sigmoid(self.detail_head(detail_feat))
+        if cfg.decoder == "shared":
+            h = self.shared_groups[0](torch.cat([h4, resize_to(probs, h4)], dim=1), s2)
+            fg_feat = detail_feat = self.shared_groups[1](h, img_c)
+            head = self.shared_head(fg_feat)
+            detail_c = torch.sigmoid(head[:, :1])
+            fg_c = (img_c + head[:, 1:]).clamp(0.0, 1.0)
+        else:
+            h = self.detail_groups[0](s8, s4)
+            h = torch.cat([h, resize_to(probs, h)], dim=1)
+            h = self.detail_groups[1](h, s2)
+            detail_feat = self.detail_groups[2](h, img_c)
+            detail_c = torch.sigmoid(self.detail_head(detail_feat))
 
-        h = feat
-        for group, skip in zip(self.fg_groups, (s8, s4, s2, img_c), strict=True):
-            h = group(h, skip)
-        fg_feat = h
-        fg_c = (img_c + self.fg_head(fg_feat)).clamp(0.0, 1.0)
+            h = feat
+            for group, skip in zip(self.fg_groups, (s8, s4, s2, img_c), strict=True):
+                h = group(h, skip)
+            fg_feat = h
+            fg_c = (img_c + self.fg_head(fg_feat)).clamp(0.0, 1.0)
         alpha_c = detail_c * probs[:, 1:2] + probs[:, 2:3]
         if guidance is not None and cfg.guidance:
             alpha_c = compose_guidance(alpha_c, guidance)
