@@ -86,10 +86,13 @@ class BoundaryMattingNetwork(nn.Module):
 
 def compose_guidance(alpha: Tensor, guidance: Tensor) -> Tensor:
     """alpha (B, 1, H, W), guidance one-hot (B, 3, h, w) [bg, unknown, fg] -> guidance_fg + guidance_un * alpha
-    at (H, W). Nearest upsampling keeps the guidance one-hot, so certain pixels are exactly 0 or 1."""
-    g = guidance if guidance.shape[-2:] == alpha.shape[-2:] else F.interpolate(guidance, size=alpha.shape[-2:],
-                                                                               mode="nearest")
-    return g[:, 2:3] + g[:, 1:2] * alpha
+    at (H, W). Nearest upsampling keeps the guidance one-hot, so certain pixels are exactly 0 or 1; the two
+    channels are taken at the guidance's grid, before upsampling (no full-resolution slices)."""
+    g_un, g_fg = guidance[:, 1:2], guidance[:, 2:3]
+    if guidance.shape[-2:] != alpha.shape[-2:]:
+        g_un = F.interpolate(g_un, size=alpha.shape[-2:], mode="nearest")
+        g_fg = F.interpolate(g_fg, size=alpha.shape[-2:], mode="nearest")
+    return g_fg + g_un * alpha
 
 
 class FNFNet(nn.Module):
@@ -277,9 +280,8 @@ class FNFNet(nn.Module):
             probs_up = torch.softmax(trimap_up, dim=1)
             alpha = detail * probs_up[:, 1:2] + probs_up[:, 2:3]
         else:
-            out = self.guided(frame, img_c, torch.cat([fg_c, alpha_c], dim=1), fg_feat)
-            fg = out[:, :3].clamp(0.0, 1.0)
-            alpha = out[:, 3:4].clamp(0.0, 1.0)
+            fg, alpha = self.guided(frame, img_c, torch.cat([fg_c, alpha_c], dim=1), fg_feat)
+            fg, alpha = fg.clamp(0.0, 1.0), alpha.clamp(0.0, 1.0)
             detail = alpha
         if guidance is not None and cfg.guidance:
             alpha = compose_guidance(alpha, guidance)

@@ -121,7 +121,8 @@ class GuidedUpsampler(nn.Module):
     coarse resolution from the coarse image, outputs and hidden features, upsamples only A and b, and applies
     ``A * image + b`` at full resolution. The full-resolution cost is two bilinear resizes and a multiply-add.
 
-    fine (B,3,H,W), coarse (B,3,h,w), coarse_out (B,4,h,w) [fg rgb, alpha], hidden (B,Ch,h,w) -> (B,4,H,W).
+    fine (B,3,H,W), coarse (B,3,h,w), coarse_out (B,4,h,w) [fg rgb, alpha], hidden (B,Ch,h,w) ->
+    fg (B,3,H,W), alpha (B,1,H,W).
     """
 
     def __init__(self, hidden: int, width: int = 16) -> None:
@@ -136,7 +137,8 @@ class GuidedUpsampler(nn.Module):
             nn.Conv2d(width, 4, 1),
         )
 
-    def forward(self, fine: Tensor, coarse: Tensor, coarse_out: Tensor, hidden: Tensor) -> Tensor:
+    def forward(self, fine: Tensor, coarse: Tensor, coarse_out: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """-> foreground (B, 3, H, W) and alpha (B, 1, H, W), both unclamped."""
         # Guide = RGB + grey so a single alpha channel can follow luminance edges.
         x = torch.cat([coarse, coarse.mean(1, keepdim=True)], dim=1)
         y = coarse_out
@@ -145,8 +147,13 @@ class GuidedUpsampler(nn.Module):
         var_x = box_filter(x * x, 1) - mean_x * mean_x
         a = self.coef(torch.cat([cov_xy, var_x, hidden], dim=1))
         b = mean_y - a * mean_x
+        # Split at the coarse grid, so that no full-resolution tensor is concatenated or sliced: at 720p those
+        # copies cost as much as the upsampling itself.
         size = fine.shape[-2:]
-        a_up = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
-        b_up = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
-        fine_x = torch.cat([fine, fine.mean(1, keepdim=True)], dim=1)
-        return a_up * fine_x + b_up
+
+        def up(t: Tensor) -> Tensor:
+            return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+        fg = up(a[:, :3]) * fine + up(b[:, :3])
+        alpha = up(a[:, 3:]) * fine.mean(1, keepdim=True) + up(b[:, 3:])
+        return fg, alpha
