@@ -107,3 +107,15 @@ def test_certain_regions_come_out_exactly_0_or_1_on_a_real_photo(lite_guided_mod
     assert (matte.alpha[bg] == 0.0).all()
     unknown = resize(((g == UNKNOWN) * 255).astype(np.uint8), photo.shape[:2], nearest=True) > 0
     assert ((matte.alpha[unknown] > 0) & (matte.alpha[unknown] < 1)).any()  # the network decides the band
+
+
+def test_trimap_from_warped_scores_is_argmax_with_ties_to_the_first() -> None:
+    """A warped one-hot is no longer one-hot: each pixel takes its largest score, the first of equal ones
+    (background before unknown before foreground), exactly as argmax over the channels."""
+    rng = np.random.default_rng(0)
+    scores = rng.random((3, 40, 64)).astype(np.float32)
+    scores[:, :5] = rng.integers(0, 3, (3, 5, 64)) / 2  # many ties
+    want = np.array([BG, UNKNOWN, FG], np.uint8)[np.argmax(scores, axis=0)]
+    got = trimap_from_one_hot(scores)
+    assert got.dtype == np.uint8 and np.array_equal(got, want)
+    assert trimap_from_one_hot(np.full((3, 2, 2), 0.5, np.float32)).tolist() == [[BG, BG], [BG, BG]]

@@ -82,8 +82,12 @@ def build_guidance(person: np.ndarray, flash_trimap: np.ndarray | None = None,
 
 def trimap_from_one_hot(one_hot: np.ndarray) -> np.ndarray:
     """(3, h, w) [background, unknown, foreground] scores (a one-hot trimap resized or warped to the CMN grid)
-    -> (h, w) uint8 0/128/255 by the largest score."""
-    return np.array([BG, UNKNOWN, FG], np.uint8)[np.argmax(one_hot, axis=0)]
+    -> (h, w) uint8 0/128/255 by the largest score (the first of equal ones, as argmax; two comparisons are a
+    quarter of argmax's cost over the channel axis, on every frame)."""
+    bg, unknown, fg = one_hot
+    out = np.where(unknown > bg, np.uint8(UNKNOWN), np.uint8(BG))
+    out[fg > np.maximum(bg, unknown)] = FG
+    return out
 
 
 def guidance_input(guidance: np.ndarray) -> np.ndarray:
