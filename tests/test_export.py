@@ -187,3 +187,20 @@ def test_paper_config_exports_with_parity(tmp_path: Path) -> None:
     assert all(r["alpha_max_abs"] <= ALPHA_TOL for r in manifest["parity"]["results"])
     assert manifest["flash_features_shape"] == [11 * 20, 256]
     assert np.isclose(manifest["parity"]["tolerance"]["alpha"], 1e-3)
+
+
+def test_export_can_serve_with_the_confirm_background_rule(tmp_path: Path, quiet_untrained: None,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The guidance rule is the engine's, so export records it in model.json for the session to apply; a model
+    without the guidance input cannot take it."""
+    from cuematte.clients.cli import main
+    from cuematte.engine.model import FlashModel
+
+    out = tmp_path / "confirm"
+    assert main(["export", "--config", "lite", "--random-init", "--person-mask", "--flash-prior", "--align-flash",
+                 "--guidance", "--guidance-confirm-bg", "--out-dir", str(out)]) == 0
+    assert json.loads((out / "model.json").read_text())["config"]["guidance_confirm_bg"] is True
+    assert FlashModel(out).info.guidance_confirm_bg
+    assert main(["export", "--config", "lite", "--random-init", "--guidance-confirm-bg",
+                 "--out-dir", str(tmp_path / "plain")]) == 2
+    assert "guidance" in capsys.readouterr().err and not (tmp_path / "plain").exists()

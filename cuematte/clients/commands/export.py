@@ -21,6 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --config: the session aligns the flash on the person (as the shipped model)")
     p.add_argument("--guidance", action="store_true",
                    help="with --config --person-mask --flash-prior: the frame graph refines the guidance trimap")
+    p.add_argument("--guidance-confirm-bg", action="store_true",
+                   help="serve with the guidance rule that certain background needs the flash's agreement once it "
+                        "located the subject (as the shipped model), whatever the run trained with: the rule is "
+                        "applied by the engine, so the graphs are the same")
     p.add_argument("--seed", type=int, default=0, help="seed of the random init")
     p.add_argument("--out-dir", type=Path, required=True, help="model folder to write")
 
@@ -30,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.config and not args.random_init:
         raise CuematteError("--config exports untrained weights; add --random-init to say so (or use --checkpoint)")
+    from dataclasses import replace
+
     import torch
 
     if _is_parallax(args):
@@ -51,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
                                            align_flash=args.align_flash or None,
                                            guidance=args.guidance or None))
         trained, source = False, f"random-init seed {args.seed}"
+    if args.guidance_confirm_bg:
+        if not net.cfg.guidance:
+            raise CuematteError("--guidance-confirm-bg changes how the guidance is built: the model takes none")
+        net.cfg = replace(net.cfg, guidance_confirm_bg=True)
     manifest = export_onnx(net, args.out_dir, trained=trained, source=source, recipe=recipe)
     for res in manifest["parity"]["results"]:
         h, w = res["size"]
