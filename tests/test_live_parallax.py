@@ -121,6 +121,29 @@ def test_reference_policy_waits_for_a_person_and_parallax_then_mattes(psession: 
     assert not done.matted and done.state is LiveState.PARALLAX_WAITING
 
 
+def test_the_reference_is_segmented_once_not_per_frame(psession: ParallaxSession,
+                                                     views: dict[str, np.ndarray]) -> None:
+    """Each matted frame runs the segmenter on itself only: the reference's guidance is kept with it."""
+    real = psession.segmenter
+    calls: list[tuple[int, ...]] = []
+
+    class Counting:
+        def segment(self, rgb: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+            calls.append(rgb.shape)
+            return real.segment(rgb, *args, **kwargs)
+
+    psession.segmenter = Counting()  # type: ignore[assignment]
+    try:
+        live = ParallaxLive(psession, clock=Clock())
+        live.process(views["view0"], GREEN)
+        assert live.references == 1 and len(calls) == 1
+        for _ in range(3):
+            assert live.process(views["view1"], GREEN).matted
+        assert len(calls) == 4
+    finally:
+        psession.segmenter = real
+
+
 def test_a_parallax_past_the_share_is_a_scene_change_and_a_new_reference(psession: ParallaxSession,
                                                                          views: dict[str, np.ndarray]) -> None:
     clock = Clock()

@@ -284,6 +284,18 @@ def test_a_pair_mattes_with_certain_pixels_exactly_0_and_1(session: ParallaxSess
     assert np.array_equal(out[fg], v1[fg]) and (out[bg] == (0, 177, 64)).all()
 
 
+def test_a_prepared_second_view_mattes_the_same(session: ParallaxSession) -> None:
+    """A view prepared once (shrunk and segmented) and passed again and again mattes as the raw view does."""
+    v1, v0 = astronaut_pair()
+    prepared = session.prepare(v0)
+    assert prepared.has_person and prepared.small.shape[:2] == fit_within(v0.shape[:2], TEST_WORK_SIDE)
+    raw, again = session.matte(v1, v0), session.matte(v1, prepared)
+    assert np.array_equal(raw.alpha, again.alpha) and np.array_equal(raw.foreground, again.foreground)
+    with pytest.raises(SizeMismatchError, match="second view is 320x256"):
+        session.matte(v1, session.prepare(v0[:256, :320].copy()))
+    assert not session.prepare(texture(480, 640, seed=9)).has_person
+
+
 def test_bad_pairs_are_named_errors(session: ParallaxSession) -> None:
     v1, v0 = astronaut_pair()
     with pytest.raises(SizeMismatchError, match="reference view is 512x512 but the second view is 320x256"):

@@ -33,11 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cuematte.engine.compositing import Background, composite
-from cuematte.engine.cues.guidance import build_guidance
-from cuematte.engine.cues.trimap import BG, FG
 from cuematte.engine.errors import CuematteError, NoSubjectError, SizeMismatchError
-from cuematte.engine.frames import fit_within, resize
-from cuematte.engine.parallax.session import MIN_SUBJECT_SHARE, NoParallaxError, ParallaxSession
+from cuematte.engine.parallax.session import NoParallaxError, ParallaxSession, PreparedView
 from cuematte.live.matter import Processed
 from cuematte.live.state import LiveState
 
@@ -64,6 +61,11 @@ class ParallaxProcessed(Processed):
     held: bool = False
 
 
+def rgb_copy(rgb: np.ndarray) -> np.ndarray:
+    """A reference must outlive the frame it came from (decoders reuse their buffers)."""
+    return np.array(rgb, copy=True)
+
+
 @dataclass
 class _Good:
     alpha: np.ndarray
@@ -80,7 +82,7 @@ class ParallaxLive:
         self.hold_s = hold_s
         self.max_share = max_share
         self.clock = clock
-        self.reference: np.ndarray | None = None
+        self.reference: PreparedView | None = None  # segmented once, when taken
         self.reference_at = 0.0
         self.references = 0  # how many references were taken (refreshes included)
         self._good: _Good | None = None
@@ -91,16 +93,11 @@ class ParallaxLive:
         self._good = None
         self.last_parallax = None
 
-    def _take_reference(self, rgb: np.ndarray, now: float) -> None:
-        self.reference, self.reference_at = rgb.copy(), now
+    def _take_reference(self, ref: PreparedView | np.ndarray, now: float) -> None:
+        # Copied: the caller's frame buffer may be reused for the next frame.
+        self.reference = ref if isinstance(ref, PreparedView) else self.session.prepare(rgb_copy(ref))
+        self.reference_at = now
         self.references += 1
-
-    def _has_person(self, rgb: np.ndarray) -> bool:
-        """The session's guidance at its work size: a confident person and some certain background."""
-        work = fit_within(rgb.shape[:2], self.session.model.info.work_side)
-        small = resize(rgb, work) if work != rgb.shape[:2] else rgb
-        trimap = build_guidance(self.session.segmenter.segment(small), None, self.session.params)
-        return float((trimap == FG).mean()) >= MIN_SUBJECT_SHARE and bool((trimap == BG).any())
 
     def _wait(self, rgb: np.ndarray, background: Background, now: float, detail: str,
               parallax: float | None = None, error: str | None = None) -> ParallaxProcessed:
@@ -132,9 +129,10 @@ class ParallaxLive:
             ref = self.reference = None  # the stream changed size: start over
             self._good = None
         if ref is None:
-            if not self._has_person(rgb):
+            candidate = self.session.prepare(rgb_copy(rgb))
+            if not candidate.has_person:
                 return self._wait(rgb, background, now, NO_PERSON_DETAIL)
-            self._take_reference(rgb, now)
+            self._take_reference(candidate, now)
             return self._wait(rgb, background, now, WAITING_DETAIL)
         try:
             m = self.session.matte(rgb, ref)

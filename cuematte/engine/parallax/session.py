@@ -62,6 +62,22 @@ class ParallaxMatte:
     times: dict[str, float] = field(default_factory=dict)  # milliseconds per stage, and "total"
 
 
+@dataclass(frozen=True)
+class PreparedView:
+    """A view at the model's work size with its guidance trimap (:meth:`ParallaxSession.prepare`): computed once
+    for a view that is matted against again and again, such as the live loop's reference frame, instead of
+    segmenting it anew for every frame."""
+
+    shape: tuple[int, ...]  # the full view's (H, W, 3)
+    small: np.ndarray  # (h, w, 3) uint8 RGB at the work size
+    trimap: np.ndarray  # (h, w) uint8 0/128/255, the segmenter's guidance
+
+    @property
+    def has_person(self) -> bool:
+        """A confident person and some certain background around them: a view worth keeping as a reference."""
+        return _has_subject(self.trimap) and bool((self.trimap == BG).any())
+
+
 class PairPick(NamedTuple):
     """Which two frames of a video :func:`pick_pair` chose."""
 
@@ -124,8 +140,17 @@ class ParallaxSession:
         self.params = self.model.info.guidance
         self.min_parallax = min_parallax
 
-    def matte(self, view1: np.ndarray, view0: np.ndarray) -> ParallaxMatte:
-        """The matte of the reference ``view1`` from it and ``view0``, both (H, W, 3) uint8 RGB of one size.
+    def prepare(self, view: np.ndarray) -> PreparedView:
+        """(H, W, 3) uint8 RGB -> the view at the work size with its guidance, to pass as ``view0`` of
+        :meth:`matte` as often as wanted."""
+        check_frame(view, "second view")
+        work = fit_within(view.shape[:2], self.model.info.work_side)
+        small = cv2.resize(view, work[::-1], interpolation=cv2.INTER_AREA) if work != view.shape[:2] else view
+        return PreparedView(view.shape, small, _guidance(self.segmenter, small, self.params))
+
+    def matte(self, view1: np.ndarray, view0: np.ndarray | PreparedView) -> ParallaxMatte:
+        """The matte of the reference ``view1`` from it and ``view0``, both (H, W, 3) uint8 RGB of one size
+        (``view0`` may come :meth:`prepare`d).
 
         Raises :class:`SizeMismatchError` (sizes differ), :class:`NoSubjectError` (no confident person in the
         reference) and :class:`NoParallaxError` (the person and the background moved alike between the views).
@@ -140,7 +165,8 @@ class ParallaxSession:
             t0 = now
 
         check_frame(view1, "reference view")
-        check_frame(view0, "second view")
+        if not isinstance(view0, PreparedView):
+            check_frame(view0, "second view")
         if view1.shape != view0.shape:
             raise SizeMismatchError(f"the reference view is {view1.shape[1]}x{view1.shape[0]} but the second view is "
                                     f"{view0.shape[1]}x{view0.shape[0]}; take both with the same camera and mode")
@@ -148,12 +174,12 @@ class ParallaxSession:
         full = view1.shape[:2]
         work = fit_within(full, info.work_side)
         v1 = cv2.resize(view1, work[::-1], interpolation=cv2.INTER_AREA) if work != full else view1
-        v0 = cv2.resize(view0, work[::-1], interpolation=cv2.INTER_AREA) if work != full else view0
         trimap1 = _guidance(self.segmenter, v1, self.params)
         if not _has_subject(trimap1):
             raise NoSubjectError("no one found in the reference view: the parallax cue mattes a person, who must be "
                                  "clearly in the picture")
-        trimap0 = _guidance(self.segmenter, v0, self.params)
+        prepared = view0 if isinstance(view0, PreparedView) else self.prepare(view0)
+        v0, trimap0 = prepared.small, prepared.trimap
         lap("segment")
         flow = estimate_flow(v1, v0)
         parallax = measure_parallax(flow, trimap1)
