@@ -124,6 +124,25 @@ def test_without_bg_view_partner_images_are_ignored() -> None:
     assert not torch.equal(ref["alpha_raw"], moved["alpha_raw"])
 
 
+def test_motion_channels_hand_the_views_differences_to_the_first_conv(tmp_path: Path) -> None:
+    """With ``motion_channels`` each branch also sees mean |image - partner| and |image - counterpart|: the
+    same six inputs, two more channels, so the graph exports with the same interface and holds parity; without
+    the background-aligned view its difference is zeroed too; the single branch has nothing to compare."""
+    net = _net(motion_channels=True)
+    assert net.in_channels == 11 and net.stem[0][0].in_channels == 11
+    a = _inputs()
+    x = net._branch_input(a[0], a[1], a[4], a[2])
+    assert torch.allclose(x[:, 9], (a[0] - a[1]).abs().mean(1) * 4.0)
+    assert torch.allclose(x[:, 10], (a[0] - a[2]).abs().mean(1) * 4.0)
+    no_bg = _net(motion_channels=True, use_bg_view=False)
+    assert float(no_bg._branch_input(a[0], a[1], a[4], a[2])[:, 9].abs().max()) == 0.0
+    with pytest.raises(ValueError, match="single"):
+        _net(motion_channels=True, branches="single")
+    path = export_parallax(net, tmp_path / "motion.onnx", size=(64, 64))
+    assert [i.name for i in onnx.load(str(path)).graph.input] == list(INPUT_NAMES)
+    assert check_parity(net, path, (96, 160), tol=1e-4) <= 1e-4
+
+
 @pytest.mark.parametrize("size", [(64, 80), (48, 96), (100, 128)])
 def test_size_must_be_a_multiple_of_32(size: tuple[int, int]) -> None:
     with pytest.raises(ValueError, match="multiples of 32"):

@@ -63,6 +63,11 @@ class PPMConfig:
     fusion_channels: tuple[int, int, int, int] = (48, 32, 16, 8)
     branches: Branches = "dual"  # "single": bottom branch only, no cross-attention, view_bg zeroed (ablation 3)
     use_bg_view: bool = True  # False: both branches' partner images zeroed (ablation 1, w/o background-aligned)
+    # Two more input channels per branch, computed in the graph from the same six inputs: the mean absolute
+    # difference of the branch's image to its background-aligned partner and to its subject-aligned counterpart.
+    # The parallax cue itself (the person does not line up with the background-aligned view, the background does
+    # not line up with the subject-aligned one) handed to the first conv instead of left to be learnt from scratch.
+    motion_channels: bool = False
     norm_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     norm_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -73,6 +78,8 @@ class PPMConfig:
             raise ValueError(f"branches must be 'dual' or 'single', got {self.branches!r}")
         if self.kv_pool not in (1, 2):
             raise ValueError(f"kv_pool must be 1 or 2 (the token grid is only guaranteed even), got {self.kv_pool}")
+        if self.motion_channels and self.branches == "single":
+            raise ValueError("motion_channels compare the views: the single-branch model sees one")
         if self.depth_enc < 1 or self.depth_dec < 1:
             raise ValueError("depth_enc and depth_dec must be >= 1")
 
@@ -234,8 +241,9 @@ class PPMNet(nn.Module):
         self.cfg = cfg
         d = cfg.dim
         s1, s2 = cfg.stem_channels
+        cin = self.in_channels
         # Token path (both branches): two stride-2 convs to 1/4, a stride-4 patch embed to 1/16, conv positions.
-        self.stem = nn.Sequential(conv_bn_relu(9, s1, 2), conv_bn_relu(s1, s2, 2))
+        self.stem = nn.Sequential(conv_bn_relu(cin, s1, 2), conv_bn_relu(s1, s2, 2))
         self.patch_embed = nn.Conv2d(s2, d, 4, stride=4)
         self.pos = nn.Conv2d(d, d, 3, padding=1, groups=d)  # depthwise: positions from the neighbourhood
         self.encoder = nn.ModuleList(
@@ -247,11 +255,11 @@ class PPMNet(nn.Module):
             [DecoderBlock(d, cfg.heads, cfg.mlp_ratio, cfg.kv_pool, cross=dual) for _ in range(cfg.depth_dec)]
         )
         self.dec_norm = nn.LayerNorm(d)
-        # Detail capture (bottom branch only): raw 9-channel input at 1/2, 1/4, 1/8.
+        # Detail capture (bottom branch only): the raw branch input at 1/2, 1/4, 1/8.
         c2, c4, c8 = cfg.detail_channels
-        self.detail = nn.ModuleList([conv_bn_relu(9, c2, 2), conv_bn_relu(c2, c4, 2), conv_bn_relu(c4, c8, 2)])
+        self.detail = nn.ModuleList([conv_bn_relu(cin, c2, 2), conv_bn_relu(c2, c4, 2), conv_bn_relu(c4, c8, 2)])
         f8, f4, f2, f1 = cfg.fusion_channels
-        self.fusion = nn.ModuleList([Fusion(d, c8, f8), Fusion(f8, c4, f4), Fusion(f4, c2, f2), Fusion(f2, 9, f1)])
+        self.fusion = nn.ModuleList([Fusion(d, c8, f8), Fusion(f8, c4, f4), Fusion(f4, c2, f2), Fusion(f2, cin, f1)])
         self.head = nn.Conv2d(f1, 4, 1)  # alpha logit, then alpha*F logits
         self.register_buffer("mean", torch.tensor(cfg.norm_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg.norm_std).view(1, 3, 1, 1), persistent=False)
@@ -270,13 +278,24 @@ class PPMNet(nn.Module):
     def _normalize(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
 
-    def _branch_input(self, image: Tensor, partner: Tensor, trimap: Tensor) -> Tensor:
-        """(B, 3, H, W) x 3 -> (B, 9, H, W): normalised image, normalised partner (zeros if ablated), trimap."""
-        if self.cfg.use_bg_view and self.cfg.branches == "dual":
-            p = self._normalize(partner)
-        else:
-            p = torch.zeros_like(partner)  # exactly zero input channels: no information from the partner frame
-        return torch.cat([self._normalize(image), p, trimap], dim=1)
+    @property
+    def in_channels(self) -> int:
+        """Channels of a branch input: image, partner, trimap (9), and the two motion channels if configured."""
+        return 9 + 2 * self.cfg.motion_channels
+
+    def _branch_input(self, image: Tensor, partner: Tensor, trimap: Tensor, counterpart: Tensor) -> Tensor:
+        """(B, 3, H, W) x 4 -> (B, in_channels, H, W): normalised image, normalised partner (zeros if ablated),
+        trimap[, mean |image - partner| (zeros if ablated) and mean |image - counterpart|, x4 to about unit range].
+        ``counterpart``: the same frame aligned the other way (the bottom branch's is view_fg, the top's view)."""
+        use_partner = self.cfg.use_bg_view and self.cfg.branches == "dual"
+        # Exactly zero input channels where ablated: no information from the partner frame.
+        p = self._normalize(partner) if use_partner else torch.zeros_like(partner)
+        parts = [self._normalize(image), p, trimap]
+        if self.cfg.motion_channels:
+            d_partner = (image - partner).abs().mean(1, keepdim=True) * 4.0
+            parts += [d_partner if use_partner else torch.zeros_like(d_partner),
+                      (image - counterpart).abs().mean(1, keepdim=True) * 4.0]
+        return torch.cat(parts, dim=1)
 
     @staticmethod
     def check_size(h: int, w: int) -> None:
@@ -284,7 +303,7 @@ class PPMNet(nn.Module):
             raise ValueError(f"PPMNet needs H and W that are positive multiples of {SIZE_MULTIPLE}, got {h}x{w}")
 
     def encode(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        """Branch inputs (N, 9, H, W) -> encoder tokens (N, H/16 * W/16, dim) and the grid (H/16, W/16)."""
+        """Branch inputs (N, in_channels, H, W) -> encoder tokens (N, H/16 * W/16, dim) and the grid (H/16, W/16)."""
         t = self.patch_embed(self.stem(x))
         t = t + self.pos(t)
         hw = (t.shape[2], t.shape[3])
@@ -307,7 +326,7 @@ class PPMNet(nn.Module):
         return self.dec_norm(z)
 
     def head_forward(self, tokens: Tensor, hw: tuple[int, int], x: Tensor) -> tuple[Tensor, Tensor]:
-        """Bottom tokens (B, N, C) and the bottom input (B, 9, H, W) -> raw alpha (B, 1, H, W), raw alpha*F
+        """Bottom tokens (B, N, C) and the bottom input (B, in_channels, H, W) -> raw alpha (B, 1, H, W), raw alpha*F
         (B, 3, H, W), both sigmoid outputs of the network alone (no guidance)."""
         feats: list[Tensor] = []
         d = x
@@ -328,9 +347,9 @@ class PPMNet(nn.Module):
         b, _, h, w = view.shape
         if not torch.compiler.is_exporting():  # the export states the size rule through its dynamic dims
             self.check_size(int(h), int(w))
-        bottom = self._branch_input(view, view_bg, trimap)
+        bottom = self._branch_input(view, view_bg, trimap, view_fg)
         if self.cfg.branches == "dual":
-            top = self._branch_input(view_fg, view_fg_pair, trimap_fg)
+            top = self._branch_input(view_fg, view_fg_pair, trimap_fg, view)
             z, hw = self.encode(torch.cat([bottom, top], dim=0))  # one batched pass through the shared encoder
         else:
             z, hw = self.encode(bottom)
