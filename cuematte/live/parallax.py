@@ -61,11 +61,6 @@ class ParallaxProcessed(Processed):
     held: bool = False
 
 
-def rgb_copy(rgb: np.ndarray) -> np.ndarray:
-    """A reference must outlive the frame it came from (decoders reuse their buffers)."""
-    return np.array(rgb, copy=True)
-
-
 @dataclass
 class _Good:
     alpha: np.ndarray
@@ -93,10 +88,8 @@ class ParallaxLive:
         self._good = None
         self.last_parallax = None
 
-    def _take_reference(self, ref: PreparedView | np.ndarray, now: float) -> None:
-        # Copied: the caller's frame buffer may be reused for the next frame.
-        self.reference = ref if isinstance(ref, PreparedView) else self.session.prepare(rgb_copy(ref))
-        self.reference_at = now
+    def _take_reference(self, ref: PreparedView, now: float) -> None:
+        self.reference, self.reference_at = ref, now
         self.references += 1
 
     def _wait(self, rgb: np.ndarray, background: Background, now: float, detail: str,
@@ -129,7 +122,7 @@ class ParallaxLive:
             ref = self.reference = None  # the stream changed size: start over
             self._good = None
         if ref is None:
-            candidate = self.session.prepare(rgb_copy(rgb))
+            candidate = self.session.prepare(rgb)
             if not candidate.has_person:
                 return self._wait(rgb, background, now, NO_PERSON_DETAIL)
             self._take_reference(candidate, now)
@@ -141,14 +134,14 @@ class ParallaxLive:
             return self._wait(rgb, background, now, NO_PERSON_DETAIL)
         except NoParallaxError:
             if now - self.reference_at > self.refresh_s:
-                self._take_reference(rgb, now)
+                self._take_reference(self.session.prepare(rgb), now)
             return self._wait(rgb, background, now, WAITING_DETAIL)
         except SizeMismatchError:  # cannot happen after the shape check; kept for safety
             self.reference = None
             return self._wait(rgb, background, now, WAITING_DETAIL)
         self.last_parallax = m.parallax_px
         if m.parallax_px > self.max_share * max(m.work_size):
-            self._take_reference(rgb, now)
+            self._take_reference(self.session.prepare(rgb), now)
             self._good = None
             return self._wait(rgb, background, now, SCENE_CHANGED_DETAIL, parallax=m.parallax_px)
         t0 = time.perf_counter()
@@ -156,7 +149,7 @@ class ParallaxLive:
         t1 = time.perf_counter()
         self._good = _Good(m.alpha, now)
         if now - self.reference_at > self.refresh_s:
-            self._take_reference(rgb, now)
+            self._take_reference(self.session.prepare(rgb), now)
         ms = {f"parallax_{k}": v for k, v in m.times.items() if k != "total"}
         ms["composite"] = (t1 - t0) * 1e3
         return ParallaxProcessed(out, matted=True, ms=ms, state=LiveState.PARALLAX_MATTING, detail=MATTING_DETAIL,

@@ -145,7 +145,8 @@ class ParallaxSession:
         :meth:`matte` as often as wanted."""
         check_frame(view, "second view")
         work = fit_within(view.shape[:2], self.model.info.work_side)
-        small = cv2.resize(view, work[::-1], interpolation=cv2.INTER_AREA) if work != view.shape[:2] else view
+        # A copy either way: a prepared view outlives the caller's frame buffer (decoders reuse theirs).
+        small = cv2.resize(view, work[::-1], interpolation=cv2.INTER_AREA) if work != view.shape[:2] else view.copy()
         return PreparedView(view.shape, small, _guidance(self.segmenter, small, self.params))
 
     def matte(self, view1: np.ndarray, view0: np.ndarray | PreparedView) -> ParallaxMatte:
