@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -25,8 +26,9 @@ import tempfile
 import threading
 import warnings
 import zlib
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -636,6 +638,9 @@ def _screen(err: str) -> list[str]:
     return [shown for line in err.split("\n") if (shown := line.rsplit("\r", 1)[-1].rstrip())]
 
 
+PROGRESS = re.compile(r"\[\d+:\d\d[<,\]]")  # a tqdm bar's elapsed time: what a successful run leaves on stderr
+
+
 def _one_error_line(code: int, err: str) -> bool:
     """Exit code 2 and exactly one line on the screen: cuematte's ``error: ...``."""
     lines = _screen(err)
@@ -643,10 +648,10 @@ def _one_error_line(code: int, err: str) -> bool:
 
 
 def test_fuzzed_matte_inputs_are_one_error_line_or_a_result(
-        matte_files: dict[str, Path], lite_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        matte_files: dict[str, Path], lite_model_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """Damaged flash, no-flash, input image, folder member, video or background file: ``cuematte matte`` either
     mattes it or says what is wrong in one ``error:`` line with exit code 2 (no traceback, no progress bar
-    left half drawn)."""
+    left half drawn, and nothing the C libraries print themselves: ``capfd`` reads the process's stderr)."""
     outcomes = {"ok": 0, "error": 0}
 
     @FUZZ
@@ -659,10 +664,11 @@ def test_fuzzed_matte_inputs_are_one_error_line_or_a_result(
     def matte(case: MatteCase) -> None:
         with tempfile.TemporaryDirectory(dir=tmp_path) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore", UntrainedModelWarning)
-            capsys.readouterr()
+            capfd.readouterr()
             code = main(_matte_argv(case, matte_files, Path(tmp), lite_model_dir))
-            _, err = capsys.readouterr()
-        assert code == 0 or _one_error_line(code, err), (code, err)
+            _, err = capfd.readouterr()
+        assert (code == 0 and all(PROGRESS.search(line) for line in _screen(err))) or _one_error_line(code, err), \
+            (code, err)
         outcomes["ok" if code == 0 else "error"] += 1
 
     matte()
@@ -683,6 +689,44 @@ def test_the_console_script_prints_one_error_line_for_a_damaged_file(
     proc = subprocess.run([str(exe), *_matte_argv(case, matte_files, tmp_path, lite_model_dir)],
                           capture_output=True, text=True, timeout=120)
     assert _one_error_line(proc.returncode, proc.stderr), (proc.returncode, proc.stderr)
+
+
+def _damaged_images(files: dict[str, Path]) -> dict[str, bytes]:
+    """Images that OpenCV's libpng and libjpeg complained about on stderr (found by the fuzzer)."""
+    png, jpg = files["noflash.png"].read_bytes(), files["noflash.jpg"].read_bytes()
+    idat = png.index(b"IDAT") + 40
+    sof = jpg.index(b"\xff\xc0")
+    return {
+        "png, a flipped byte in its pixel data": png[:idat] + bytes([png[idat] ^ 0x5A]) + png[idat + 1:],
+        "png, cut inside its pixel data": png[:idat + 20],
+        "jpeg, garbage before a marker": jpg[:sof] + b"\x00" * 72 + jpg[sof:],
+        "jpeg, cut inside its scan": jpg[: len(jpg) // 2],
+    }
+
+
+def test_damaged_images_decode_or_raise_named_errors_and_print_nothing(
+        matte_files: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Every image decoder (the CLI's files, a background by data channel, a ``/matte`` upload) gives an image or
+    its own named error, and no C library writes to the process's stderr: a service log stays cuematte's."""
+    from cuematte.engine.io import read_image
+    from cuematte.server.parallax import decode_upload
+
+    for name, data in _damaged_images(matte_files).items():
+        path = tmp_path / ("damaged.png" if name.startswith("png") else "damaged.jpg")
+        path.write_bytes(data)
+        url = f"data:image/{'png' if name.startswith('png') else 'jpeg'};base64," + base64.b64encode(data).decode()
+        capfd.readouterr()
+        decoders: list[tuple[Callable[[], np.ndarray], type[Exception]]] = [
+            (partial(read_image, path), CuematteError), (partial(decode_image, url), ProtocolError),
+            (partial(decode_upload, data, "view1", 10**7), CuematteError)]
+        for decode, named in decoders:
+            try:
+                rgb = decode()
+                assert rgb.shape == (96, 128, 3) and rgb.dtype == np.uint8, name
+            except named as exc:
+                assert str(exc), name
+        out, err = capfd.readouterr()
+        assert out == "" and err == "", (name, err)
 
 
 # -- model folders ------------------------------------------------------------------------------------------------

@@ -11,10 +11,12 @@ import asyncio
 import base64
 import contextlib
 import fractions
+import ipaddress
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import warnings
@@ -584,6 +586,50 @@ async def test_cross_site_pages_and_bombs_cannot_open_sessions(
                         await peer.close()
         finally:
             await c.close()
+
+
+def _own_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: routes like any address, never answers
+        except OSError:
+            return None
+        addr = s.getsockname()[0]
+    return None if ipaddress.ip_address(addr).is_loopback else addr
+
+
+async def test_one_remote_client_cannot_fill_the_pending_offers(
+        scenes: dict[str, np.ndarray], model: FlashModel) -> None:
+    """Beyond loopback, each client address holds at most max_pending_per_client offers that have not connected
+    yet: one client's ghost offers leave the rest of max_pending to others (loopback clients, all 127.0.0.1,
+    are only held by the global cap)."""
+    own = _own_address()
+    if own is None:
+        pytest.skip("no non-loopback address to connect from")
+    config = replace(BASE, host="0.0.0.0", token="s3cret", max_pending=3, connect_timeout_s=1.5)
+    runner = web.AppRunner(create_app(config, model=model))
+    await runner.setup()
+    site = web.TCPSite(runner, "0.0.0.0", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    service = runner.app[SERVICE]
+    auth = {"Authorization": "Bearer s3cret"}
+    ghosts = [Client(scenes) for _ in range(4)]
+    try:
+        remote = [await g.offer(f"http://{own}:{port}", headers=auth) for g in ghosts[:2]]
+        assert remote[0][0] == 200
+        assert remote[1][0] == 503 and "per client" in remote[1][1]["error"], remote[1]
+        assert remote[1][1]["max_pending_per_client"] == 1
+        assert service.metrics.rejected.value(reason="pending_client") == 1
+        local = [(await g.offer(f"http://127.0.0.1:{port}", headers=auth))[0] for g in ghosts[2:]]
+        assert local == [200, 200] and service.pending == 3  # the global cap is what holds loopback
+        await until(lambda: service.pending == 0, lambda: f"{service.pending} pending offers not reclaimed")
+        ghosts.append(Client(scenes))
+        assert (await ghosts[-1].offer(f"http://{own}:{port}", headers=auth))[0] == 200  # its slot came back
+    finally:
+        await asyncio.gather(*(g.close() for g in ghosts), return_exceptions=True)
+        await runner.cleanup()
 
 
 async def test_offers_that_never_connect_do_not_lock_clients_out(

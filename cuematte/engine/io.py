@@ -1,33 +1,79 @@
-"""Reading and writing images and videos with named errors (OpenCV underneath, RGB at the API)."""
+"""Reading and writing images and videos with named errors (RGB at the API). Images are decoded by Pillow,
+which reports a corrupt file as an exception; OpenCV's libpng and libjpeg print their complaints to the process's
+stderr (a service log of "libpng error" lines). Videos and encoding go through OpenCV."""
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from struct import error as struct_error
 from types import TracebackType
 
 import cv2
 import numpy as np
+from PIL import Image, ImageOps
 
 from cuematte.engine.errors import FrameFormatError, ImageReadError, InputError, OutputWriteError, VideoReadError
 
+# OpenCV's FFmpeg backend reads its log level once, when a video is first opened or written in this process, and
+# FFmpeg then prints straight to stderr ("[h264 @ 0x...] Invalid NAL unit size"); -8 is AV_LOG_QUIET. A damaged
+# video gets cuematte's named error instead. Whoever wants FFmpeg's lines sets the variable (e.g. 24, warnings).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".y4m"}
+# Pillow modes without colour, and with transparency (a palette image may carry it in its info).
+_GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_ALPHA_MODES = {"RGBA", "RGBa", "PA", "LA", "La"}
 
 
 @contextmanager
 def opencv_quiet() -> Iterator[None]:
-    """OpenCV logs its own ``[ WARN]``/``[ERROR]`` lines for a file it cannot decode; the caller raises a named
-    error for it instead, which is all the user should see."""
+    """OpenCV logs its own ``[ WARN]``/``[ERROR]`` lines for a file it cannot decode, and its video backend's
+    FFmpeg prints its own (``[h264 @ 0x...] Invalid NAL unit size``); the caller raises a named error instead,
+    which is all the user should see."""
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         yield
     finally:
         cv2.utils.logging.setLogLevel(level)
+
+
+def decode_image_bytes(raw: bytes, *, colour_only: bool = False,
+                       formats: tuple[str, ...] | None = None) -> np.ndarray:
+    """An encoded image -> (H, W, 3) uint8 RGB, turned upright as its EXIF orientation says (as browsers and
+    photo viewers show it). Check the header's size (:func:`image_size` in the server) before calling this with
+    untrusted bytes: decoding allocates the full image.
+
+    Raises :class:`ImageReadError` for bytes that do not decode (``formats``, Pillow's names such as "PNG",
+    limits what is tried) and, with ``colour_only``, :class:`FrameFormatError` for grayscale or transparent
+    images; otherwise those are converted to RGB."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # no silent 90-Mpixel decodes
+            with Image.open(io.BytesIO(raw), formats=list(formats) if formats else None) as img:
+                img.load()
+                upright = ImageOps.exif_transpose(img)
+        grey = upright.mode in _GREY_MODES
+        alpha = upright.mode in _ALPHA_MODES or (upright.mode == "P" and "transparency" in upright.info)
+        if not (colour_only and (grey or alpha)):
+            if upright.mode.startswith("I"):  # 16/32-bit grey: Pillow's RGB conversion clips instead of scaling
+                upright = Image.fromarray((np.asarray(upright, np.uint32) >> 8).clip(0, 255).astype(np.uint8))
+            rgb = np.ascontiguousarray(np.asarray(upright.convert("RGB"), np.uint8))
+    except (OSError, ValueError, SyntaxError, EOFError, struct_error, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(f"not a readable image ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if colour_only and alpha:
+        raise FrameFormatError("has 4 channels (RGBA); save it as RGB without transparency")
+    if colour_only and grey:
+        raise FrameFormatError("is grayscale; a colour (RGB) image is needed")
+    return rgb
 
 
 def read_image(path: str | Path, what: str = "image") -> np.ndarray:
@@ -38,21 +84,14 @@ def read_image(path: str | Path, what: str = "image") -> np.ndarray:
         raise ImageReadError(f"{what} not found: {p}")
     if p.stat().st_size == 0:
         raise ImageReadError(f"{what} is an empty file: {p}")
-    data = np.fromfile(str(p), np.uint8)
     try:
-        with opencv_quiet():
-            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    except cv2.error as exc:  # e.g. a header stating more pixels than OpenCV decodes (CV_IO_MAX_IMAGE_PIXELS)
-        raise ImageReadError(f"{what} is not a readable image ({exc.err}): {p}") from None
-    if img is None:
-        raise ImageReadError(f"{what} is not a readable image: {p}")
-    if img.dtype == np.uint16:
-        img = (np.asarray(img, np.uint16) >> 8).astype(np.uint8)
-    if img.ndim == 2 or img.shape[2] == 1:
-        raise FrameFormatError(f"{what} {p} is grayscale; a colour (RGB) image is needed")
-    if img.shape[2] == 4:
-        raise FrameFormatError(f"{what} {p} has 4 channels (RGBA); save it as RGB without transparency")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return decode_image_bytes(p.read_bytes(), colour_only=True)
+    except FrameFormatError as exc:
+        raise FrameFormatError(f"{what} {p} {exc}") from None
+    except ImageReadError:
+        raise ImageReadError(f"{what} is not a readable image: {p}") from None
+    except OSError as exc:
+        raise ImageReadError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:

@@ -13,6 +13,7 @@ import gc
 import hmac
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +79,8 @@ class Service:
         self.person_segmenter = create_segmenter(self.segmenter, config.threads)
         self.metrics = Metrics()
         self.sessions: dict[str, PeerSession] = {}
-        self._negotiating = 0  # offers between their POST and their answer
+        self._negotiating: Counter[str] = Counter()  # offers between their POST and their answer, by client
+        self._client_of: dict[str, str] = {}  # session id -> the address its offer came from
         self._collect: asyncio.TimerHandle | None = None
         self.auth_failures = AuthFailures(config.max_auth_failures, config.auth_window_s)
         # The shared parallax session for ``set-cue parallax`` (the /matte route's, opened on first use).
@@ -114,6 +116,7 @@ class Service:
         return None
 
     def _closed(self, session: PeerSession) -> None:
+        self._client_of.pop(session.id, None)
         if self.sessions.pop(session.id, None) is not None:
             self.metrics.sessions.set(self.connected)
             log.info("session %s closed (%d open)", session.id[:8], len(self.sessions))
@@ -185,16 +188,24 @@ class Service:
             self.metrics.rejected.inc(reason="pending")
             return _error(503, f"{self.pending} offers are waiting to connect (the limit is {cfg.max_pending}); try "
                                f"again in {cfg.connect_timeout_s:g} s", max_pending=cfg.max_pending)
-        self._negotiating += 1
+        client = request.remote or ""
+        if not is_loopback(client) and self.pending_of(client) >= cfg.max_pending_per_client:
+            self.metrics.rejected.inc(reason="pending_client")
+            return _error(503, f"{self.pending_of(client)} offers from {client} are waiting to connect (the limit is "
+                               f"{cfg.max_pending_per_client} per client); connect or wait "
+                               f"{cfg.connect_timeout_s:g} s", max_pending_per_client=cfg.max_pending_per_client)
+        self._negotiating[client] += 1
         try:
             try:
                 background = await asyncio.get_running_loop().run_in_executor(None, parse_background, bg_spec)
             except ProtocolError as exc:
                 self.metrics.rejected.inc(reason="bad_offer")
                 return _error(400, str(exc))
-            return await self._negotiate(sdp, background)
+            return await self._negotiate(sdp, background, client)
         finally:
-            self._negotiating -= 1
+            self._negotiating[client] -= 1
+            if not self._negotiating[client]:
+                del self._negotiating[client]
 
     def _cross_site(self, request: web.Request) -> str | None:
         """Why a browser request from another site may not open a session here, or None.
@@ -219,7 +230,12 @@ class Service:
     @property
     def pending(self) -> int:
         """Offers being negotiated or answered and not yet connected."""
-        return self._negotiating + sum(not s.connected for s in self.sessions.values())
+        return self._negotiating.total() + sum(not s.connected for s in self.sessions.values())
+
+    def pending_of(self, client: str) -> int:
+        """:attr:`pending`, counting only the offers from one client address."""
+        return self._negotiating[client] + sum(not s.connected and self._client_of.get(sid) == client
+                                               for sid, s in self.sessions.items())
 
     def _on_connected(self, session: PeerSession) -> bool:
         """A peer connected: keep it if a session slot is free (offers are admitted against the slots free
@@ -232,7 +248,7 @@ class Service:
         self.metrics.sessions.set(self.connected)
         return True
 
-    async def _negotiate(self, sdp: str, background: Any) -> web.Response:
+    async def _negotiate(self, sdp: str, background: Any, client: str) -> web.Response:
         from aiortc import RTCSessionDescription
 
         cfg = self.config
@@ -252,6 +268,7 @@ class Service:
             self.metrics.rejected.inc(reason="bad_offer")
             return _error(400, f"cannot negotiate this offer: {negotiation_reason(exc)}")
         self.sessions[session.id] = session
+        self._client_of[session.id] = client
         self.metrics.sessions_total.inc()
         session.start()
         log.info("session %s answered (%d open)", session.id[:8], len(self.sessions))

@@ -25,9 +25,11 @@ def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return False
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1, an IPv4 client of a dual-stack socket
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def resolve_segmenter(name: str) -> str:
@@ -73,6 +75,9 @@ class ServerConfig:
     # reclaimed after connect_timeout_s (ICE on a LAN completes in about a second), so offers that never
     # connect cannot lock real clients out for long.
     max_pending: int = 2
+    # Beyond loopback, one client address may hold at most this many of them, so one client cannot fill
+    # max_pending for everyone. Loopback clients are not told apart: they all share 127.0.0.1.
+    max_pending_per_client: int = 1
     connect_timeout_s: float = 10.0
     idle_timeout_s: float = 20.0  # a connected peer that sent no camera frame for this long is closed
     # Origins allowed to POST /offer besides the service's own ("scheme://host:port"); requests without an
@@ -95,8 +100,8 @@ class ServerConfig:
         for path in (self.cert, self.key):
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"TLS file not found: {path}")
-        if self.max_sessions < 1 or self.max_pending < 1:
-            raise ConfigError("--max-sessions and max_pending must be at least 1")
+        if self.max_sessions < 1 or self.max_pending < 1 or self.max_pending_per_client < 1:
+            raise ConfigError("--max-sessions, max_pending and max_pending_per_client must be at least 1")
         if self.max_messages_per_s < 1:
             raise ConfigError("max_messages_per_s must be at least 1")
         if self.max_image_bytes < 1024 or self.max_image_pixels < 256 * 256 or self.max_matte_jobs < 1:

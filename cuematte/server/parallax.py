@@ -27,10 +27,10 @@ import numpy as np
 from aiohttp import BodyPartReader, web
 
 from cuematte.engine.compositing import Background, composite
-from cuematte.engine.errors import CuematteError, InputError, ModelError
-from cuematte.engine.io import opencv_quiet
+from cuematte.engine.errors import CuematteError, ImageReadError, InputError, ModelError
+from cuematte.engine.io import decode_image_bytes
 from cuematte.server.config import ServerConfig
-from cuematte.server.protocol import ProtocolError, image_size, parse_color
+from cuematte.server.protocol import IMAGE_FORMATS, ProtocolError, image_size, parse_color
 
 if TYPE_CHECKING:
     from cuematte.engine.parallax.session import ParallaxSession
@@ -102,13 +102,13 @@ def decode_upload(raw: bytes, what: str, max_pixels: int) -> np.ndarray:
     w, h = size
     if w * h > max_pixels or min(w, h) < MIN_SIDE:
         raise InputError(f"{what} is {w}x{h}: outside {MIN_SIDE} px a side to {max_pixels} pixels")
-    with opencv_quiet():
-        bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(f"{what} could not be decoded (a truncated or corrupt {w}x{h} image)")
-    if sorted(bgr.shape[:2]) != sorted((h, w)):  # a header that lied (EXIF rotation may swap the sides)
-        raise InputError(f"{what} decodes to {bgr.shape[1]}x{bgr.shape[0]}, not the {w}x{h} its header states")
-    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    try:
+        rgb = decode_image_bytes(raw, formats=IMAGE_FORMATS)
+    except ImageReadError:
+        raise InputError(f"{what} could not be decoded (a truncated or corrupt {w}x{h} image)") from None
+    if sorted(rgb.shape[:2]) != sorted((h, w)):  # a header that lied (EXIF rotation may swap the sides)
+        raise InputError(f"{what} decodes to {rgb.shape[1]}x{rgb.shape[0]}, not the {w}x{h} its header states")
+    return rgb
 
 
 def parse_request(fields: dict[str, bytes], cfg: ServerConfig) -> MatteRequest:

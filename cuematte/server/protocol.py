@@ -14,12 +14,11 @@ import re
 import struct
 from typing import Any
 
-import cv2
 import numpy as np
 
 from cuematte.engine.compositing import GREEN, MODES, Background
-from cuematte.engine.errors import CuematteError
-from cuematte.engine.io import opencv_quiet
+from cuematte.engine.errors import CuematteError, ImageReadError
+from cuematte.engine.io import decode_image_bytes
 
 STATES = ("waiting-flash", "capturing", "matting", "error", "parallax-waiting", "parallax-matting")
 CLIENT_TYPES = ("flash-begin", "flash-end", "set-background", "reset", "set-cue")
@@ -63,6 +62,9 @@ def parse_color(value: Any) -> tuple[int, int, int]:
             and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in value)):
         return int(value[0]), int(value[1]), int(value[2])
     raise ProtocolError(f"colour must be '#RRGGBB' or [r, g, b] in 0..255, got {value!r}")
+
+
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # Pillow's names: the formats image_size reads headers of
 
 
 def image_size(raw: bytes) -> tuple[int, int] | None:
@@ -123,14 +125,14 @@ def decode_image(data_url: Any) -> np.ndarray:
         raise ProtocolError("background image could not be decoded: not a PNG, JPEG, WebP or BMP")
     if max(size) > MAX_IMAGE_SIDE or min(size) < 16:
         raise ProtocolError(f"background image of {size[0]}x{size[1]} is outside 16..{MAX_IMAGE_SIDE} px")
-    with opencv_quiet():  # the client gets the named error; the service log needs no OpenCV lines
-        bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ProtocolError("background image could not be decoded")
-    if sorted(bgr.shape[:2]) != sorted(size):  # a header that lied (EXIF rotation may swap the sides)
-        raise ProtocolError(f"background image decodes to {bgr.shape[1]}x{bgr.shape[0]}, not the {size[0]}x{size[1]} "
+    try:
+        rgb = decode_image_bytes(raw, formats=IMAGE_FORMATS)
+    except ImageReadError:
+        raise ProtocolError("background image could not be decoded (truncated or corrupt)") from None
+    if sorted(rgb.shape[:2]) != sorted(size):  # a header that lied (EXIF rotation may swap the sides)
+        raise ProtocolError(f"background image decodes to {rgb.shape[1]}x{rgb.shape[0]}, not the {size[0]}x{size[1]} "
                             "its header states")
-    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return rgb
 
 
 def parse_background(spec: dict[str, Any]) -> Background:
