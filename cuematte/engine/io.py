@@ -66,9 +66,11 @@ def decode_image_bytes(raw: bytes, *, colour_only: bool = False,
             if upright.mode.startswith("I"):  # 16/32-bit grey: Pillow's RGB conversion clips instead of scaling
                 upright = Image.fromarray((np.asarray(upright, np.uint32) >> 8).clip(0, 255).astype(np.uint8))
             rgb = np.ascontiguousarray(np.asarray(upright.convert("RGB"), np.uint8))
-    except (OSError, ValueError, SyntaxError, EOFError, struct_error, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
-        raise ImageReadError(f"not a readable image ({type(exc).__name__}: {str(exc)[:120]})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageReadError(f"too large to decode (over {Image.MAX_IMAGE_PIXELS // 10**6} Mpixel)") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct_error) as exc:
+        reason = str(exc).split(" <_io.")[0][:120]  # not "cannot identify image file <_io.BytesIO object at 0x..>"
+        raise ImageReadError(f"corrupt, truncated or not an image: {reason}") from None
     if colour_only and alpha:
         raise FrameFormatError("has 4 channels (RGBA); save it as RGB without transparency")
     if colour_only and grey:
@@ -88,8 +90,8 @@ def read_image(path: str | Path, what: str = "image") -> np.ndarray:
         return decode_image_bytes(p.read_bytes(), colour_only=True)
     except FrameFormatError as exc:
         raise FrameFormatError(f"{what} {p} {exc}") from None
-    except ImageReadError:
-        raise ImageReadError(f"{what} is not a readable image: {p}") from None
+    except ImageReadError as exc:
+        raise ImageReadError(f"{what} is not a readable image ({exc}): {p}") from None
     except OSError as exc:
         raise ImageReadError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
 

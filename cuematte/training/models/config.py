@@ -139,8 +139,11 @@ LITE = FNFConfig(
 
 # `lite` with one shared decoder trunk (1.0 instead of 1.9 GFLOP per frame at 640x360).
 LITE_SHARED = replace(LITE, name="lite-shared", decoder="shared")
+# The same trunk half again as wide at 1/2 of the grid, where lite-shared lost detail in hair (docs/engine.md).
+LITE_SHARED_24 = replace(LITE_SHARED, name="lite-shared-24", shared_channels=(24, 16))
 
-CONFIGS: dict[str, FNFConfig] = {"paper": PAPER, "lite": LITE, "lite-shared": LITE_SHARED}
+CONFIGS: dict[str, FNFConfig] = {"paper": PAPER, "lite": LITE, "lite-shared": LITE_SHARED,
+                                 "lite-shared-24": LITE_SHARED_24}
 
 
 def get_config(name: str, *, person_mask: bool | None = None, flash_prior: bool | None = None,
