@@ -12,7 +12,7 @@ HELP = "train a flash/no-flash or parallax matting model from a recipe on genera
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default=None, metavar="NAME|FILE",
-                   help="what to train: cuematte/training/recipes/NAME.toml (flash-lite and parallax-lite are the "
+                   help="what to train: cuematte/training/recipes/NAME.toml (flash-lite and parallax-motion are the "
                         "shipped models) or a .toml file of config fields; not needed with --resume")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl, train.json)")
     p.add_argument("--steps", type=int, default=None,
