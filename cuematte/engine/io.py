@@ -67,7 +67,7 @@ def decode_image_bytes(raw: bytes, *, colour_only: bool = False,
                 upright = Image.fromarray((np.asarray(upright, np.uint32) >> 8).clip(0, 255).astype(np.uint8))
             rgb = np.ascontiguousarray(np.asarray(upright.convert("RGB"), np.uint8))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageReadError(f"too large to decode (over {Image.MAX_IMAGE_PIXELS // 10**6} Mpixel)") from None
+        raise ImageReadError(f"too large to decode (over {(Image.MAX_IMAGE_PIXELS or 0) // 10**6} Mpixel)") from None
     except (OSError, ValueError, SyntaxError, EOFError, struct_error) as exc:
         reason = str(exc).split(" <_io.")[0][:120]  # not "cannot identify image file <_io.BytesIO object at 0x..>"
         raise ImageReadError(f"corrupt, truncated or not an image: {reason}") from None
