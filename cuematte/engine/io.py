@@ -34,9 +34,8 @@ _ALPHA_MODES = {"RGBA", "RGBa", "PA", "LA", "La"}
 
 @contextmanager
 def opencv_quiet() -> Iterator[None]:
-    """OpenCV logs its own ``[ WARN]``/``[ERROR]`` lines for a file it cannot decode, and its video backend's
-    FFmpeg prints its own (``[h264 @ 0x...] Invalid NAL unit size``); the caller raises a named error instead,
-    which is all the user should see."""
+    """OpenCV logs its own ``[ WARN]``/``[ERROR]`` lines for a video it cannot open; the caller raises a named
+    error instead, which is all the user should see (FFmpeg's own lines: ``OPENCV_FFMPEG_LOGLEVEL`` above)."""
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
