@@ -44,10 +44,12 @@ class CacheSpec:
     generator: str = "training.data"
     camouflage: float = 0.0  # SynthConfig.p_camouflage of the rendered samples
     drift: float = 0.0  # SynthConfig.p_drift of the rendered samples
+    realism: float = 0.0  # SynthConfig.p_realism of the rendered samples
 
     @property
     def synth(self) -> SynthConfig:
-        return SynthConfig(size=self.size, p_camouflage=self.camouflage, p_drift=self.drift)
+        return SynthConfig(size=self.size, p_camouflage=self.camouflage, p_drift=self.drift,
+                           p_realism=self.realism)
 
     @property
     def channels(self) -> int:
@@ -58,13 +60,16 @@ class CacheSpec:
         """File stem of this cache (and of its cue cache, ``<stem>-cues``): what was rendered, by name."""
         camo = f"-camo{self.camouflage:g}" if self.camouflage > 0 else ""
         drift = f"-drift{self.drift:g}" if self.drift > 0 else ""
-        return f"{self.split}-{self.size[0]}x{self.size[1]}-{self.n}{camo}{drift}"
+        real = f"-real{self.realism:g}" if self.realism > 0 else ""
+        return f"{self.split}-{self.size[0]}x{self.size[1]}-{self.n}{camo}{drift}{real}"
 
     def meta(self) -> dict[str, object]:
-        """What the cache's .json records; drift only when set, so caches made before it are still found."""
+        """What the cache's .json records; drift and realism only when set, so caches made before them are still
+        found."""
         out = json.loads(json.dumps(asdict(self)))  # tuples compare as JSON lists
-        if not self.drift:
-            del out["drift"]
+        for name in ("drift", "realism"):
+            if not out[name]:
+                del out[name]
         return out | {"done": True}
 
     def seed(self, i: int) -> int:

@@ -80,6 +80,9 @@ class TrainConfig:
     # Share of training pairs whose flash (and its no-flash reference) caught the subject far from where it is
     # now (SynthConfig.p_drift), as in a session that moves after its one flash; its own cache.
     drift_p: float = 0.0
+    # Share of training samples rendered with photographic effects (SynthConfig.p_realism: real fur texture and
+    # flyaways in the hair, a key light, motion blur, webcam softness and compression); its own cache.
+    realism_p: float = 0.0
     # Flash inputs (flash, trimap) warped into the no-flash frame's geometry by the subject's fitted
     # motion, as the engine does for models trained so (FNFConfig.align_flash); warps from their own cache.
     align_flash: bool = False
@@ -100,7 +103,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first field that cannot make a run."""
-        for name in ("engine_cue_p", "engine_trimap_p", "mask_failure_p", "camouflage_p", "drift_p",
+        for name in ("engine_cue_p", "engine_trimap_p", "mask_failure_p", "camouflage_p", "drift_p", "realism_p",
                      "prior_trimap_p"):
             share = getattr(self, name)
             if share is not None and not 0.0 <= share <= 1.0:
@@ -368,7 +371,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, branch_from: Pat
         load_optimizer(optim_path, opt)
 
     spec = CacheSpec(n=cfg.cache_samples, size=cfg.size, split="train", camouflage=cfg.camouflage_p,
-                     drift=cfg.drift_p)
+                     drift=cfg.drift_p, realism=cfg.realism_p)
     eval_spec = CacheSpec(n=cfg.eval_samples, size=cfg.size, split="eval")
     cache = build_cache(out.parent / f"{spec.stem}.npy", spec)
     eval_cache = build_cache(out.parent / f"{eval_spec.stem}.npy", eval_spec)

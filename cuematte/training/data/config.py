@@ -65,6 +65,10 @@ class SynthConfig:
     drift_shift: float = 0.12  # x W, horizontal; vertical is 0.3 of it, as in SequenceConfig
     drift_rot_deg: float = 6.0
     drift_scale: float = 0.08
+    # Photographic effects (cuematte/training/data/realism.py: real fur texture and flyaway strands in the hair, a
+    # key light, motion blur, a webcam's softness and compression). Own stream, like camouflage; 0 keeps the
+    # evaluation splits as they are.
+    p_realism: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cuematte.training.data import camera as camlib
+from cuematte.training.data import realism
 from cuematte.training.data.background import BgMaps, build_background
 from cuematte.training.data.camouflage import camouflage_albedo
 from cuematte.training.data.color import F32
@@ -59,6 +60,7 @@ from cuematte.training.data.motion import (
 from cuematte.training.data.motion import warp as warp_affine
 from cuematte.training.data.person import PersonLayer, build_person
 from cuematte.training.data.prior import person_prior
+from cuematte.training.data.realism import Realism, draw_realism
 from cuematte.training.data.samples import FlashSample, FlashSequence, ParallaxSample
 from cuematte.training.data.seeds import streams
 
@@ -67,7 +69,7 @@ FOCAL = 0.7  # focal length / frame width: a ~70 degree horizontal field of view
 # leaves every existing sample as it was.
 _STREAMS = (
     "person", "background", "dynamics", "light", "motion", "camera", "noise", "prior", "extra", "camouflage",
-    "drift", "parallax",
+    "drift", "parallax", "realism",
 )
 
 
@@ -88,6 +90,7 @@ class _Setup:
     fg_ambient: F32  # (H, W, 3) the subject's linear radiance under ambient light
     defocus: float
     meta: dict[str, Any]
+    realism: Realism | None = None  # photographic effects (SynthConfig.p_realism)
     bg_cache: dict[float | None, tuple[BgMaps, F32]] = field(default_factory=dict)
 
     @property
@@ -131,6 +134,13 @@ def _setup(seed: int, cfg: SynthConfig, margin: int, dynamic: bool | None) -> _S
     if camo.random() < cfg.p_camouflage:
         person.albedo, kind = camouflage_albedo(camo, person.albedo, person.alpha, maps.albedo)
         person.meta["camouflage"] = kind
+    real_rng = rng["realism"]
+    real = draw_realism(real_rng, w) if real_rng.random() < cfg.p_realism else None
+    if real is not None:
+        if real.hair_texture is not None:
+            realism.hair_texture(real_rng, person, real.hair_texture)
+        if real.flyaways is not None:
+            realism.flyaways(real_rng, person, real.flyaways)
     is_dynamic = bool(rng["dynamics"].random() < cfg.p_dynamic) if dynamic is None else dynamic
     scene = BgScene(base=maps, info=info, margin=margin)
     names: list[str] = []
@@ -145,6 +155,8 @@ def _setup(seed: int, cfg: SynthConfig, margin: int, dynamic: bool | None) -> _S
     fg_ambient = person.albedo * person.upsample(
         shade_ambient(person.normal, ambient) * np.float32(rng["light"].uniform(0.9, 1.6))
     )
+    if real is not None and real.key_light is not None:
+        fg_ambient = realism.key_light(fg_ambient, person.alpha, *real.key_light)
     defocus = float(rng["camera"].uniform(0.0, 1.6))
     meta: dict[str, Any] = {
         "seed": seed,
@@ -160,6 +172,8 @@ def _setup(seed: int, cfg: SynthConfig, margin: int, dynamic: bool | None) -> _S
         "second_person": "second_person" in info.meta,
         "jpeg_quality": cam.jpeg_quality,
     }
+    if real is not None:
+        meta["realism"] = real.names()
     return _Setup(
         h=h,
         w=w,
@@ -174,6 +188,7 @@ def _setup(seed: int, cfg: SynthConfig, margin: int, dynamic: bool | None) -> _S
         fg_ambient=fg_ambient.astype(np.float32),
         defocus=defocus,
         meta=meta,
+        realism=real,
     )
 
 
@@ -383,6 +398,8 @@ def render_sample(
     drift = _drift(st, cfg)
     pseudo = cfg.pseudo_flash or bool(st.rng["extra"].random() < cfg.p_pseudo_flash)
     nf = _layers(st, 1.0, None, None, flash=False)
+    if st.realism is not None and st.realism.motion_blur is not None:
+        nf.alpha, nf.fg = realism.motion_blur(nf.alpha, nf.fg, *st.realism.motion_blur)
     flash_m = person_m if drift is None else compose(person_m, drift)
     fl = _layers(st, 0.0, flash_m, shake, flash=not pseudo, fg_flash=None if pseudo else _person_flash(st))
     beta = float(st.rng["camera"].uniform(*cfg.auto_exposure))
@@ -399,6 +416,11 @@ def render_sample(
     if drift is not None:  # its noise from the drift stream: every other draw stays as without drift
         at_ref = _layers(st, 0.0, drift, None, flash=False)
         reference = _shoot(st, at_ref, k_nf, flash=False, rng=st.rng["drift"]).image
+    if st.realism is not None and st.realism.webcam is not None:
+        frame_nf.image = realism.webcam(frame_nf.image, *st.realism.webcam)
+        frame_f.image = realism.webcam(frame_f.image, *st.realism.webcam)
+        if reference is not None:
+            reference = realism.webcam(reference, *st.realism.webcam)
     # The flash-time background as the no-flash camera sees it: the same ops as ``background`` for a static
     # scene, hence bit-identical, and different exactly where the scene changed.
     if st.scene.dynamic:
