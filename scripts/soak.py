@@ -615,10 +615,16 @@ async def run_long(svc: Service, frames: dict[str, np.ndarray], minutes: float, 
     drift = (p_last - p_first) / p_first if p_first else float("nan")
     states = {m["state"] for _, m in stats}
     fps = [float(m["fps"]) for _, m in stats]
+    # Each stats message's stage times (the last matted frame's, ms) as their own columns: when the latency
+    # drifts, the stage that grew shows where.
+    stage_names = sorted({k for _, m in stats for k in (m.get("stages") or {})})
+    no_stages = dict.fromkeys(stage_names, "")
     write_csv(out / "long.csv", [{"t_s": round(t, 1), "kind": "rss", "rss_mb": s.rss_mb, "fds": s.fds,
-                                  "threads": s.threads, "latency_ms": "", "fps": ""} for t, s in rss]
+                                  "threads": s.threads, "latency_ms": "", "fps": "", "ms": ""} | no_stages
+                                 for t, s in rss]
               + [{"t_s": round(t, 1), "kind": "stats", "rss_mb": "", "fds": "", "threads": "",
-                  "latency_ms": m.get("latency_ms"), "fps": m.get("fps")} for t, m in stats])
+                  "latency_ms": m.get("latency_ms"), "fps": m.get("fps"), "ms": m.get("ms")}
+                 | {k: (m.get("stages") or {}).get(k, "") for k in stage_names} for t, m in stats])
     plot_long(rss, lat, window, span, out / "long.png")
     print(f"\n== long session: {minutes:g} min at {FPS} fps, matting ==")
     print(f"frames back {client.received}; stats states {sorted(states)}; fps median "
@@ -631,6 +637,14 @@ async def run_long(svc: Service, frames: dict[str, np.ndarray], minutes: float, 
     print(f"latency_ms p95 (every stats message, {len(lat_first)} / {len(lat_last)} of them): "
           f"{p_first:.1f} -> {p_last:.1f} ({drift:+.1%}); median {statistics.median(lat_first):.1f} -> "
           f"{statistics.median(lat_last):.1f}")
+    for name in ["ms", *stage_names]:  # medians, first vs last window: which stage moved
+        def values(lo: float, hi: float, name: str = name) -> list[float]:
+            return [float(v) for t, m in stats if lo <= t <= hi
+                    for v in [m.get(name) if name == "ms" else (m.get("stages") or {}).get(name)] if v is not None]
+
+        first, last = values(0, window), values(span - window, span)
+        if first and last:
+            print(f"  {name:>10}: median {statistics.median(first):7.2f} -> {statistics.median(last):7.2f} ms")
     print(f"plot: {out / 'long.png'}")
     return [(f"long: RSS growth <= {RSS_LIMIT_MB:g} MB, last vs first window ({growth:+.1f} MB)",
              growth <= RSS_LIMIT_MB),
