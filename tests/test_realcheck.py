@@ -39,6 +39,12 @@ def test_counts_on_hand_made_masks() -> None:
     holed[90:110, 90:110] = 0.2
     c = frame_counts(holed, person, params)
     assert c.dropped == 400 and c.dropped_pct == pytest.approx(100 * 400 / fg.sum())
+    assert c.see_through_pct == pytest.approx(100 * 400 * 0.8 / fg.sum(), rel=1e-5)
+    # A half-transparent cheek drops nothing (alpha 0.6 keeps it) but shows as see-through.
+    cheek = person.copy()
+    cheek[90:110, 90:110] = 0.6
+    c = frame_counts(cheek, person, params)
+    assert c.dropped == 0 and c.see_through == pytest.approx(400 * 0.4, rel=1e-5)
     # A background blob kept, and the whole frame kept.
     blob = person.copy()
     blob[0:10, 0:10] = 0.9

@@ -52,10 +52,13 @@ class FrameCounts:
     dropped: int = 0
     background: int = 0
     kept: int = 0
+    # Sum of (1 - alpha) over the confident person: a half-transparent cheek (alpha 0.6, not "dropped") counts.
+    see_through: float = 0.0
 
     def __iadd__(self, other: FrameCounts) -> FrameCounts:
         self.person += other.person
         self.dropped += other.dropped
+        self.see_through += other.see_through
         self.background += other.background
         self.kept += other.kept
         return self
@@ -63,6 +66,10 @@ class FrameCounts:
     @property
     def dropped_pct(self) -> float:
         return 100.0 * self.dropped / max(1, self.person)
+
+    @property
+    def see_through_pct(self) -> float:
+        return 100.0 * self.see_through / max(1, self.person)
 
     @property
     def kept_pct(self) -> float:
@@ -85,7 +92,8 @@ def frame_counts(alpha: np.ndarray, person: np.ndarray, params: CheckParams = Ch
     fg, bg = confident_regions(person, params)
     keep = alpha > params.keep
     return FrameCounts(person=int(fg.sum()), dropped=int((fg & ~keep).sum()),
-                       background=int(bg.sum()), kept=int((bg & keep).sum()))
+                       background=int(bg.sum()), kept=int((bg & keep).sum()),
+                       see_through=float((1.0 - alpha[fg]).sum()))
 
 
 @dataclass
@@ -95,6 +103,7 @@ class ItemResult:
     frames: int
     person_dropped_pct: float
     background_kept_pct: float
+    person_see_through_pct: float  # mean transparency of the confident person, in percent (no target)
     worst_frame: int  # the frame with the most person dropped (videos)
     worst_dropped_pct: float
     flash_method: str  # how the flash trimap was found (FlashCue.method)
@@ -182,18 +191,21 @@ def check_item(session: MattingSession, segmenter: PersonSegmenter, path: Path, 
     write_image(sheet, np.concatenate(rows, axis=0))
     kind = "video" if path.suffix.lower() in VIDEO_SUFFIXES else ("flash pair" if flash is not None else "photo")
     return ItemResult(name=path.name, kind=kind, frames=n, person_dropped_pct=total.dropped_pct,
-                      background_kept_pct=total.kept_pct, worst_frame=worst[1], worst_dropped_pct=worst[0],
+                      background_kept_pct=total.kept_pct, person_see_through_pct=total.see_through_pct,
+                      worst_frame=worst[1], worst_dropped_pct=worst[0],
                       flash_method=cue.method, sheet=sheet.name)
 
 
 def write_report(results: list[ItemResult], out: Path, params: CheckParams) -> str:
     """Write ``report.json`` and return the table as text (also written to ``report.md``)."""
-    lines = ["| item | kind | frames | flash | person dropped % | background kept % | worst frame (dropped %) | |",
-             "| --- | --- | ---: | --- | ---: | ---: | ---: | --- |"]
+    lines = ["| item | kind | frames | flash | person dropped % | background kept % | person see-through % | "
+             "worst frame (dropped %) | |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in results:
         verdict = "ok" if r.passes(params) else "MISS"
         lines.append(f"| {r.name} | {r.kind} | {r.frames} | {r.flash_method} | {r.person_dropped_pct:.2f} | "
-                     f"{r.background_kept_pct:.2f} | {r.worst_frame} ({r.worst_dropped_pct:.2f}) | {verdict} |")
+                     f"{r.background_kept_pct:.2f} | {r.person_see_through_pct:.2f} | "
+                     f"{r.worst_frame} ({r.worst_dropped_pct:.2f}) | {verdict} |")
     table = "\n".join(lines) + "\n"
     (out / "report.md").write_text(table)
     (out / "report.json").write_text(json.dumps({"params": asdict(params),
