@@ -27,8 +27,8 @@ FORMAT = "cuematte-flash-model"
 FORMAT_VERSION = 2
 
 HOW_TO_GET_A_MODEL = (
-    "train and export one: `cuematte train --recipe flash-lite --out runs/flash-lite` then "
-    "`cuematte export --checkpoint runs/flash-lite/last.safetensors --out-dir MODEL_DIR`, "
+    "train and export one: `cuematte train --recipe flash-lite-real --out runs/flash-lite-real` then "
+    "`cuematte export --checkpoint runs/flash-lite-real/last.safetensors --out-dir MODEL_DIR`, "
     "or for latency work `cuematte export --config lite --random-init --out-dir MODEL_DIR`; "
     "then pass --model MODEL_DIR"
 )
