@@ -178,3 +178,19 @@ def test_webrtc_bench_writes_a_report(lite_model_dir: Path, tmp_path: Path) -> N
     assert 0 <= result["dropped"] <= result["frames"]["sent"]
     assert np.isfinite(result["fps"])
     assert "graph" in result["service_stages_ms"]  # the service really ran (and timed) the per-frame graph
+
+
+def test_inprocess_service_gets_the_bench_settings(lite_model_dir: Path) -> None:
+    """--max-side and --threads reach the WebRTC service the benchmark starts, not only the stage bench."""
+    pytest.importorskip("cuematte.server.app", reason="the WebRTC service is not in this checkout")
+    import argparse
+
+    from cuematte.clients.commands.bench import _inprocess_app
+    from cuematte.engine.model import UntrainedModelWarning
+    from cuematte.server.app import SERVICE
+
+    args = argparse.Namespace(model=lite_model_dir, backend="cpu", plans=None, threads=1, max_side=960)
+    with pytest.warns(UntrainedModelWarning):  # the random-init test model, said so at start as to any user
+        app = _inprocess_app(args)()
+    config = app[SERVICE].config
+    assert (config.max_side, config.threads, config.model) == (960, 1, lite_model_dir)

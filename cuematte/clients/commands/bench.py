@@ -148,7 +148,7 @@ def _inprocess_app(args: argparse.Namespace) -> Any:
         web_dir = Path(tempfile.mkdtemp(prefix="cuematte-bench-web-"))
         (web_dir / "index.html").write_text("<!doctype html><title>cuematte bench</title>\n")
     config = ServerConfig(host="127.0.0.1", port=0, model=args.model, backend=args.backend, plans=args.plans,
-                          threads=args.threads, web_dir=web_dir)
+                          threads=args.threads, max_side=args.max_side, web_dir=web_dir)
     return lambda: create_app(config)
 
 
