@@ -43,14 +43,24 @@ def test_graph_io_names_and_dynamic_dims(lite_model_dir: Path) -> None:
         "flash_trimap": [1, 3, 144, 256],
     }
     assert [o.name for o in flash.graph.output] == ["flash_features"]
-    inputs = {i.name: dims(i) for i in frame.graph.input}
-    assert inputs["frame"] == [1, 3, "height", "width"]
-    assert inputs["frame_cmn"] == [1, 3, 144, 256]
-    assert inputs["flash_features"] == [1, 144, 64]  # 9x16 tokens of 64 channels, the cached T^f
-    assert {o.name: dims(o) for o in frame.graph.output} == {
-        "alpha": [1, 1, "height", "width"],
-        "foreground": [1, 3, "height", "width"],
+    # A guided model's frame graph is static: it ends at the guided filter's coefficients at the CMN grid and
+    # the engine applies them at the frame's size.
+    assert {i.name: dims(i) for i in frame.graph.input} == {
+        "frame_cmn": [1, 3, 144, 256],
+        "flash_features": [1, 144, 64],  # 9x16 tokens of 64 channels, the cached T^f
     }
+    assert {o.name: dims(o) for o in frame.graph.output} == {"coef_a": [1, 4, 144, 256], "coef_b": [1, 4, 144, 256]}
+
+
+def test_graphs_that_refine_in_graph_keep_the_full_resolution_contract() -> None:
+    from cuematte.engine.graphspec import GraphSpec
+
+    config = get_config("lite").to_dict() | {"refine": "bmn"}
+    spec = GraphSpec.for_config(config, (144, 64))
+    assert [t.name for t in spec.frame_inputs] == ["frame", "frame_cmn", "flash_features"]
+    assert spec.frame_inputs[0].shape == (1, 3, "height", "width")
+    assert [(t.name, t.shape) for t in spec.frame_outputs] == [("alpha", (1, 1, "height", "width")),
+                                                               ("foreground", (1, 3, "height", "width"))]
 
 
 def test_parity_at_an_unseen_size(lite_model_dir: Path) -> None:
@@ -69,7 +79,7 @@ def test_parity_at_an_unseen_size(lite_model_dir: Path) -> None:
 
 def test_person_mask_graph(lite_mask_model_dir: Path) -> None:
     frame = onnx.load(str(lite_mask_model_dir / "frame.onnx"))
-    assert [i.name for i in frame.graph.input] == ["frame", "frame_cmn", "flash_features", "person_mask"]
+    assert [i.name for i in frame.graph.input] == ["frame_cmn", "flash_features", "person_mask"]
     info = read_model_info(lite_mask_model_dir)
     assert info.person_mask and not info.trained
 
@@ -79,8 +89,7 @@ def test_flash_prior_graphs(lite_prior_model_dir: Path) -> None:
     flash = onnx.load(str(lite_prior_model_dir / "flash.onnx"))
     frame = onnx.load(str(lite_prior_model_dir / "frame.onnx"))
     assert [o.name for o in flash.graph.output] == ["flash_features", "flash_prior"]
-    assert [i.name for i in frame.graph.input] == ["frame", "frame_cmn", "flash_features", "person_mask",
-                                                  "flash_prior"]
+    assert [i.name for i in frame.graph.input] == ["frame_cmn", "flash_features", "person_mask", "flash_prior"]
     prior = next(i for i in frame.graph.input if i.name == "flash_prior")
     assert [d.dim_value for d in prior.type.tensor_type.shape.dim] == [1, 6, 144, 256]
     info = read_model_info(lite_prior_model_dir)
@@ -108,7 +117,7 @@ def test_guided_model_exports_from_the_cli_and_mattes(net_config: str, tmp_path:
     assert config["guidance"] and config["align_flash"] and "person_features" not in config
     frame = onnx.load(str(out / "frame.onnx"))
     dims = {i.name: [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim] for i in frame.graph.input}
-    assert list(dims) == ["frame", "frame_cmn", "flash_features", "person_mask", "flash_prior", "guidance"]
+    assert list(dims) == ["frame_cmn", "flash_features", "person_mask", "flash_prior", "guidance"]
     assert dims["guidance"] == [1, 3, 144, 256]
     torch.manual_seed(0)
     cfg = get_config(net_config, person_mask=True, flash_prior=True, align_flash=True, guidance=True)

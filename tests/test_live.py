@@ -73,7 +73,7 @@ def test_live_matter_passes_through_until_a_flash_then_mattes(lite_model_dir: Pa
     matter.set_flash(flash, noflash)
     done = matter.process(noflash)
     assert done.matted and done.frame.shape == noflash.shape and not np.array_equal(done.frame, noflash)
-    assert {"graph", "composite", "drift"} <= set(done.ms) and "trimap" not in done.ms
+    assert {"graph", "refine", "composite", "drift"} <= set(done.ms) and "trimap" not in done.ms
     bad = matter.process(np.zeros((H, W), np.uint8))  # a grey frame: this frame's error, the loop goes on
     assert not bad.matted and bad.error is not None and "grayscale" in bad.error
     assert matter.process(noflash).matted  # and the next good frame is matted again

@@ -76,16 +76,18 @@ def test_sizes_that_do_not_follow_the_frame_are_found(tmp_path: Path) -> None:
 
 
 def test_the_frame_graph_runs_at_the_profile_corners(lite_guided_model_dir: Path) -> None:
-    """Inference to the corners' sizes is backed by a real run: ONNX Runtime at 360p portrait and 1080p."""
+    """Inference to the corners' sizes is backed by a real run: ONNX Runtime at 360p portrait and 1080p (the
+    guided graph is static; the engine's refinement takes its coefficients to each size)."""
     from cuematte.engine.backends.onnxruntime import OrtGraph
+    from cuematte.engine.refine import frame_result
 
     graph = OrtGraph(lite_guided_model_dir / "frame.onnx", providers=["CPUExecutionProvider"], threads=2)
     meta = {i.name: [d if isinstance(d, int) else None for d in i.shape] for i in graph.session.get_inputs()}
+    assert all(None not in shape for shape in meta.values())
     rng = np.random.default_rng(0)
+    out = graph.run({name: rng.random(shape, dtype=np.float32) for name, shape in meta.items()})
+    assert out["coef_a"].shape == out["coef_b"].shape == (1, 4, 144, 256)
     for h, w in ((640, 360), (1080, 1920)):
-        feeds = {}
-        for name, shape in meta.items():
-            dims = [h if i == 2 and d is None else w if i == 3 and d is None else d for i, d in enumerate(shape)]
-            feeds[name] = rng.random(dims, dtype=np.float32)
-        out = graph.run(feeds)
-        assert out["alpha"].shape == (1, 1, h, w) and out["foreground"].shape == (1, 3, h, w)
+        frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        alpha, fg = frame_result(out, frame)
+        assert alpha.shape == (h, w) and fg.shape == (h, w, 3)

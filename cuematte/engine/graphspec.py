@@ -24,8 +24,9 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """flash: (flash, flash_trimap) -> (flash_features[, flash_prior]); frame: (frame, frame_cmn, flash_features
-    [, person_mask][, flash_prior][, guidance]) -> (alpha, foreground)."""
+    """flash: (flash, flash_trimap) -> (flash_features[, flash_prior]); frame: ([frame,] frame_cmn, flash_features
+    [, person_mask][, flash_prior][, guidance]) -> (alpha, foreground) at the frame's size, or for guided models
+    (coef_a, coef_b) at the CMN grid."""
 
     flash_inputs: tuple[TensorSpec, ...]
     flash_outputs: tuple[TensorSpec, ...]
@@ -38,8 +39,11 @@ class GraphSpec:
         h, w = (int(v) for v in config["cmn_size"])
         prior = TensorSpec("flash_prior", (1, 6, h, w))
         cached = (TensorSpec("flash_features", (1, *tokens)),) + ((prior,) if config.get("flash_prior") else ())
-        frame_inputs = [TensorSpec("frame", (1, 3, "height", "width")), TensorSpec("frame_cmn", (1, 3, h, w)),
-                        cached[0]]
+        # Guided-refinement models end at the guided filter's coefficients, applied by the engine at the frame's
+        # size (cuematte.engine.refine): their frame graph needs no full-resolution frame and is all static.
+        guided = config.get("refine") == "guided"
+        frame_inputs = ([] if guided else [TensorSpec("frame", (1, 3, "height", "width"))]) + [
+            TensorSpec("frame_cmn", (1, 3, h, w)), cached[0]]
         if config.get("person_mask"):
             frame_inputs.append(TensorSpec("person_mask", (1, 1, h, w)))
         if config.get("flash_prior"):
@@ -50,8 +54,9 @@ class GraphSpec:
             flash_inputs=(TensorSpec("flash", (1, 3, h, w)), TensorSpec("flash_trimap", (1, 3, h, w))),
             flash_outputs=cached,
             frame_inputs=tuple(frame_inputs),
-            frame_outputs=(TensorSpec("alpha", (1, 1, "height", "width")),
-                           TensorSpec("foreground", (1, 3, "height", "width"))),
+            frame_outputs=((TensorSpec("coef_a", (1, 4, h, w)), TensorSpec("coef_b", (1, 4, h, w))) if guided else
+                           (TensorSpec("alpha", (1, 1, "height", "width")),
+                            TensorSpec("foreground", (1, 3, "height", "width")))),
         )
 
     @property

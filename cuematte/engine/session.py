@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from cuematte.engine.cues.align import SubjectWarp, estimate_subject_warp
@@ -36,6 +35,7 @@ from cuematte.engine.cues.trimap import (
 from cuematte.engine.errors import FlashNotSetError, ModelError, NoSubjectError
 from cuematte.engine.frames import check_frame, fit_within, resize
 from cuematte.engine.model import FlashModel
+from cuematte.engine.refine import Workspace, frame_result
 from cuematte.engine.temporal import TemporalSmoother
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ class MattingSession:
         # prior with them (the person keeps moving after the one flash; the model expects the prior on them).
         self.track_subject = track_subject
         self._flash: _FlashState | None = None
+        self._workspace = Workspace()  # the guided filter's full-resolution buffers, kept between frames
 
     # -- state --------------------------------------------------------------------------------------------
     @property
@@ -225,8 +226,10 @@ class MattingSession:
         small = resize(frame, size)
         cmn = self.model.info.cmn_size
         small_c = resize(small, cmn)  # area-averaged, as the model was trained (FNFNet.to_cmn)
-        feeds = {"frame": to_nchw(small), "frame_cmn": to_nchw(small_c), **cache}
         spec = self.model.info.spec
+        feeds = {"frame_cmn": to_nchw(small_c), **cache}
+        if spec.frame_input("frame"):  # graphs that refine to full resolution themselves
+            feeds["frame"] = to_nchw(small)
         guidance: np.ndarray | None = None
         if spec.frame_input("person_mask") or state.tracker is not None:
             assert self.segmenter is not None
@@ -245,14 +248,14 @@ class MattingSession:
         t1 = self.times.record("pre", t0)
         out = self.frame_graph.run(feeds)
         t2 = self.times.record("graph", t1)
+        alpha, fg = frame_result(out, small, guidance, self._workspace)
+        t3 = self.times.record("refine", t2)
         fixed = None
         if guidance is not None and self.smoother.strength > 0:
             fixed = resize(guidance, small.shape[:2], nearest=True) != UNKNOWN
-        alpha = self.smoother(small, out["alpha"][0, 0], fixed)
-        # OpenCV scales, rounds and saturates each plane in one pass: a third of numpy's cost at 720p.
-        fg = cv2.merge([cv2.convertScaleAbs(plane, alpha=255.0) for plane in out["foreground"][0]])
+        alpha = self.smoother(small, alpha, fixed)
         if size != (h, w):
             alpha = resize(alpha, (h, w))
             fg = resize(fg, (h, w))
-        self.times.record("post", t2)
+        self.times.record("post", t3)
         return Matte(alpha=np.clip(alpha, 0.0, 1.0, dtype=np.float32), foreground=fg, guidance=guidance)

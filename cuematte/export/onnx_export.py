@@ -5,7 +5,10 @@
 ``frame.onnx``: ``frame`` (1,3,H,W) + ``frame_cmn`` (1,3,h,w) + ``flash_features`` (1,N,C')
 [+ ``person_mask`` (1,1,h,w)] [+ ``flash_prior`` (1,6,h,w)] [+ ``guidance`` (1,3,h,w)]
 -> ``alpha`` (1,1,H,W), ``foreground`` (1,3,H,W). Only H and W are
-dynamic. Models with ``flash_prior`` get it as a second output of ``flash.onnx`` (cached beside T^f).
+dynamic. Guided-refinement models (``lite``) take no ``frame`` and end at the guided filter's coefficients
+``coef_a`` / ``coef_b`` (1,4,h,w), which the engine applies at the frame's size (``cuematte.engine.refine``); their
+parity is checked end to end through that code. Models with ``flash_prior`` get it as a second output of
+``flash.onnx`` (cached beside T^f).
 The CMN-grid images come in ready-made (the engine shrinks with area averaging), so the graphs hold no
 antialiased Resize, which TensorRT cannot build (format version 2; version 1 graphs shrank in-graph).
 
@@ -29,9 +32,11 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from cuematte.engine.cues.guidance import trimap_from_one_hot
 from cuematte.engine.errors import CuematteError
 from cuematte.engine.graphspec import GraphSpec
 from cuematte.engine.model import FORMAT, FORMAT_VERSION, sha256_of
+from cuematte.engine.refine import guided_float
 from cuematte.training.models.fnfnet import FlashGraph, FNFNet, FrameGraph
 
 log = logging.getLogger(__name__)
@@ -51,14 +56,16 @@ class ExportError(CuematteError):
 class ParityResult:
     size: tuple[int, int]
     flash_features_max_abs: float  # with flash_prior: the larger of the two cached outputs' errors
-    alpha_max_abs: float
+    alpha_max_abs: float  # at the frame's size; for guided models through the engine's refinement
     foreground_max_abs: float
+    coefficients_max_abs: float | None = None  # guided models: the graph's own outputs
 
     def ok(self) -> bool:
         return (
             self.flash_features_max_abs <= FEATURES_TOL
             and self.alpha_max_abs <= ALPHA_TOL
             and self.foreground_max_abs <= FOREGROUND_TOL
+            and (self.coefficients_max_abs is None or self.coefficients_max_abs <= FEATURES_TOL)
         )
 
 
@@ -134,7 +141,8 @@ def example_inputs(net: FNFNet, size: tuple[int, int], seed: int = 0) -> dict[st
     """Deterministic inputs for export and parity: a smooth 'scene' plus noise, a trimap with all classes."""
     g = torch.Generator().manual_seed(seed)
     h, w = size
-    frame = torch.rand(1, 3, h, w, generator=g)
+    # On uint8 levels: the engine's frames are uint8, and guided models are refined from them (parity).
+    frame = torch.round(torch.rand(1, 3, h, w, generator=g) * 255) / 255
     flash = (frame * 1.3).clamp(0, 1)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
     r = (xx**2 + yy**2).sqrt()
@@ -189,7 +197,9 @@ def export_onnx(net: FNFNet, out_dir: Path, *, trained: bool, source: str,
     frame_names = [t.name for t in spec.frame_inputs]
     params = ("frame", "frame_cmn", "flash_features", "person_mask", "flash_prior", "guidance")
     frame_args = tuple(values[k] if k in frame_names else None for k in params)
-    frame_dyn: dict[str, Any] = {k: None for k in params} | {"frame": {2: h_dim, 3: w_dim}}
+    frame_dyn: dict[str, Any] = {k: None for k in params}
+    if "frame" in frame_names:
+        frame_dyn["frame"] = {2: h_dim, 3: w_dim}
     export_program(FrameGraph(net), frame_args, frame_path, frame_names, [t.name for t in spec.frame_outputs],
                    frame_dyn)
     log.info("exported in %.1f s", time.perf_counter() - t0)
@@ -257,10 +267,20 @@ def check_parity(net: FNFNet, out_dir: Path, size: tuple[int, int], seed: int = 
     ort_cached = dict(zip(names, flash_sess.run(names, {t.name: ex[t.name].numpy() for t in spec.flash_inputs}),
                           strict=True))
     values = {k: v.numpy() for k, v in ex.items()} | ort_cached
-    alpha, fg = frame_sess.run(None, {t.name: values[t.name] for t in spec.frame_inputs})
+    got = frame_sess.run(None, {t.name: values[t.name] for t in spec.frame_inputs})
+    coef_err = None
+    if spec.frame_outputs[0].name == "coef_a":
+        coef_err = max(float(np.abs(g - out[k].numpy()).max()) for g, k in zip(got, ("coef_a", "coef_b"), strict=True))
+        frame_u8 = np.round(values["frame"][0].transpose(1, 2, 0) * 255).astype(np.uint8)
+        guidance = trimap_from_one_hot(values["guidance"][0]) if "guidance" in values else None
+        alpha_hw, fg255 = guided_float(frame_u8, got[0][0], got[1][0], guidance)
+        alpha, fg = alpha_hw[None, None], (fg255 / 255.0).transpose(2, 0, 1)[None]
+    else:
+        alpha, fg = got
     return ParityResult(
         size=size,
         flash_features_max_abs=max(float(np.abs(ort_cached[k] - cached[k].numpy()).max()) for k in names),
         alpha_max_abs=float(np.abs(alpha - out["alpha"].numpy()).max()),
         foreground_max_abs=float(np.abs(fg - out["fg"].numpy()).max()),
+        coefficients_max_abs=coef_err,
     )

@@ -88,7 +88,9 @@ def build_plans(model_dir: Path, out_dir: Path, *, fp16: bool = True, max_size: 
     plans = {}
     for role in ("flash", "frame"):
         plan = out_dir / f"{role}.plan"
-        build_engine(trt, model_dir / graphs[role], plan, profile=profile if role == "frame" else None, fp16=fp16,
+        # Only a frame graph that takes the full-resolution frame has a dynamic input (guided models are static).
+        dynamic = role == "frame" and info.spec.frame_input("frame")
+        build_engine(trt, model_dir / graphs[role], plan, profile=profile if dynamic else None, fp16=fp16,
                      timing_cache=out_dir / TIMING_CACHE)
         plans[role] = plan.name
     manifest: dict[str, Any] = {

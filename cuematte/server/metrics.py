@@ -133,7 +133,7 @@ class Metrics:
         self.drift = Counter("cuematte_scene_drift_total", "Times the scene drifted away from the cached flash.",
                              lock)
         self.stage = Histogram("cuematte_stage_seconds",
-                               "Per-stage latency: trimap, flash (flash path); decode, pre, graph, post, "
+                               "Per-stage latency: trimap, flash (flash path); decode, pre, graph, refine, post, "
                                "composite, encode (per frame).", lock)
         self.frame = Histogram("cuematte_frame_seconds",
                                "Per-frame latency in the service, from decoded frame to processed frame, by mode.",

@@ -133,6 +133,7 @@ def noflash_method(model_dir: Path) -> Method:
     from cuematte.engine.cues.guidance import build_guidance, guidance_input
     from cuematte.engine.frames import resize
     from cuematte.engine.model import FlashModel, UntrainedModelWarning
+    from cuematte.engine.refine import frame_result
     from cuematte.engine.session import to_nchw
 
     with warnings.catch_warnings():
@@ -151,14 +152,18 @@ def noflash_method(model_dir: Path) -> Method:
         unknown = np.zeros_like(x_c)
         unknown[:, 1] = 1.0
         cached = model.flash.run({"flash": x_c, "flash_trimap": unknown})
-        feeds = {"frame": to_nchw(s.noflash), "frame_cmn": x_c, **{k: cached[k] for k in model.cached_names}}
+        feeds = {"frame_cmn": x_c, **{k: cached[k] for k in model.cached_names}}
+        if model.info.spec.frame_input("frame"):
+            feeds["frame"] = to_nchw(s.noflash)
+        guidance = None
         if segmenter is not None:
             person = segmenter.segment(small)
             feeds["person_mask"] = person[None, None].astype(np.float32)
             if model.info.guidance:  # no flash: the guidance rests on the segmenter alone
-                feeds["guidance"] = guidance_input(build_guidance(person))
-        out = model.frame.run(feeds)
-        return out["alpha"][0, 0], out["foreground"][0].transpose(1, 2, 0).astype(np.float64)
+                guidance = build_guidance(person)
+                feeds["guidance"] = guidance_input(guidance)
+        alpha, fg = frame_result(model.frame.run(feeds), s.noflash, guidance)
+        return alpha, fg.astype(np.float64) / 255.0
 
     return run
 

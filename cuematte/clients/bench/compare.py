@@ -150,22 +150,35 @@ def _prepare(path: Path, size: tuple[int, int], threads: int | None
 
 def _ours(session: MattingSession, flash: np.ndarray, noflash: np.ndarray, size: tuple[int, int],
           threads: int | None) -> Callable[[], object]:
-    """Our per-frame graph alone, with cached T^f, at ``size``: the cost every frame pays."""
+    """Our per-frame graph with cached T^f, and for guided models the engine's refinement to ``size`` after it:
+    the cost every frame pays to get a full-resolution alpha, as RVM's graph (refiner included) does."""
+    from cuematte.engine.cues.trimap import UNKNOWN
     from cuematte.engine.frames import resize
+    from cuematte.engine.refine import Workspace, frame_result
 
     f, n = resize(flash, size), resize(noflash, size)
     session.set_flash(f, n)
     state = session._flash  # the cached features, as the stage bench uses them
     assert state is not None
     info = session.model.info
-    feeds = {"frame": to_nchw(n), "frame_cmn": to_nchw(resize(n, info.cmn_size)), **state.cache}
+    feeds = {"frame_cmn": to_nchw(resize(n, info.cmn_size)), **state.cache}
+    if info.spec.frame_input("frame"):
+        feeds["frame"] = to_nchw(n)
     if info.person_mask:
         feeds["person_mask"] = np.ones((1, 1, *info.cmn_size), np.float32)
+    guidance = None
     if info.guidance:  # all unknown: the network's whole output is used, the most it can cost
         feeds["guidance"] = np.zeros((1, 3, *info.cmn_size), np.float32)
         feeds["guidance"][:, 1] = 1.0
+        guidance = np.full(info.cmn_size, UNKNOWN, np.uint8)
     sess = _load(info.path / info.manifest["graphs"]["frame"], threads)
-    return partial(sess.run, None, feeds)
+    names = [o.name for o in sess.get_outputs()]
+    workspace = Workspace()  # buffers kept between frames, as the session keeps them
+
+    def once() -> object:
+        return frame_result(dict(zip(names, sess.run(None, feeds), strict=True)), n, guidance, workspace)
+
+    return once
 
 
 @dataclass(frozen=True)

@@ -136,15 +136,22 @@ def breakdown(records: Sequence[Record], size: str, *, refine_share: float | Non
     b.once = {"trimap": p50.get("trimap", 0.0), "flash graph": p50.get("flash", 0.0)}
     service = webrtc.service_stages() if webrtc is not None else {}
     graph = service.get("graph", p50.get("frame_graph", 0.0))
-    refine = graph * refine_share if refine_share is not None else 0.0
+    # Guided models refine in the engine, timed as its own stage; graphs that refine in-graph get the
+    # profiler's share of the graph.
+    engine_refine = service.get("refine", p50.get("frame_refine"))
+    if engine_refine is not None:
+        refine = engine_refine
+    else:
+        refine = graph * refine_share if refine_share is not None else 0.0
+        graph -= refine
     if service:
         b.source = "service"
         b.per_frame = {"colour conversion": service.get("to_rgb", 0.0) + service.get("to_yuv", 0.0),
-                       "pre-processing": service.get("pre", 0.0), "per-frame graph": graph - refine,
+                       "pre-processing": service.get("pre", 0.0), "per-frame graph": graph,
                        "refinement": refine, "post-processing": service.get("post", 0.0),
                        "compositing": service.get("composite", 0.0), "drift check": service.get("drift", 0.0)}
     else:
-        b.per_frame = {"pre-processing": p50.get("frame_pre", 0.0), "per-frame graph": graph - refine,
+        b.per_frame = {"pre-processing": p50.get("frame_pre", 0.0), "per-frame graph": graph,
                        "refinement": refine, "post-processing": p50.get("frame_post", 0.0)}
     if webrtc is not None:
         b.per_frame["transport"] = float(np.median(webrtc.passthrough.latencies_ms))
@@ -333,10 +340,11 @@ def write_report(out_dir: Path, *, machine: dict[str, Any], model: dict[str, Any
                   "ms at each size. Once per flash: trimap and flash graph, timed in-process (p50). Per frame: "
                   + ("the medians the service reported in its `stats` messages during the matting window"
                      if from_service else "the engine timed in-process (p50)")
-                  + ". *refinement* is the refinement module's share of the per-frame graph (ONNX Runtime "
-                  "profiler, by export scope); *transport* is the pass-through median (encode, decode and jitter "
-                  "buffers, both ways); *other* is what the end-to-end median leaves (queueing in the latest-frame "
-                  "slot, thread hand-offs, the encoder waiting for the next frame).", "",
+                  + ". *refinement* is the guided filter the engine applies at the frame's size (guided models), "
+                  "or the refinement module's share of the per-frame graph for graphs that refine in-graph (ONNX "
+                  "Runtime profiler, by export scope); *transport* is the pass-through median (encode, decode and "
+                  "jitter buffers, both ways); *other* is what the end-to-end median leaves (queueing in the "
+                  "latest-frame slot, thread hand-offs, the encoder waiting for the next frame).", "",
                   "![stages](stages.png)", ""]
         columns = list(dict.fromkeys(k for st in stages for k in [*st.once, *st.per_frame]))
         lines += ["| size | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]

@@ -5,7 +5,8 @@ Stages (milliseconds, p50/p90 over ``repeat`` runs after ``warmup`` runs):
 * ``trimap`` — alignment, flash-ratio map, segmentation, erode/dilate (once per flash);
 * ``flash`` — the flash graph producing T^f (once per flash);
 * ``frame`` — the steady-state per-frame path with cached T^f: resize, graph, post-processing;
-  ``frame_graph`` is the ONNX graph alone, ``frame_pre``/``frame_post`` the numpy work around it;
+  ``frame_graph`` is the ONNX graph alone, ``frame_refine`` the guided filter applied at the frame's size
+  (guided models), ``frame_pre``/``frame_post`` the numpy work around them;
 * ``total_first_frame`` — ``set_flash`` followed by the first ``matte``: what the first frame costs.
 """
 
@@ -104,11 +105,11 @@ def bench_stages(session: MattingSession, flash: np.ndarray, noflash: np.ndarray
     feeds = state_flash.inputs
     records.append(_rec("flash", size, _time(lambda: session.flash_graph.run(feeds), warmup, repeat)))
 
-    parts: dict[str, list[float]] = {"frame_pre": [], "frame_graph": [], "frame_post": []}
+    parts: dict[str, list[float]] = {"frame_pre": [], "frame_graph": [], "frame_refine": [], "frame_post": []}
 
     def frame_once() -> None:
         session.matte(x)
-        for key in ("pre", "graph", "post"):
+        for key in ("pre", "graph", "refine", "post"):
             parts[f"frame_{key}"].append(session.times.ms[key])
 
     records.append(_rec("frame", size, _time(frame_once, warmup, repeat)))

@@ -64,9 +64,11 @@ def run(args: argparse.Namespace) -> int:
     manifest = export_onnx(net, args.out_dir, trained=trained, source=source, recipe=recipe)
     for res in manifest["parity"]["results"]:
         h, w = res["size"]
+        coef = res.get("coefficients_max_abs")
+        coef_s = "" if coef is None else f", guided coefficients {coef:.2e} (alpha and foreground through the engine)"
         print(
             f"parity {w}x{h}: alpha {res['alpha_max_abs']:.2e}, foreground {res['foreground_max_abs']:.2e}, "
-            f"flash_features {res['flash_features_max_abs']:.2e} (tolerance 1e-3)"
+            f"flash_features {res['flash_features_max_abs']:.2e}{coef_s} (tolerance 1e-3)"
         )
     sizes = ", ".join(f"{f.name} {f.stat().st_size / 1e6:.1f} MB" for f in sorted(args.out_dir.glob("*.onnx")))
     state = "trained" if trained else "UNTRAINED (random init)"

@@ -204,7 +204,7 @@ class FNFNet(nn.Module):
 
     # -- the per-frame half --------------------------------------------------------------------------------
     def forward_frame(
-        self, frame: Tensor, frame_cmn: Tensor, flash_tokens: Tensor, person_mask: Tensor | None = None,
+        self, frame: Tensor | None, frame_cmn: Tensor, flash_tokens: Tensor, person_mask: Tensor | None = None,
         flash_prior: Tensor | None = None, guidance: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """No-flash frame (B, 3, H, W) in [0,1] and the same at the CMN grid (B, 3, h, w) (:meth:`to_cmn`),
@@ -213,8 +213,12 @@ class FNFNet(nn.Module):
         [bg, unknown, fg] at the CMN grid (models with ``guidance``) -> dict with CMN-resolution outputs
         ``trimap_logits`` (B,3,h,w), ``detail_c`` (B,1,h,w), ``alpha_c`` (B,1,h,w), ``fg_c`` (B,3,h,w) and
         full-resolution ``trimap_up`` (B,3,H,W), ``detail`` (B,1,H,W), ``alpha`` (B,1,H,W), ``fg`` (B,3,H,W).
-        With ``guidance`` both alphas are the network's only inside the guidance's unknown region."""
+        With ``guidance`` both alphas are the network's only inside the guidance's unknown region.
+        ``guided`` models also return the guided filter's ``coef_a`` / ``coef_b`` (B,4,h,w), and with ``frame``
+        None stop there (no full-resolution outputs): the frame graph's end, applied by the engine."""
         cfg = self.cfg
+        if frame is None and cfg.refine != "guided":
+            raise ValueError("only guided-refinement models can stop at the CMN grid (frame=None)")
         if cfg.guidance and guidance is None:
             raise ValueError("this model was configured with guidance=True and needs the guidance trimap")
         if cfg.person_mask and person_mask is None:
@@ -269,6 +273,13 @@ class FNFNet(nn.Module):
         if guidance is not None and cfg.guidance:
             alpha_c = compose_guidance(alpha_c, guidance)
 
+        coarse = {"trimap_logits": trimap_logits, "detail_c": detail_c, "alpha_c": alpha_c, "fg_c": fg_c}
+        if cfg.refine == "guided":
+            coef_a, coef_b = self.guided.coefficients(img_c, torch.cat([fg_c, alpha_c], dim=1), fg_feat)
+            coarse |= {"coef_a": coef_a, "coef_b": coef_b}
+            if frame is None:
+                return coarse
+        assert frame is not None
         trimap_up = resize_to(trimap_logits, frame)
         if cfg.refine == "bmn":
             full_in = self._normalize(frame)
@@ -280,16 +291,12 @@ class FNFNet(nn.Module):
             probs_up = torch.softmax(trimap_up, dim=1)
             alpha = detail * probs_up[:, 1:2] + probs_up[:, 2:3]
         else:
-            fg, alpha = self.guided(frame, img_c, torch.cat([fg_c, alpha_c], dim=1), fg_feat)
+            fg, alpha = self.guided.upsample(frame, coarse["coef_a"], coarse["coef_b"])
             fg, alpha = fg.clamp(0.0, 1.0), alpha.clamp(0.0, 1.0)
             detail = alpha
         if guidance is not None and cfg.guidance:
             alpha = compose_guidance(alpha, guidance)
-        return {
-            "trimap_logits": trimap_logits,
-            "detail_c": detail_c,
-            "alpha_c": alpha_c,
-            "fg_c": fg_c,
+        return coarse | {
             "trimap_up": trimap_up,
             "detail": detail,
             "alpha": alpha,
@@ -323,17 +330,20 @@ class FlashGraph(nn.Module):
 
 class FrameGraph(nn.Module):
     """Export wrapper of the per-frame half: (frame, frame_cmn, flash_features[, person_mask][, flash_prior]
-    [, guidance]) -> (alpha, foreground)."""
+    [, guidance]) -> (alpha, foreground) at the frame's size; ``guided`` models take no full-resolution frame
+    (None) and end at the guided filter's coefficients (coef_a, coef_b) at the CMN grid."""
 
     def __init__(self, net: FNFNet) -> None:
         super().__init__()
         self.net = net
 
     def forward(
-        self, frame: Tensor, frame_cmn: Tensor, flash_features: Tensor, person_mask: Tensor | None = None,
+        self, frame: Tensor | None, frame_cmn: Tensor, flash_features: Tensor, person_mask: Tensor | None = None,
         flash_prior: Tensor | None = None, guidance: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         out = self.net.forward_frame(frame, frame_cmn, flash_features, person_mask, flash_prior, guidance)
+        if frame is None:
+            return out["coef_a"], out["coef_b"]
         return out["alpha"], out["fg"]
 
 

@@ -137,8 +137,9 @@ class GuidedUpsampler(nn.Module):
             nn.Conv2d(width, 4, 1),
         )
 
-    def forward(self, fine: Tensor, coarse: Tensor, coarse_out: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
-        """-> foreground (B, 3, H, W) and alpha (B, 1, H, W), both unclamped."""
+    def coefficients(self, coarse: Tensor, coarse_out: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """-> the linear coefficients a, b (B, 4, h, w) [fg r, g, b, alpha] at the coarse grid: where the frame
+        graph ends (the engine applies them at full resolution, ``cuematte.engine.refine``)."""
         # Guide = RGB + grey so a single alpha channel can follow luminance edges.
         x = torch.cat([coarse, coarse.mean(1, keepdim=True)], dim=1)
         y = coarse_out
@@ -146,9 +147,12 @@ class GuidedUpsampler(nn.Module):
         cov_xy = box_filter(x * y, 1) - mean_x * mean_y
         var_x = box_filter(x * x, 1) - mean_x * mean_x
         a = self.coef(torch.cat([cov_xy, var_x, hidden], dim=1))
-        b = mean_y - a * mean_x
-        # Split at the coarse grid, so that no full-resolution tensor is concatenated or sliced: at 720p those
-        # copies cost as much as the upsampling itself.
+        return a, mean_y - a * mean_x
+
+    @staticmethod
+    def upsample(fine: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        """fine (B, 3, H, W), a / b from :meth:`coefficients` -> foreground (B, 3, H, W) and alpha (B, 1, H, W),
+        both unclamped. The full-resolution cost is two bilinear resizes and a multiply-add."""
         size = fine.shape[-2:]
 
         def up(t: Tensor) -> Tensor:
@@ -157,3 +161,7 @@ class GuidedUpsampler(nn.Module):
         fg = up(a[:, :3]) * fine + up(b[:, :3])
         alpha = up(a[:, 3:]) * fine.mean(1, keepdim=True) + up(b[:, 3:])
         return fg, alpha
+
+    def forward(self, fine: Tensor, coarse: Tensor, coarse_out: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """-> foreground (B, 3, H, W) and alpha (B, 1, H, W), both unclamped."""
+        return self.upsample(fine, *self.coefficients(coarse, coarse_out, hidden))
