@@ -83,3 +83,62 @@ def test_frame_result_reads_full_resolution_graphs_as_they_are() -> None:
     got_alpha, got_fg = frame_result({"alpha": alpha, "foreground": fg}, frame)
     np.testing.assert_array_equal(got_alpha, alpha[0, 0])
     np.testing.assert_array_equal(got_fg, np.round(fg[0].transpose(1, 2, 0) * 255).astype(np.uint8))
+
+
+def test_holding_the_guidance_after_smoothing_equals_never_blending_certain_pixels() -> None:
+    """The session re-applies the guidance after temporal smoothing instead of masking certain pixels out of
+    the blend: the same alphas, frame after frame."""
+    from cuematte.engine.frames import resize
+    from cuematte.engine.refine import hold_guidance
+    from cuematte.engine.temporal import TemporalSmoother
+
+    masked, held = TemporalSmoother(strength=0.5), TemporalSmoother(strength=0.5)
+    rng = np.random.default_rng(0)
+    frame, a, b, guidance = _inputs((271, 483), seed=7)
+    for step in range(4):
+        moved = np.clip(frame.astype(np.int16) + rng.integers(-3, 4, frame.shape), 0, 255).astype(np.uint8)
+        alpha, _ = apply_guided(moved, a + 0.1 * step, b, guidance)
+        fixed = resize(guidance, (271, 483), nearest=True) != UNKNOWN
+        want = masked(moved, alpha.copy(), fixed)
+        got = hold_guidance(held(moved, alpha.copy()), guidance)
+        np.testing.assert_allclose(got, want, atol=1e-6)
+        assert np.all(got[resize(guidance, (271, 483), nearest=True) == FG] == 1.0)
+
+
+def test_opaque_pixels_composite_the_frame_itself() -> None:
+    """Where alpha is 1 the foreground is the camera's pixel (I = F there); at or below 0.9 it is the network's
+    decontaminated colour; in between a blend, so no seam shows."""
+    from cuematte.engine.refine import opaque_foreground
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    net_fg = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    alpha = np.tile(np.linspace(0.0, 1.0, 160, dtype=np.float32), (90, 1))
+    alpha[:, -10:] = 1.0
+    fg = opaque_foreground(frame, alpha, net_fg)
+    assert fg.dtype == np.uint8 and fg.shape == frame.shape
+    np.testing.assert_array_equal(fg[alpha == 1.0], frame[alpha == 1.0])
+    low = alpha <= 0.9
+    np.testing.assert_array_equal(fg[low], net_fg[low])
+    mid = (alpha > 0.92) & (alpha < 0.98)
+    w = ((alpha[mid] - 0.9) / 0.1)[:, None]
+    want = w * frame[mid] + (1 - w) * net_fg[mid]
+    assert np.abs(fg[mid].astype(np.float64) - want).max() <= 1.0
+
+
+def test_the_session_composites_the_frame_where_the_guidance_is_certain_person() -> None:
+    """The shipped model on the astronaut: inside MediaPipe's certain person the foreground is her own pixels."""
+    from skimage import data
+
+    from cuematte.engine.cues.trimap import FG
+    from cuematte.engine.frames import resize
+    from cuematte.engine.session import MattingSession
+
+    img = data.astronaut()
+    session = MattingSession()
+    session.set_flash(np.clip(img.astype(np.int16) + 50, 0, 255).astype(np.uint8), img)
+    m = session.matte(img)
+    assert m.guidance is not None
+    certain = resize(m.guidance, img.shape[:2], nearest=True) == FG
+    assert certain.mean() > 0.1
+    np.testing.assert_array_equal(m.foreground[certain], img[certain])

@@ -79,15 +79,25 @@ def guided_float(frame: np.ndarray, coef_a: np.ndarray, coef_b: np.ndarray, guid
     alpha = cv2.multiply(mean, _up(a_al, size, ws.get("a1", s1)))
     cv2.add(alpha, _up(b_al, size, ws.get("b1", s1)), dst=alpha)
     # Clamp and compose in two passes: certain foreground floors alpha at 1, certain background caps it at 0,
-    # unknown clamps it to [0, 1] (= g_fg + g_un * clamp(alpha)). Nearest upsampling keeps the guidance exact;
-    # the bounds are made at the CMN grid, where they are cheap.
+    # unknown clamps it to [0, 1] (= g_fg + g_un * clamp(alpha)). Nearest upsampling keeps the guidance exact.
     if guidance is None:
         cv2.max(cv2.min(alpha, 1.0, dst=alpha), 0.0, dst=alpha)
     else:
-        hi = _nearest((guidance != BG).astype(np.float32), size, ws.get("hi", s1))
-        lo = _nearest((guidance == FG).astype(np.float32), size, ws.get("lo", s1))
-        cv2.max(cv2.min(alpha, hi, dst=alpha), lo, dst=alpha)
+        hold_guidance(alpha, guidance, ws)
     return alpha, fg
+
+
+def hold_guidance(alpha: np.ndarray, guidance: np.ndarray, workspace: Workspace | None = None) -> np.ndarray:
+    """alpha (H, W) float32, in place: 1 where the guidance (h, w) is certain foreground, 0 where it is certain
+    background, clamped to [0, 1] where unknown. After the guided filter this composes the guidance; after
+    temporal smoothing it keeps certain pixels exact (a blend of 1 with an earlier alpha is pulled back to 1),
+    which is what a mask of the certain pixels would do, at a fraction of a boolean-indexed write's cost."""
+    ws = workspace or Workspace()
+    size = alpha.shape[:2]
+    # The bounds are made at the CMN grid, where they are cheap, then upsampled like the guidance.
+    hi = _nearest((guidance != BG).astype(np.float32), size, ws.get("hi", size))
+    lo = _nearest((guidance == FG).astype(np.float32), size, ws.get("lo", size))
+    return cv2.max(cv2.min(alpha, hi, dst=alpha), lo, dst=alpha)
 
 
 def apply_guided(frame: np.ndarray, coef_a: np.ndarray, coef_b: np.ndarray, guidance: np.ndarray | None = None,
@@ -95,6 +105,21 @@ def apply_guided(frame: np.ndarray, coef_a: np.ndarray, coef_b: np.ndarray, guid
     """As :func:`guided_float`, with the foreground rounded to a new (H, W, 3) uint8 array."""
     alpha, fg = guided_float(frame, coef_a, coef_b, guidance, workspace)
     return alpha, cv2.convertScaleAbs(fg)  # fg is already in [0, 255]: this only rounds
+
+
+OPAQUE_FROM = 0.9  # alpha from which the foreground leans on the frame itself (opaque_foreground)
+
+
+def opaque_foreground(frame: np.ndarray, alpha: np.ndarray, fg: np.ndarray) -> np.ndarray:
+    """frame (H, W, 3) uint8, final alpha (H, W) float32, network foreground (H, W, 3) uint8 -> the foreground
+    to composite: the frame itself where alpha is 1, the network's where alpha <= 0.9, a linear blend between.
+
+    Where alpha is 1 the camera saw the person alone (I = alpha F + (1 - alpha) B gives F = I), so any other F is
+    an error, and on real faces the network's F is one: softer than the frame, with colour fringes at eyes and
+    brows (the check-real sheets). Decontamination is only needed where the old background shows through."""
+    w = cv2.min(cv2.max(alpha * np.float32(1 / (1 - OPAQUE_FROM)) - np.float32(OPAQUE_FROM / (1 - OPAQUE_FROM)),
+                        0.0), 1.0)
+    return np.asarray(cv2.blendLinear(frame, fg, w, 1.0 - w), np.uint8)
 
 
 def frame_result(out: dict[str, np.ndarray], frame: np.ndarray, guidance: np.ndarray | None = None,

@@ -24,7 +24,6 @@ from cuematte.engine.cues.align import SubjectWarp, estimate_subject_warp
 from cuematte.engine.cues.guidance import GuidanceParams, build_guidance, guidance_input, trimap_from_one_hot
 from cuematte.engine.cues.tracking import SubjectTracker
 from cuematte.engine.cues.trimap import (
-    UNKNOWN,
     FlashCue,
     PersonSegmenter,
     TrimapParams,
@@ -35,7 +34,7 @@ from cuematte.engine.cues.trimap import (
 from cuematte.engine.errors import FlashNotSetError, ModelError, NoSubjectError
 from cuematte.engine.frames import check_frame, fit_within, resize
 from cuematte.engine.model import FlashModel
-from cuematte.engine.refine import Workspace, frame_result
+from cuematte.engine.refine import Workspace, frame_result, hold_guidance, opaque_foreground
 from cuematte.engine.temporal import TemporalSmoother
 
 log = logging.getLogger(__name__)
@@ -250,12 +249,12 @@ class MattingSession:
         t2 = self.times.record("graph", t1)
         alpha, fg = frame_result(out, small, guidance, self._workspace)
         t3 = self.times.record("refine", t2)
-        fixed = None
-        if guidance is not None and self.smoother.strength > 0:
-            fixed = resize(guidance, small.shape[:2], nearest=True) != UNKNOWN
-        alpha = self.smoother(small, alpha, fixed)
+        alpha = self.smoother(small, alpha)
+        if guidance is not None and self.smoother.strength > 0:  # certain pixels stay exactly 0 or 1
+            hold_guidance(alpha, guidance, self._workspace)
         if size != (h, w):
             alpha = resize(alpha, (h, w))
             fg = resize(fg, (h, w))
+        fg = opaque_foreground(frame, alpha, fg)  # at the frame's own size: its interior stays sharp
         self.times.record("post", t3)
         return Matte(alpha=np.clip(alpha, 0.0, 1.0, dtype=np.float32), foreground=fg, guidance=guidance)
