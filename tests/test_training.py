@@ -326,3 +326,30 @@ def test_recipes_load_and_name_unknown_fields(tmp_path: Path) -> None:
     bad.write_text("config = 'lite'\nguidance_confirm_bg = true\n")
     with pytest.raises(InputError, match="set guidance"):
         load_recipe(bad)
+
+
+def test_init_from_starts_another_config_from_the_tensors_it_shares(tmp_path: Path) -> None:
+    """``init_from``: the shared-trunk network starts from a split-decoder run's encoders, correlation module and
+    trimap decoder (same names and shapes) at step 0; only its own trunk is new. Other inputs are a named error."""
+    from cuematte.training.checkpoint import load_checkpoint
+    from cuematte.training.train import train
+
+    base = replace(_tiny_config(tmp_path, 2), person_mask=True)  # type: ignore[type-var]
+    source = tmp_path / "source"
+    train(base, source)
+    donor = load_checkpoint(source / "last.safetensors")[0].state_dict()
+    shared = tmp_path / "shared"
+    train(replace(base, config="lite-shared", steps=1, lr=0.0), shared, init_from=source)  # lr 0: weights stay
+    net, meta = load_checkpoint(shared / "last.safetensors")
+    assert net.cfg.decoder == "shared" and int(meta["step"]) == 1
+    state = net.state_dict()
+    for key in ("noflash_encoder.body.conv_stem.weight", "flash_layers.0.attn.in_proj_weight",
+                "trimap_head.weight", "guided.coef.0.weight"):
+        assert torch.equal(state[key], donor[key]), key
+    origin = json.loads((shared / "train.json").read_text())["extra"]["initialised_from"]
+    assert origin["run"] == str(source) and origin["new"] == ["shared_groups", "shared_head"]
+    assert origin["tensors"] == sum(1 for k in state if not k.startswith(("shared_groups", "shared_head")))
+    with pytest.raises(InputError, match="holds a run already"):
+        train(replace(base, config="lite-shared", steps=1), shared, init_from=source)
+    with pytest.raises(InputError, match="person_mask"):
+        train(replace(base, config="lite-shared", steps=1, person_mask=False), tmp_path / "other", init_from=source)

@@ -335,9 +335,31 @@ def _branch(cfg: TrainConfig, out: Path, source: Path) -> tuple[FNFNet, int]:
     return net, start
 
 
-def train(cfg: TrainConfig, out: Path, *, resume: bool = False, branch_from: Path | None = None) -> Path:
+def _init_from(cfg: TrainConfig, source: Path) -> tuple[FNFNet, dict[str, Any]]:
+    """A new ``cfg`` network whose tensors that another run's last checkpoint also has, under the same name and
+    shape, start from that run's trained values (a network of another config: e.g. the shared decoder trunk
+    starting from the split-decoder model's encoders, flash correlation and trimap decoder); the rest is new."""
+    if not (source / "last.safetensors").is_file():
+        raise InputError(f"{source} has no last.safetensors to initialise from")
+    donor, meta = load_checkpoint(source / "last.safetensors")
+    differ = [f for f in _BRANCH_FIXED[1:] if getattr(donor.cfg, f) != getattr(cfg.net_config, f)]
+    if differ:
+        raise InputError(f"{source} takes other inputs ({', '.join(differ)}) than this recipe's network")
+    net = build_model(cfg.net_config)
+    own, theirs = net.state_dict(), donor.state_dict()
+    taken = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
+    net.load_state_dict(taken, strict=False)
+    new = sorted({k.split(".")[0] for k in own if k not in taken})
+    log.info("initialised %d of %d tensors from %s (step %s); new: %s", len(taken), len(own), source,
+             meta.get("step"), ", ".join(new))
+    return net, {"run": str(source), "step": meta.get("step"), "tensors": len(taken), "of": len(own), "new": new}
+
+
+def train(cfg: TrainConfig, out: Path, *, resume: bool = False, branch_from: Path | None = None,
+          init_from: Path | None = None) -> Path:
     """Run (or resume) training into ``out``; returns the path of the last checkpoint. ``branch_from``: start
-    from another run's last checkpoint at its step, under ``cfg``'s recipe (:func:`_branch`)."""
+    from another run's last checkpoint at its step, under ``cfg``'s recipe (:func:`_branch`). ``init_from``:
+    start at step 0 with the tensors another run's network shares with this one (:func:`_init_from`)."""
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
     if cfg.threads:
@@ -357,6 +379,12 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, branch_from: Pat
         if cfg.steps < start:
             raise InputError(f"{out} is at step {start} already; it cannot be resumed to {cfg.steps} steps")
         log.info("resuming %s at step %d", out, start)
+    elif init_from is not None:
+        if last.exists():
+            raise InputError(f"{out} holds a run already; initialise into a new folder (or --resume it)")
+        net, origin = _init_from(cfg, init_from)
+        cfg = replace(cfg, extra={**cfg.extra, "initialised_from": origin})
+        log_path.unlink(missing_ok=True)
     else:
         net = build_model(cfg.net_config)
         log_path.unlink(missing_ok=True)

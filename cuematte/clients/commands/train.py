@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    p.add_argument("--init-from", type=Path, default=None, metavar="RUN_DIR",
+                   help="start from the weights another run's network shares with this recipe's (same names and "
+                        "shapes; the rest starts new), at step 0")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
     cfg = replace(cfg, **overrides, threads=args.threads, device=args.device)
     cfg.validate()
-    last = train(cfg, args.out, resume=args.resume)
+    last = train(cfg, args.out, resume=args.resume, init_from=None if args.resume else args.init_from)
     print(f"checkpoint: {last}")
     return 0
 
