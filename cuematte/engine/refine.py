@@ -110,16 +110,22 @@ def apply_guided(frame: np.ndarray, coef_a: np.ndarray, coef_b: np.ndarray, guid
 OPAQUE_FROM = 0.9  # alpha from which the foreground leans on the frame itself (opaque_foreground)
 
 
-def opaque_foreground(frame: np.ndarray, alpha: np.ndarray, fg: np.ndarray) -> np.ndarray:
+def opaque_foreground(frame: np.ndarray, alpha: np.ndarray, fg: np.ndarray,
+                      workspace: Workspace | None = None) -> np.ndarray:
     """frame (H, W, 3) uint8, final alpha (H, W) float32, network foreground (H, W, 3) uint8 -> the foreground
     to composite: the frame itself where alpha is 1, the network's where alpha <= 0.9, a linear blend between.
 
     Where alpha is 1 the camera saw the person alone (I = alpha F + (1 - alpha) B gives F = I), so any other F is
     an error, and on real faces the network's F is one: softer than the frame, with colour fringes at eyes and
     brows (the check-real sheets). Decontamination is only needed where the old background shows through."""
-    w = cv2.min(cv2.max(alpha * np.float32(1 / (1 - OPAQUE_FROM)) - np.float32(OPAQUE_FROM / (1 - OPAQUE_FROM)),
-                        0.0), 1.0)
-    return np.asarray(cv2.blendLinear(frame, fg, w, 1.0 - w), np.uint8)
+    # Into kept buffers: 1.4 ms at 720p, where fresh weight arrays made it 6 ms.
+    ws = workspace or Workspace()
+    w, rest = ws.get("opaque_w", alpha.shape), ws.get("opaque_rest", alpha.shape)
+    np.multiply(alpha, np.float32(1.0 / (1.0 - OPAQUE_FROM)), out=w)
+    np.subtract(w, np.float32(OPAQUE_FROM / (1.0 - OPAQUE_FROM)), out=w)
+    cv2.min(cv2.max(w, 0.0, dst=w), 1.0, dst=w)
+    np.subtract(np.float32(1.0), w, out=rest)
+    return np.asarray(cv2.blendLinear(frame, fg, w, rest), np.uint8)
 
 
 def frame_result(out: dict[str, np.ndarray], frame: np.ndarray, guidance: np.ndarray | None = None,

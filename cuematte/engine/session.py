@@ -255,6 +255,6 @@ class MattingSession:
         if size != (h, w):
             alpha = resize(alpha, (h, w))
             fg = resize(fg, (h, w))
-        fg = opaque_foreground(frame, alpha, fg)  # at the frame's own size: its interior stays sharp
+        fg = opaque_foreground(frame, alpha, fg, self._workspace)  # at the frame's size: a sharp interior
         self.times.record("post", t3)
         return Matte(alpha=np.clip(alpha, 0.0, 1.0, dtype=np.float32), foreground=fg, guidance=guidance)
