@@ -237,7 +237,7 @@ def compare_models(paths: Sequence[Path], session: MattingSession, flash: np.nda
 
 def format_compare(cmp: Comparison) -> str:
     lines = [f"{'model':<28} {'size':>10} {'p50 ms':>9} {'x ours':>8}"]
-    lines.append(f"{'ours (per-frame graph)':<28} {cmp.size:>10} {cmp.ours_p50_ms:>9.2f} {1.0:>8.2f}")
+    lines.append(f"{'ours (graph + refinement)':<28} {cmp.size:>10} {cmp.ours_p50_ms:>9.2f} {1.0:>8.2f}")
     for r in cmp.results:
         if r.error:
             lines.append(f"{r.name:<28} {'-':>10} {'-':>9} {'-':>8}  error: {r.error}")

@@ -358,7 +358,8 @@ def write_report(out_dir: Path, *, machine: dict[str, Any], model: dict[str, Any
                   + ", ".join(f"{k} {v:.1f} ms" for k, v in blur_composite_ms.items()) + ".", ""]
     for cmp in comparisons:
         lines += [f"## Other models at {cmp.size}", "",
-                  "Ratio = their time / our per-frame graph's, median over interleaved rounds (> 1: slower than "
+                  "Ratio = their time / our per-frame graph's with its refinement to the frame's size, median over "
+                  "interleaved rounds (> 1: slower than "
                   f"ours). Ours: {cmp.ours_p50_ms:.2f} ms p50. Inputs synthesised from each graph's input shapes.",
                   "", "| model | size fed | p50 ms | × ours |", "| --- | --- | ---: | ---: |"]
         for c in cmp.results:
