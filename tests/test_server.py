@@ -834,3 +834,13 @@ def test_cli_refuses_a_public_address_without_token(capsys: pytest.CaptureFixtur
 
     assert main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 2
     assert "--token" in capsys.readouterr().err
+
+
+def test_the_service_leaves_one_core_to_the_codec_unless_told() -> None:
+    """ONNX Runtime's pool in the service: all cores but one (at most 4) by default, --threads when given."""
+    from cuematte.server.config import graph_threads
+
+    assert [graph_threads(n) for n in (1, 2, 3, 4, 8, 64)] == [1, 1, 2, 3, 4, 4]
+    for asked, want in ((None, graph_threads()), (3, 3)):
+        service = create_app(replace(BASE, segmenter="mediapipe", threads=asked))[SERVICE]
+        assert service.model.frame.session.get_session_options().intra_op_num_threads == want

@@ -23,7 +23,7 @@ from cuematte.engine.errors import CuematteError
 from cuematte.engine.model import FlashModel
 from cuematte.engine.session import MattingSession, create_segmenter
 from cuematte.server.auth import AuthFailures
-from cuematte.server.config import ConfigError, ServerConfig, is_loopback, resolve_segmenter
+from cuematte.server.config import ConfigError, ServerConfig, graph_threads, is_loopback, resolve_segmenter
 from cuematte.server.metrics import CONTENT_TYPE, Metrics
 from cuematte.server.parallax import ParallaxRoute
 from cuematte.server.peer import PeerSession
@@ -76,7 +76,7 @@ class Service:
         self.segmenter = resolve_segmenter(config.segmenter)
         # One person segmenter for the process: its ONNX Runtime sessions run concurrently, and one per offer
         # cost a graph load and a thread pool each, freed only when the garbage collector got to them.
-        self.person_segmenter = create_segmenter(self.segmenter, config.threads)
+        self.person_segmenter = create_segmenter(self.segmenter, config.threads or graph_threads())
         self.metrics = Metrics()
         self.sessions: dict[str, PeerSession] = {}
         self._negotiating: Counter[str] = Counter()  # offers between their POST and their answer, by client
@@ -288,7 +288,8 @@ def create_app(config: ServerConfig, model: FlashModel | None = None) -> web.App
     anyone connects); every session shares its ONNX Runtime sessions, which are safe to run concurrently."""
     config.validate()
     if model is None:
-        model = FlashModel(config.model, backend=config.backend, threads=config.threads, plans=config.plans)
+        model = FlashModel(config.model, backend=config.backend, threads=config.threads or graph_threads(),
+                           plans=config.plans)
     service = Service(config, model)
     if service.person_segmenter is None and (model.info.person_mask or model.info.align_flash):
         # Found here, not as a 500 on every offer.

@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cert", type=Path, help="TLS certificate (PEM); browsers need HTTPS for cameras off localhost")
     p.add_argument("--key", type=Path, help="TLS private key (PEM), with --cert")
     add_backend_arguments(p)
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime intra-op threads (default: all cores but one, at most 4: one left to the codec)")
     add_temporal_argument(p)
     p.add_argument("--max-side", type=int, default=1280, help="matte frames at most this long on their long side")
 
