@@ -86,8 +86,8 @@ def test_frame_result_reads_full_resolution_graphs_as_they_are() -> None:
 
 
 def test_holding_the_guidance_after_smoothing_equals_never_blending_certain_pixels() -> None:
-    """The session re-applies the guidance after temporal smoothing instead of masking certain pixels out of
-    the blend: the same alphas, frame after frame."""
+    """The session composes the guidance once, after temporal smoothing, instead of composing before it and
+    masking certain pixels out of the blend: the same alphas, frame after frame."""
     from cuematte.engine.frames import resize
     from cuematte.engine.refine import hold_guidance
     from cuematte.engine.temporal import TemporalSmoother
@@ -97,10 +97,11 @@ def test_holding_the_guidance_after_smoothing_equals_never_blending_certain_pixe
     frame, a, b, guidance = _inputs((271, 483), seed=7)
     for step in range(4):
         moved = np.clip(frame.astype(np.int16) + rng.integers(-3, 4, frame.shape), 0, 255).astype(np.uint8)
-        alpha, _ = apply_guided(moved, a + 0.1 * step, b, guidance)
+        composed, _ = apply_guided(moved, a + 0.1 * step, b, guidance)
+        raw, _ = apply_guided(moved, a + 0.1 * step, b)
         fixed = resize(guidance, (271, 483), nearest=True) != UNKNOWN
-        want = masked(moved, alpha.copy(), fixed)
-        got = hold_guidance(held(moved, alpha.copy()), guidance)
+        want = masked(moved, composed, fixed)
+        got = hold_guidance(held(moved, raw), guidance)
         np.testing.assert_allclose(got, want, atol=1e-6)
         assert np.all(got[resize(guidance, (271, 483), nearest=True) == FG] == 1.0)
 

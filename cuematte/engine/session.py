@@ -247,10 +247,10 @@ class MattingSession:
         t1 = self.times.record("pre", t0)
         out = self.frame_graph.run(feeds)
         t2 = self.times.record("graph", t1)
-        alpha, fg = frame_result(out, small, guidance, self._workspace)
+        alpha, fg = frame_result(out, small, workspace=self._workspace)
         t3 = self.times.record("refine", t2)
         alpha = self.smoother(small, alpha)
-        if guidance is not None and self.smoother.strength > 0:  # certain pixels stay exactly 0 or 1
+        if guidance is not None:  # composed once, after the smoothing: certain pixels come out exactly 0 or 1
             hold_guidance(alpha, guidance, self._workspace)
         if size != (h, w):
             alpha = resize(alpha, (h, w))
