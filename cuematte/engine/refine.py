@@ -6,9 +6,10 @@ them here with OpenCV at the frame's size, exactly as ``GuidedUpsampler.upsample
 
     fg = up(a[:3]) * frame + up(b[:3]),  alpha = up(a[3]) * mean_c(frame) + up(b[3]),  both clamped to [0, 1]
 
-and then composes the guidance (certain pixels exactly 0 or 1). In ONNX Runtime that full-resolution tail was
-ten single-pass kernels over float tensors (10 ms of a 22 ms graph at 1280x720, its bilinear Resize alone 7x
-slower than OpenCV's); here it is about 3 ms, it writes the uint8 foreground the compositor wants directly, and
+and, given a guidance, composes it (certain pixels exactly 0 or 1; the session composes once, after its temporal
+smoothing: :func:`hold_guidance`). In ONNX Runtime that full-resolution tail was ten single-pass kernels over float
+tensors (10 ms of a 22 ms graph at 1280x720, its bilinear Resize alone 7x slower than OpenCV's); here it is 4 to
+6 ms, it writes the uint8 foreground the compositor wants directly, and
 the graph no longer needs the full-resolution frame as a float tensor. Graphs that output full-resolution
 ``alpha`` / ``foreground`` themselves (BMN models, older exports) are read as they are.
 """
@@ -20,7 +21,6 @@ import numpy as np
 
 from cuematte.engine.cues.trimap import BG, FG
 
-COEF_OUTPUTS = ("coef_a", "coef_b")
 _MEAN = np.full((1, 3), 1.0 / 3.0, np.float32)
 _ZERO, _FULL = (0.0, 0.0, 0.0, 0.0), (255.0, 255.0, 255.0, 255.0)  # OpenCV reads a bare number as (v, 0, 0, 0)
 
