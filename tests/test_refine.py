@@ -143,3 +143,5 @@ def test_the_session_composites_the_frame_where_the_guidance_is_certain_person()
     certain = resize(m.guidance, img.shape[:2], nearest=True) == FG
     assert certain.mean() > 0.1
     np.testing.assert_array_equal(m.foreground[certain], img[certain])
+    # Every stage of the frame is timed, the parts of pre-processing too (stats, bench).
+    assert {"pre", "pre_segment", "pre_track", "graph", "refine", "post"} <= set(session.times.ms)

@@ -234,11 +234,14 @@ class MattingSession:
             assert self.segmenter is not None
             # The segmenter sees the frame at its own aspect (its square model for a portrait or square frame);
             # its mask comes back at the CMN grid.
+            t_seg = time.perf_counter()
             person = self.segmenter.segment(small, size=cmn)
+            t_track = self.times.record("pre_segment", t_seg)  # parts of "pre", so a regression shows where
             if spec.frame_input("person_mask"):
                 feeds["person_mask"] = person[None, None].astype(np.float32)
             if state.tracker is not None:  # the cached prior, moved onto where the person is now
                 feeds["flash_prior"] = state.tracker.move(cache["flash_prior"], small_c, person)
+                self.times.record("pre_track", t_track)
             if spec.frame_input("guidance"):
                 # The (moved) prior's trimap channels: the flash's say on this frame, beside the segmenter's.
                 flash_tri = trimap_from_one_hot(feeds["flash_prior"][0, 3:6])
