@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from cuematte.engine.cues.trimap import PersonSegmenter
 from cuematte.training.data import SynthConfig, eval_seed, render_sample, train_seed
+from cuematte.training.pools import POOL_START
 
 # Channel layout of one cached sample (H, W, 16) uint8.
 FIELDS: dict[str, slice] = {
@@ -104,7 +105,7 @@ def build_cache(path: Path, spec: CacheSpec, *, workers: int = 2) -> np.memmap:
     arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(spec.n, h, w, spec.channels))
     cfg = spec.synth
     jobs = [(spec.seed(i), cfg) for i in range(spec.n)]
-    with mp.get_context("fork").Pool(workers) as pool:
+    with mp.get_context(POOL_START).Pool(workers) as pool:
         for i, sample in enumerate(tqdm(pool.imap(_render, jobs, chunksize=8), total=spec.n, desc="render cache")):
             arr[i] = sample
     arr.flush()

@@ -27,6 +27,7 @@ from cuematte.training.data.io import write_sample, write_sequence
 from cuematte.training.data.parallax import write_parallax_sample
 from cuematte.training.data.render import render_parallax_pair, render_sample, render_sequence
 from cuematte.training.data.seeds import EvalSplit, eval_seed
+from cuematte.training.pools import POOL_START
 
 SPLITS = ("static", "dynamic", "video", "parallax")
 PARALLAX_EVAL_N = 48  # the parallax split's default size (at SynthConfig's default 288x512)
@@ -80,7 +81,7 @@ def make_eval(
     )
     jobs = [(out, split, i, eval_seed(i, key), cfg, length, par) for i in range(start, start + n)]
     if workers > 1:
-        with mp.get_context("fork").Pool(workers) as pool:
+        with mp.get_context(POOL_START).Pool(workers) as pool:
             entries = list(tqdm(pool.imap(_write_one, jobs), total=n, desc=f"eval {split}"))
     else:
         entries = [_write_one(j) for j in tqdm(jobs, desc=f"eval {split}")]

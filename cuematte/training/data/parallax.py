@@ -36,6 +36,7 @@ from cuematte.training.data.io import read_matte, read_rgb, write_matte, write_r
 from cuematte.training.data.render import render_parallax_pair
 from cuematte.training.data.samples import ParallaxSample
 from cuematte.training.data.seeds import train_seed
+from cuematte.training.pools import POOL_START
 
 FlowKind = Literal["dis", "exact"]
 
@@ -253,9 +254,7 @@ def build_parallax_cache(
     seeds = [seed0 + i for k in todo for i in range(k * shard_size, min(n, (k + 1) * shard_size))]
     jobs = [(s, cfg, par, flow, flow_noise_px, crop) for s in seeds]
     bar = tqdm(total=n, initial=n - len(jobs), desc="parallax cache")
-    # No cv2.setNumThreads in the workers: called in a child forked from a parent whose OpenCV pool has run, it
-    # deadlocks (as rendering in the parent before building does).
-    pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
+    pool = mp.get_context(POOL_START).Pool(workers) if workers > 1 else None
     try:
         results = pool.imap(_cache_job, jobs, chunksize=2) if pool is not None else map(_cache_job, jobs)
         it = iter(results)
