@@ -3,9 +3,9 @@
 Model folders exported before the engine applied the guided filter itself (``cuematte.engine.refine``) end their
 frame graph in full-resolution ``alpha`` / ``foreground``. This keeps the same nodes and weights up to the two
 coefficient tensors, names them ``coef_a`` / ``coef_b``, drops the full-resolution ``frame`` input, and checks
-the result end to end against the original graph (same inputs, the engine's refinement after the new one) on
-the export's synthetic inputs and on a real photograph. A new export of the same checkpoint gives this form
-directly; this is for models whose checkpoint is not at hand (the shipped one was trained in an earlier session).
+the result end to end against the original graph (same inputs, the engine's refinement after the new one) on a
+real photograph at three sizes. A new export of the same checkpoint gives this form directly (the shipped model
+was re-exported so, with results identical to its re-cut); this is for model folders whose checkpoint is gone.
 
     python scripts/recut_guided.py MODEL_DIR --out OUT_DIR
 """
