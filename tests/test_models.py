@@ -22,7 +22,7 @@ def _inputs(h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, 
     return frame, flash, trimap
 
 
-@pytest.mark.parametrize("name", ["lite", "lite-shared", "paper"])
+@pytest.mark.parametrize("name", ["lite", "lite-half", "lite-shared", "paper"])
 def test_forward_shapes_and_ranges(name: str) -> None:
     torch.manual_seed(0)
     cfg = get_config(name)
@@ -31,13 +31,16 @@ def test_forward_shapes_and_ranges(name: str) -> None:
     frame, flash, trimap = _inputs(h, w)
     with torch.no_grad():
         out = net(frame, flash, trimap)
-    ch, cw = cfg.cmn_size
+    ch, cw = cfg.coef_grid  # the CMN grid; half of it where the decoders stop there
+    assert (ch, cw) == ((72, 128) if name == "lite-half" else cfg.cmn_size)
     assert out["trimap_logits"].shape == (1, 3, ch, cw)
     assert out["detail_c"].shape == out["alpha_c"].shape == (1, 1, ch, cw)
     assert out["fg_c"].shape == (1, 3, ch, cw)
     assert out["alpha"].shape == out["detail"].shape == (1, 1, h, w)
     assert out["fg"].shape == (1, 3, h, w)
     assert out["trimap_up"].shape == (1, 3, h, w)
+    if cfg.refine == "guided":
+        assert out["coef_a"].shape == out["coef_b"].shape == (1, 4, ch, cw)
     for key in ("alpha", "alpha_c", "fg", "fg_c", "detail_c"):
         assert float(out[key].min()) >= 0.0 and float(out[key].max()) <= 1.0, key
     assert torch.isfinite(out["alpha"]).all()

@@ -22,11 +22,17 @@ class TensorSpec:
         return {"name": self.name, "shape": list(self.shape)}
 
 
+def coef_grid(cmn_size: tuple[int, int], decoder: str | None) -> tuple[int, int]:
+    """(h, w) of a guided model's coefficients: the CMN grid, or half of it for decoders that stop there."""
+    h, w = cmn_size
+    return (h // 2, w // 2) if decoder == "half" else (h, w)
+
+
 @dataclass(frozen=True)
 class GraphSpec:
     """flash: (flash, flash_trimap) -> (flash_features[, flash_prior]); frame: ([frame,] frame_cmn, flash_features
     [, person_mask][, flash_prior][, guidance]) -> (alpha, foreground) at the frame's size, or for guided models
-    (coef_a, coef_b) at the CMN grid."""
+    (coef_a, coef_b) at the CMN grid (or half of it, :func:`coef_grid`)."""
 
     flash_inputs: tuple[TensorSpec, ...]
     flash_outputs: tuple[TensorSpec, ...]
@@ -42,6 +48,7 @@ class GraphSpec:
         # Guided-refinement models end at the guided filter's coefficients, applied by the engine at the frame's
         # size (cuematte.engine.refine): their frame graph needs no full-resolution frame and is all static.
         guided = config.get("refine") == "guided"
+        ch, cw = coef_grid((h, w), config.get("decoder"))
         frame_inputs = ([] if guided else [TensorSpec("frame", (1, 3, "height", "width"))]) + [
             TensorSpec("frame_cmn", (1, 3, h, w)), cached[0]]
         if config.get("person_mask"):
@@ -54,7 +61,7 @@ class GraphSpec:
             flash_inputs=(TensorSpec("flash", (1, 3, h, w)), TensorSpec("flash_trimap", (1, 3, h, w))),
             flash_outputs=cached,
             frame_inputs=tuple(frame_inputs),
-            frame_outputs=((TensorSpec("coef_a", (1, 4, h, w)), TensorSpec("coef_b", (1, 4, h, w))) if guided else
+            frame_outputs=((TensorSpec("coef_a", (1, 4, ch, cw)), TensorSpec("coef_b", (1, 4, ch, cw))) if guided else
                            (TensorSpec("alpha", (1, 1, "height", "width")),
                             TensorSpec("foreground", (1, 3, "height", "width")))),
         )

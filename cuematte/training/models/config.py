@@ -7,10 +7,11 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from cuematte.engine.cues.guidance import GUIDANCE_BANDS
+from cuematte.engine.graphspec import coef_grid
 from cuematte.engine.model import REMOVED_SWITCHES, removed_switches_message
 
 Refine = Literal["bmn", "guided"]
-Decoder = Literal["split", "shared"]
+Decoder = Literal["split", "shared", "half"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class FNFConfig:
     # decoder's two groups (``trimap_channels``) continue, with the trimap probabilities joined, through two
     # more groups (``shared_channels``, at 1/2 and 1/1 of the CMN grid) into one head for detail and foreground.
     # The paper's decoders spend 70 % of the per-frame graph's FLOPs at 1/2 and 1/1 of the grid, twice over.
+    # "half": the paper's three decoders, stopped at 1/2 of the grid (the frame at that size joins their last
+    # shortcut); the guided filter's coefficients come from there, so no convolution runs at the full grid.
     decoder: Decoder = "split"
     shared_channels: tuple[int, int] = (16, 16)
     bmn_channels: tuple[int, int] = (32, 16)  # half-res and full-res widths of BMN
@@ -64,6 +67,11 @@ class FNFConfig:
     norm_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     norm_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     stride: int = field(default=16, init=False)  # encoder output stride (timm output_stride)
+
+    @property
+    def coef_grid(self) -> tuple[int, int]:
+        """(h, w) of the coarse outputs and the guided filter's coefficients: the CMN grid, or half of it."""
+        return coef_grid(self.cmn_size, self.decoder)
 
     @property
     def token_grid(self) -> tuple[int, int]:
@@ -98,8 +106,8 @@ class FNFConfig:
         if self.guidance and not (self.person_mask and self.flash_prior):
             raise ValueError("guidance is built from the segmenter's person mask and the cached flash prior's "
                              "trimap: set person_mask and flash_prior")
-        if self.decoder == "shared" and self.refine != "guided":
-            raise ValueError("the shared decoder feeds the guided-filter upsampler: set refine = 'guided'")
+        if self.decoder in ("shared", "half") and self.refine != "guided":
+            raise ValueError(f"the {self.decoder} decoder feeds the guided-filter upsampler: set refine = 'guided'")
         if self.guidance_confirm_bg and not self.guidance:
             raise ValueError("guidance_confirm_bg changes how the guidance is built: set guidance")
 
@@ -137,12 +145,15 @@ LITE = FNFConfig(
     refine="guided",
 )
 
+# `lite` with its decoders stopped at 1/2 of the grid (72x128), where the guided filter takes over: the full-grid
+# groups, heads and softmax were half of the per-frame graph's time (issue 23).
+LITE_HALF = replace(LITE, name="lite-half", decoder="half")
 # `lite` with one shared decoder trunk (1.0 instead of 1.9 GFLOP per frame at 640x360).
 LITE_SHARED = replace(LITE, name="lite-shared", decoder="shared")
 # The same trunk half again as wide at 1/2 of the grid, where lite-shared lost detail in hair (docs/engine.md).
 LITE_SHARED_24 = replace(LITE_SHARED, name="lite-shared-24", shared_channels=(24, 16))
 
-CONFIGS: dict[str, FNFConfig] = {"paper": PAPER, "lite": LITE, "lite-shared": LITE_SHARED,
+CONFIGS: dict[str, FNFConfig] = {"paper": PAPER, "lite": LITE, "lite-half": LITE_HALF, "lite-shared": LITE_SHARED,
                                  "lite-shared-24": LITE_SHARED_24}
 
 

@@ -141,7 +141,17 @@ class FNFNet(nn.Module):
         self.trimap_groups = nn.ModuleList([UpGroup(a, s8, t0), UpGroup(t0, s4, t1)])
         self.trimap_head = nn.Conv2d(t1, 3, 1)
         fine = 3  # the last shortcut of the detail and foreground decoders: the frame at the CMN grid
-        if cfg.decoder == "shared":
+        if cfg.decoder == "half":
+            # The paper's detail and foreground decoders without their full-grid group: both end at 1/2, where
+            # the frame (area-halved) joins the stem's shortcut; the guided filter upsamples from there.
+            d0, d1, _ = cfg.detail_channels
+            self.detail_groups = nn.ModuleList([UpGroup(s8, s4, d0), UpGroup(d0 + 3, s2 + fine, d1)])
+            self.detail_head = nn.Conv2d(d1, 1, 3, padding=1)
+            f0, f1, f2, _ = cfg.fg_channels
+            self.fg_groups = nn.ModuleList([UpGroup(a, s8, f0), UpGroup(f0, s4, f1), UpGroup(f1, s2 + fine, f2)])
+            self.fg_head = nn.Conv2d(f2, 3, 3, padding=1)
+            d2, f3 = d1, f2
+        elif cfg.decoder == "shared":
             # The trimap trunk goes on to 1/2 and 1/1 with its probabilities joined; one head gives detail + fg.
             u0, u1 = cfg.shared_channels
             self.shared_groups = nn.ModuleList([UpGroup(t1 + 3, s2, u0), UpGroup(u0, fine, u1)])
@@ -211,10 +221,12 @@ class FNFNet(nn.Module):
         cached T^f (B, N, C'), optional person mask (B, 1, h', w'),
         cached flash prior (B, 6, h, w) (models with ``flash_prior``), guidance one-hot (B, 3, h, w)
         [bg, unknown, fg] at the CMN grid (models with ``guidance``) -> dict with CMN-resolution outputs
-        ``trimap_logits`` (B,3,h,w), ``detail_c`` (B,1,h,w), ``alpha_c`` (B,1,h,w), ``fg_c`` (B,3,h,w) and
+        ``trimap_logits`` (B,3,h,w), ``detail_c`` (B,1,h,w), ``alpha_c`` (B,1,h,w), ``fg_c`` (B,3,h,w) (at
+        (h/2, w/2) for the ``half`` decoder) and
         full-resolution ``trimap_up`` (B,3,H,W), ``detail`` (B,1,H,W), ``alpha`` (B,1,H,W), ``fg`` (B,3,H,W).
         With ``guidance`` both alphas are the network's only inside the guidance's unknown region.
-        ``guided`` models also return the guided filter's ``coef_a`` / ``coef_b`` (B,4,h,w), and with ``frame``
+        ``guided`` models also return the guided filter's ``coef_a`` / ``coef_b`` (B,4,h,w) (at the coarse outputs'
+        grid), and with ``frame``
         None stop there (no full-resolution outputs): the frame graph's end, applied by the engine."""
         cfg = self.cfg
         if frame is None and cfg.refine != "guided":
@@ -248,10 +260,23 @@ class FNFNet(nn.Module):
         feat = self.cbam(x_nf + self.unembed(z_map))
 
         h4 = self.trimap_groups[1](self.trimap_groups[0](feat, s8), s4)
+        if cfg.decoder == "half":
+            # Every coarse output at 1/2 of the grid (B, C, h/2, w/2); so is the image the filter is guided by.
+            img_c = F.avg_pool2d(img_c, 2)
         trimap_logits = resize_to(self.trimap_head(h4), img_c)
         probs = torch.softmax(trimap_logits, dim=1)
 
-        if cfg.decoder == "shared":
+        if cfg.decoder == "half":
+            skip = torch.cat([s2, img_c], dim=1)
+            h = self.detail_groups[0](s8, s4)
+            detail_feat = self.detail_groups[1](torch.cat([h, resize_to(probs, h)], dim=1), skip)
+            detail_c = torch.sigmoid(self.detail_head(detail_feat))
+            h = feat
+            for group, sk in zip(self.fg_groups, (s8, s4, skip), strict=True):
+                h = group(h, sk)
+            fg_feat = h
+            fg_c = (img_c + self.fg_head(fg_feat)).clamp(0.0, 1.0)
+        elif cfg.decoder == "shared":
             h = self.shared_groups[0](torch.cat([h4, resize_to(probs, h4)], dim=1), s2)
             fg_feat = detail_feat = self.shared_groups[1](h, img_c)
             head = self.shared_head(fg_feat)
@@ -271,7 +296,8 @@ class FNFNet(nn.Module):
             fg_c = (img_c + self.fg_head(fg_feat)).clamp(0.0, 1.0)
         alpha_c = detail_c * probs[:, 1:2] + probs[:, 2:3]
         if guidance is not None and cfg.guidance:
-            alpha_c = compose_guidance(alpha_c, guidance)
+            # At half the grid the guidance is area-averaged: a pixel all of whose four are certain stays so.
+            alpha_c = compose_guidance(alpha_c, guidance if cfg.decoder != "half" else F.avg_pool2d(guidance, 2))
 
         coarse = {"trimap_logits": trimap_logits, "detail_c": detail_c, "alpha_c": alpha_c, "fg_c": fg_c}
         if cfg.refine == "guided":
