@@ -51,6 +51,20 @@ def test_counts_on_hand_made_masks() -> None:
     assert frame_counts(blob, person, params).kept == int(bg[0:10, 0:10].sum()) > 0
     everything = frame_counts(np.ones_like(person), person, params)
     assert everything.kept_pct == 100.0 and everything.dropped_pct == 0.0
+    # The face hole is enclosed by the kept matte: it also counts as a hole, as a share of the silhouette.
+    assert frame_counts(holed, person, params).holes == 400
+    # A hole where the segmenter is unsure (hair over a forehead) is invisible to "dropped" but not to "holes";
+    # a gap the segmenter is sure is background (between an arm and the body) and a cut reaching the frame's edge
+    # are not holes.
+    unsure_person = person.copy()
+    unsure_person[90:110, 90:110] = 0.5
+    c = frame_counts(holed, unsure_person, params)
+    assert c.dropped < 400 and c.holes == 400
+    assert c.holes_pct == pytest.approx(100 * 400 / int((person > 0.5).sum()))
+    gap = person.copy()
+    gap[90:110, 90:110] = 0.0
+    assert frame_counts(gap, gap, params).holes == 0
+    assert frame_counts(np.pad(person[:, :150], ((0, 0), (0, 50))), person, params).holes == 0
     # An unsure segmenter gives no confident region, and a share of nothing is 0, not a division error.
     unsure = frame_counts(person, np.full_like(person, 0.5), params)
     assert unsure.person == unsure.background == 0 and unsure.dropped_pct == 0.0

@@ -6,6 +6,8 @@ Per item (a photo, or every frame of a video up to a limit):
 * **person dropped %**: the share of MediaPipe's confident person (probability >= 0.9, eroded) that the matte
   drops (alpha < 0.5);
 * **background kept %**: the share of MediaPipe's confident background (<= 0.1, eroded) that it keeps (> 0.5);
+* **enclosed holes %** (no target): what the matte drops inside its own silhouette, outside the confident
+  background, as a share of that silhouette: holes where MediaPipe itself is unsure, which the first two miss;
 * a contact sheet: frame, guidance, alpha, composite on green (a video shows its worst frame).
 
 A photo ``NAME.jpg`` with ``NAME_flash.jpg`` beside it is a flash / no-flash pair. Anything else is mattered
@@ -54,6 +56,10 @@ class FrameCounts:
     kept: int = 0
     # Sum of (1 - alpha) over the confident person: a half-transparent cheek (alpha 0.6, not "dropped") counts.
     see_through: float = 0.0
+    # Dropped pixels enclosed by the kept matte, where the segmenter is not sure of background: a hole through
+    # hair over a forehead where the segmenter itself is unsure, which the confident regions above cannot see.
+    holes: int = 0
+    silhouette: int = 0  # kept pixels plus those holes
 
     def __iadd__(self, other: FrameCounts) -> FrameCounts:
         self.person += other.person
@@ -61,6 +67,8 @@ class FrameCounts:
         self.see_through += other.see_through
         self.background += other.background
         self.kept += other.kept
+        self.holes += other.holes
+        self.silhouette += other.silhouette
         return self
 
     @property
@@ -70,6 +78,10 @@ class FrameCounts:
     @property
     def see_through_pct(self) -> float:
         return 100.0 * self.see_through / max(1, self.person)
+
+    @property
+    def holes_pct(self) -> float:
+        return 100.0 * self.holes / max(1, self.silhouette)
 
     @property
     def kept_pct(self) -> float:
@@ -91,9 +103,17 @@ def frame_counts(alpha: np.ndarray, person: np.ndarray, params: CheckParams = Ch
     """Matte alpha (H, W) in [0, 1] against the segmenter's probability (H, W) of the same frame."""
     fg, bg = confident_regions(person, params)
     keep = alpha > params.keep
+    holes = int((enclosed(~keep) & (person > params.unsure)).sum())  # not eroded: a gap it is sure of is no hole
     return FrameCounts(person=int(fg.sum()), dropped=int((fg & ~keep).sum()),
                        background=int(bg.sum()), kept=int((bg & keep).sum()),
-                       see_through=float((1.0 - alpha[fg]).sum()))
+                       see_through=float((1.0 - alpha[fg]).sum()), holes=holes, silhouette=int(keep.sum()) + holes)
+
+
+def enclosed(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool -> the parts of it that do not reach the image border (4-connected): holes in the rest."""
+    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=4)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return mask & ~np.isin(labels, border)
 
 
 @dataclass
@@ -104,6 +124,7 @@ class ItemResult:
     person_dropped_pct: float
     background_kept_pct: float
     person_see_through_pct: float  # mean transparency of the confident person, in percent (no target)
+    person_holes_pct: float  # enclosed holes outside the confident background, % of the silhouette (no target)
     worst_frame: int  # the frame with the most person dropped (videos)
     worst_dropped_pct: float
     flash_method: str  # how the flash trimap was found (FlashCue.method)
@@ -192,6 +213,7 @@ def check_item(session: MattingSession, segmenter: PersonSegmenter, path: Path, 
     kind = "video" if path.suffix.lower() in VIDEO_SUFFIXES else ("flash pair" if flash is not None else "photo")
     return ItemResult(name=path.name, kind=kind, frames=n, person_dropped_pct=total.dropped_pct,
                       background_kept_pct=total.kept_pct, person_see_through_pct=total.see_through_pct,
+                      person_holes_pct=total.holes_pct,
                       worst_frame=worst[1], worst_dropped_pct=worst[0],
                       flash_method=cue.method, sheet=sheet.name)
 
@@ -199,12 +221,12 @@ def check_item(session: MattingSession, segmenter: PersonSegmenter, path: Path, 
 def write_report(results: list[ItemResult], out: Path, params: CheckParams) -> str:
     """Write ``report.json`` and return the table as text (also written to ``report.md``)."""
     lines = ["| item | kind | frames | flash | person dropped % | background kept % | person see-through % | "
-             "worst frame (dropped %) | |",
-             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
+             "enclosed holes % | worst frame (dropped %) | |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in results:
         verdict = "ok" if r.passes(params) else "MISS"
         lines.append(f"| {r.name} | {r.kind} | {r.frames} | {r.flash_method} | {r.person_dropped_pct:.2f} | "
-                     f"{r.background_kept_pct:.2f} | {r.person_see_through_pct:.2f} | "
+                     f"{r.background_kept_pct:.2f} | {r.person_see_through_pct:.2f} | {r.person_holes_pct:.2f} | "
                      f"{r.worst_frame} ({r.worst_dropped_pct:.2f}) | {verdict} |")
     table = "\n".join(lines) + "\n"
     (out / "report.md").write_text(table)
