@@ -113,9 +113,10 @@ def test_guided_model_exports_from_the_cli_and_mattes(net_config: str, tmp_path:
 
     out = tmp_path / "guided"
     assert main(["export", "--config", net_config, "--random-init", "--person-mask", "--flash-prior", "--align-flash",
-                 "--guidance", "--out-dir", str(out)]) == 0
+                 "--guidance", "--guidance-fill-pockets", "--out-dir", str(out)]) == 0
     config = json.loads((out / "model.json").read_text())["config"]
     assert config["guidance"] and config["align_flash"] and "person_features" not in config
+    assert config["guidance_fill_pockets"] and not config["guidance_confirm_bg"]
     frame = onnx.load(str(out / "frame.onnx"))
     dims = {i.name: [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim] for i in frame.graph.input}
     assert list(dims) == ["frame_cmn", "flash_features", "person_mask", "flash_prior", "guidance"]
@@ -128,6 +129,7 @@ def test_guided_model_exports_from_the_cli_and_mattes(net_config: str, tmp_path:
     assert check_parity(net, out, (271, 483)).ok()
     flash_img, noflash, _ = scene
     session = MattingSession(out)
+    assert session.guidance_params.fill_pockets and not session.guidance_params.confirm_background
     session.set_flash(flash_img, noflash)
     m = session.matte(noflash)
     assert m.alpha.shape == noflash.shape[:2] and m.guidance is not None and m.guidance.shape == (144, 256)

@@ -76,6 +76,27 @@ def test_confirm_background_needs_the_flash_to_agree_once_it_located_the_subject
     assert (build_guidance(person, nobody, params) == build_guidance(person, None, params)).all()
 
 
+def test_fill_pockets_makes_unsure_pockets_inside_the_certain_person_certain() -> None:
+    """Hair over a forehead that the segmenter is unsure of, wholly inside its confident person: certain person with
+    ``fill_pockets`` (unknown without). A gap it is sure is background, a dip reaching the frame's edge, and a pocket
+    the flash calls background stay as they were."""
+    person = _disc(128, 72, 60)
+    person[60:70, 120:136] = 0.5  # the unsure pocket
+    person[95:110, 110:125] = 0.0  # a sure gap, between an arm and the body
+    edge = np.zeros((H, W), np.float32)
+    edge[:, :200] = 1.0
+    edge[60:70, 150:256] = 0.5  # unsure, but reaching the right edge of the frame
+    fill = GuidanceParams(fill_pockets=True)
+    assert build_guidance(person, None)[65, 128] == UNKNOWN
+    g = build_guidance(person, None, fill)
+    assert (g[60:70, 120:136] == FG).all()
+    assert g[102, 117] == BG and g[100, 111] == UNKNOWN  # the sure gap, and its band
+    assert (build_guidance(edge, None, fill)[65, 160:] == UNKNOWN).all()
+    unlit = trimap_from_mask(person > 0.2)
+    unlit[60:70, 120:136] = BG  # the flash says the pocket is background: the network decides
+    assert (build_guidance(person, unlit, fill)[60:70, 120:136] == UNKNOWN).all()
+
+
 def test_one_hot_round_trip() -> None:
     tri = trimap_from_mask(_disc(128, 72, 40) > 0.5)
     assert (trimap_from_one_hot(trimap_one_hot(tri)) == tri).all()

@@ -72,6 +72,7 @@ class ModelInfo:
     guidance: bool  # the frame graph takes the guidance trimap and refines only its unknown region
     guidance_bands: tuple[float, float]  # (inner, outer) band of the guidance it was trained with
     guidance_confirm_bg: bool  # certain background needs the flash's agreement once it found the subject
+    guidance_fill_pockets: bool  # unsure pockets the certain person encloses are person too
     flash_features_shape: tuple[int, int]  # (N, C')
     spec: GraphSpec  # both graphs' inputs and outputs, by name (model.json "io", written by export)
     manifest: dict[str, Any]
@@ -159,6 +160,7 @@ def _describe(model_dir: Path, manifest: dict[str, Any]) -> ModelInfo:
         guidance=bool(cfg.get("guidance", False)),
         guidance_bands=_pair(cfg.get("guidance_bands", GUIDANCE_BANDS)),
         guidance_confirm_bg=bool(cfg.get("guidance_confirm_bg", False)),
+        guidance_fill_pockets=bool(cfg.get("guidance_fill_pockets", False)),
         flash_features_shape=(int(n), int(c)),
         spec=spec,
         manifest=manifest,

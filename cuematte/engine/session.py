@@ -122,8 +122,9 @@ class MattingSession:
         self.max_side = min(max_side, self.model.max_side or max_side)
         self.trimap_params = trimap_params or TrimapParams()
         inner, outer = self.model.info.guidance_bands
-        self.guidance_params = guidance_params or GuidanceParams(inner=inner, outer=outer,
-                                                                 confirm_background=self.model.info.guidance_confirm_bg)
+        self.guidance_params = guidance_params or GuidanceParams(
+            inner=inner, outer=outer, confirm_background=self.model.info.guidance_confirm_bg,
+            fill_pockets=self.model.info.guidance_fill_pockets)
         self.times = StageTimes()
         # Motion-aware alpha smoothing across consecutive matte() calls (0 = off); restarts with every flash.
         self.smoother = TemporalSmoother(strength=temporal)

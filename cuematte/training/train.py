@@ -199,7 +199,8 @@ class Batches:
         net = self.cfg.net_config
         h, w = net.cmn_size
         params = GuidanceParams(inner=net.guidance_bands[0], outer=net.guidance_bands[1],
-                                confirm_background=net.guidance_confirm_bg)
+                                confirm_background=net.guidance_confirm_bg,
+                                fill_pockets=net.guidance_fill_pockets)
         out = []
         for m, t in zip(person[:, 0].cpu().numpy(), flash_trimap.cpu().numpy(), strict=True):
             mask = cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)

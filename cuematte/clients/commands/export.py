@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="serve with the guidance rule that certain background needs the flash's agreement once it "
                         "located the subject (as the shipped model), whatever the run trained with: the rule is "
                         "applied by the engine, so the graphs are the same")
+    p.add_argument("--guidance-fill-pockets", action="store_true",
+                   help="serve with the guidance rule that unsure pockets the certain person encloses are person "
+                        "(as the shipped model); applied by the engine, the graphs are the same")
     p.add_argument("--seed", type=int, default=0, help="seed of the random init")
     p.add_argument("--out-dir", type=Path, required=True, help="model folder to write")
 
@@ -62,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
         if not net.cfg.guidance:
             raise CuematteError("--guidance-confirm-bg changes how the guidance is built: the model takes none")
         net.cfg = replace(net.cfg, guidance_confirm_bg=True)
+    if args.guidance_fill_pockets:
+        if not net.cfg.guidance:
+            raise CuematteError("--guidance-fill-pockets changes how the guidance is built: the model takes none")
+        net.cfg = replace(net.cfg, guidance_fill_pockets=True)
     manifest = export_onnx(net, args.out_dir, trained=trained, source=source, recipe=recipe)
     for res in manifest["parity"]["results"]:
         h, w = res["size"]

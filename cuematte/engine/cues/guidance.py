@@ -45,6 +45,10 @@ class GuidanceParams:
     # Once the flash located the subject, certain background needs the flash's agreement, not just its
     # silence (FNFConfig.guidance_confirm_bg).
     confirm_background: bool = False
+    # A pocket inside the certain person where the segmenter is unsure (never sure of background) is person:
+    # left unknown, a network trained on rendered people cut holes through real hair there (check-real;
+    # FNFConfig.guidance_fill_pockets).
+    fill_pockets: bool = False
 
 
 def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -55,18 +59,34 @@ def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
     return cv2.erode(mask.astype(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE) > 0
 
 
+def _pockets(fg: np.ndarray, unsure: np.ndarray) -> np.ndarray:
+    """Parts of ~fg (h, w) bool that the certain person encloses (they reach no border) and where the segmenter is
+    nowhere sure of background (``unsure`` everywhere): hair over a forehead, a shadowed cheek."""
+    n, labels = cv2.connectedComponents((~fg).astype(np.uint8), connectivity=4)
+    if n <= 2:  # background and nothing else
+        return np.zeros_like(fg)
+    keep = np.ones(n, bool)
+    keep[0] = False  # the label of fg itself
+    keep[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = False
+    keep[np.unique(labels[~unsure])] = False  # a gap the segmenter is sure of (between an arm and the body)
+    return keep[labels]
+
+
 def build_guidance(person: np.ndarray, flash_trimap: np.ndarray | None = None,
                    params: GuidanceParams = GuidanceParams()) -> np.ndarray:
     """Segmenter person probability (h, w) float in [0, 1] and the flash trimap on this frame (h, w) uint8
     0/128/255 (None or all unknown: the flash located nobody) -> the guidance trimap (h, w) uint8 0/128/255.
 
-    Certain person: the segmenter is sure, ``inner`` inside its edge, and the flash does not call it
+    Certain person: the segmenter is sure, ``inner`` inside its edge (with ``params.fill_pockets``, also the
+    pockets that region encloses where it is nowhere sure of background), and the flash does not call it
     background. Certain background: the segmenter is sure, ``outer`` away from its edge, and the flash does not
     call it person (with ``params.confirm_background`` and a flash that found someone: the flash calls it
     background). Everything else is unknown.
     """
     short = min(person.shape[:2])
     fg = _erode(person >= params.sure, max(1, round(short * params.inner)))
+    if params.fill_pockets:
+        fg |= _pockets(fg, person > params.unsure)
     bg = _erode(person <= params.unsure, max(1, round(short * params.outer)))
     if flash_trimap is not None:
         fg &= flash_trimap != BG

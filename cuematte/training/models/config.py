@@ -64,6 +64,9 @@ class FNFConfig:
     # Once the flash located the subject, certain background needs the flash to agree with the segmenter
     # (GuidanceParams.confirm_background): where the flash cannot say, the network may add to the person.
     guidance_confirm_bg: bool = False
+    # Pockets the certain person encloses, where the segmenter is nowhere sure of background, are certain person
+    # too (GuidanceParams.fill_pockets): hair over a forehead that MediaPipe is unsure of.
+    guidance_fill_pockets: bool = False
     norm_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     norm_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     stride: int = field(default=16, init=False)  # encoder output stride (timm output_stride)
@@ -108,8 +111,9 @@ class FNFConfig:
                              "trimap: set person_mask and flash_prior")
         if self.decoder in ("shared", "half") and self.refine != "guided":
             raise ValueError(f"the {self.decoder} decoder feeds the guided-filter upsampler: set refine = 'guided'")
-        if self.guidance_confirm_bg and not self.guidance:
-            raise ValueError("guidance_confirm_bg changes how the guidance is built: set guidance")
+        if (self.guidance_confirm_bg or self.guidance_fill_pockets) and not self.guidance:
+            raise ValueError("guidance_confirm_bg / guidance_fill_pockets change how the guidance is built: "
+                             "set guidance")
 
     @property
     def prior_channels(self) -> int:
