@@ -6,8 +6,9 @@ Per item (a photo, or every frame of a video up to a limit):
 * **person dropped %**: the share of MediaPipe's confident person (probability >= 0.9, eroded) that the matte
   drops (alpha < 0.5);
 * **background kept %**: the share of MediaPipe's confident background (<= 0.1, eroded) that it keeps (> 0.5);
-* **enclosed holes %** (no target): what the matte drops inside its own silhouette, outside the confident
-  background, as a share of that silhouette: holes where MediaPipe itself is unsure, which the first two miss;
+* **enclosed holes %** (no target): what the matte drops inside its own silhouette wherever MediaPipe is not sure
+  of background (> 0.1), as a share of that silhouette: holes where MediaPipe itself is unsure, which the first
+  two miss;
 * a contact sheet: frame, guidance, alpha, composite on green (a video shows its worst frame).
 
 A photo ``NAME.jpg`` with ``NAME_flash.jpg`` beside it is a flash / no-flash pair. Anything else is mattered
@@ -26,6 +27,7 @@ import cv2
 import numpy as np
 
 from cuematte.engine.compositing import Background, composite
+from cuematte.engine.cues.guidance import enclosed
 from cuematte.engine.cues.trimap import PersonSegmenter
 from cuematte.engine.errors import InputError
 from cuematte.engine.frames import resize
@@ -109,13 +111,6 @@ def frame_counts(alpha: np.ndarray, person: np.ndarray, params: CheckParams = Ch
                        see_through=float((1.0 - alpha[fg]).sum()), holes=holes, silhouette=int(keep.sum()) + holes)
 
 
-def enclosed(mask: np.ndarray) -> np.ndarray:
-    """(H, W) bool -> the parts of it that do not reach the image border (4-connected): holes in the rest."""
-    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=4)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return mask & ~np.isin(labels, border)
-
-
 @dataclass
 class ItemResult:
     name: str
@@ -124,7 +119,7 @@ class ItemResult:
     person_dropped_pct: float
     background_kept_pct: float
     person_see_through_pct: float  # mean transparency of the confident person, in percent (no target)
-    person_holes_pct: float  # enclosed holes outside the confident background, % of the silhouette (no target)
+    person_holes_pct: float  # enclosed holes where MediaPipe is not sure of background, % of the silhouette
     worst_frame: int  # the frame with the most person dropped (videos)
     worst_dropped_pct: float
     flash_method: str  # how the flash trimap was found (FlashCue.method)

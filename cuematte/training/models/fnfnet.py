@@ -226,8 +226,8 @@ class FNFNet(nn.Module):
         full-resolution ``trimap_up`` (B,3,H,W), ``detail`` (B,1,H,W), ``alpha`` (B,1,H,W), ``fg`` (B,3,H,W).
         With ``guidance`` both alphas are the network's only inside the guidance's unknown region.
         ``guided`` models also return the guided filter's ``coef_a`` / ``coef_b`` (B,4,h,w) (at the coarse outputs'
-        grid), and with ``frame``
-        None stop there (no full-resolution outputs): the frame graph's end, applied by the engine."""
+        grid), and with ``frame`` None stop there (no full-resolution outputs): the frame graph's end, applied by
+        the engine."""
         cfg = self.cfg
         if frame is None and cfg.refine != "guided":
             raise ValueError("only guided-refinement models can stop at the CMN grid (frame=None)")
