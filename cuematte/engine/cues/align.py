@@ -99,11 +99,12 @@ class SubjectWarp:
     # (a stored warp applied again, as the training batches do)
     kind: str
 
-    def to_noflash(self, image: np.ndarray, *, nearest: bool = False) -> np.ndarray:
-        """A flash-geometry image (H, W[, C]) resampled into the no-flash frame's geometry (same dtype)."""
+    def to_noflash(self, image: np.ndarray, *, nearest: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+        """A flash-geometry image (H, W[, C]) resampled into the no-flash frame's geometry (same dtype), into
+        ``out`` if given (same shape and dtype, contiguous)."""
         h, w = image.shape[:2]
         flags = (cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
-        return cv2.warpAffine(image, self.warp, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.warpAffine(image, self.warp, (w, h), dst=out, flags=flags, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _local_contrast(g: np.ndarray, sigma: float) -> np.ndarray:

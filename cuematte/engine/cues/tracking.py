@@ -42,8 +42,8 @@ class SubjectTracker:
         """The cached prior (1, C, h, w), lying on the person in the flash's frame, moved onto where the
         person is in ``frame`` (see :meth:`follow`)."""
         fit = self.follow(frame, person)
-        planes = prior[0].transpose(1, 2, 0)  # (h, w, C): OpenCV warps at most 4 channels at once
-        h, w = planes.shape[:2]
-        moved = np.concatenate([fit.to_noflash(np.ascontiguousarray(planes[..., i:i + 3])).reshape(h, w, -1)
-                                for i in range(0, planes.shape[-1], 3)], axis=-1)
-        return np.ascontiguousarray(moved.transpose(2, 0, 1)[None], dtype=np.float32)
+        src = np.asarray(prior, np.float32)
+        moved = np.empty_like(src)
+        for c in range(src.shape[1]):  # plane by plane, straight from and into NCHW: no transposes or copies
+            fit.to_noflash(src[0, c], out=moved[0, c])
+        return moved
