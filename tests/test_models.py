@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ def _inputs(h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, 
     return frame, flash, trimap
 
 
-@pytest.mark.parametrize("name", ["lite", "lite-half", "lite-shared", "paper"])
+@pytest.mark.parametrize("name", ["lite", "lite-half", "lite-half-sep", "lite-shared", "paper"])
 def test_forward_shapes_and_ranges(name: str) -> None:
     torch.manual_seed(0)
     cfg = get_config(name)
@@ -32,7 +33,7 @@ def test_forward_shapes_and_ranges(name: str) -> None:
     with torch.no_grad():
         out = net(frame, flash, trimap)
     ch, cw = cfg.coef_grid  # the CMN grid; half of it where the decoders stop there
-    assert (ch, cw) == ((72, 128) if name == "lite-half" else cfg.cmn_size)
+    assert (ch, cw) == ((72, 128) if name.startswith("lite-half") else cfg.cmn_size)
     assert out["trimap_logits"].shape == (1, 3, ch, cw)
     assert out["detail_c"].shape == out["alpha_c"].shape == (1, 1, ch, cw)
     assert out["fg_c"].shape == (1, 3, ch, cw)
@@ -122,6 +123,24 @@ def test_config_validation_and_round_trip() -> None:
         FNFConfig(name="x", backbone="resnet18", cmn_size=(100, 256), aspp_channels=32).validate()
     with pytest.raises(ValueError, match="unknown config"):
         get_config("huge")
+    with pytest.raises(ValueError, match="separable_half"):
+        replace(cfg, separable_half=True).validate()
+
+
+def test_separable_half_groups_are_cheaper_and_keep_the_contract() -> None:
+    """lite-half-sep differs from lite-half only in its two 1/2-grid groups: a 1x1 conv down to the group's width,
+    then a depthwise 3x3 conv on it; a fifth of the weights there and the same inputs and outputs."""
+    half, sep = build_model(get_config("lite-half")), build_model(get_config("lite-half-sep"))
+    for name in ("detail_groups", "fg_groups"):
+        dense, light = getattr(half, name)[-1].conv, getattr(sep, name)[-1].conv
+        cin, cout = dense[0].in_channels, dense[0].out_channels
+        assert (light[0][0].in_channels, light[0][0].out_channels, light[0][0].kernel_size) == (cin, cout, (1, 1))
+        assert (light[1].groups, light[1].in_channels, light[1].kernel_size) == (cout, cout, (3, 3))
+        n_dense = sum(p.numel() for p in dense.parameters())
+        assert sum(p.numel() for p in light.parameters()) < 0.2 * n_dense
+    changed = ("detail_groups.1.", "fg_groups.2.")
+    shapes = [{k: v.shape for k, v in net.state_dict().items() if not k.startswith(changed)} for net in (half, sep)]
+    assert shapes[0] == shapes[1]
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:

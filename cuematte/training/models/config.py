@@ -43,6 +43,9 @@ class FNFConfig:
     # "half": the paper's three decoders, stopped at 1/2 of the grid (the frame at that size joins their last
     # shortcut); the guided filter's coefficients come from there, so no convolution runs at the full grid.
     decoder: Decoder = "split"
+    # "half" only: the decoders' groups at 1/2 of the grid are depthwise-separable (UpGroup(separable=True)); with
+    # the frame and the stem's shortcut joined there they were over a quarter of the per-frame graph's time.
+    separable_half: bool = False
     shared_channels: tuple[int, int] = (16, 16)
     bmn_channels: tuple[int, int] = (32, 16)  # half-res and full-res widths of BMN
     person_mask: bool = False  # per-frame graph takes a segmenter person mask as a 4th input channel
@@ -111,6 +114,8 @@ class FNFConfig:
                              "trimap: set person_mask and flash_prior")
         if self.decoder in ("shared", "half") and self.refine != "guided":
             raise ValueError(f"the {self.decoder} decoder feeds the guided-filter upsampler: set refine = 'guided'")
+        if self.separable_half and self.decoder != "half":
+            raise ValueError("separable_half changes the half decoder's last groups: set decoder = 'half'")
         if (self.guidance_confirm_bg or self.guidance_fill_pockets) and not self.guidance:
             raise ValueError("guidance_confirm_bg / guidance_fill_pockets change how the guidance is built: "
                              "set guidance")
@@ -152,12 +157,15 @@ LITE = FNFConfig(
 # `lite` with its decoders stopped at 1/2 of the grid (72x128), where the guided filter takes over: the full-grid
 # groups, heads and softmax were half of the per-frame graph's time (issue 23).
 LITE_HALF = replace(LITE, name="lite-half", decoder="half")
+# `lite-half` with depthwise-separable groups at 1/2 of the grid (issue 23: 640x360 at RVM's cost).
+LITE_HALF_SEP = replace(LITE_HALF, name="lite-half-sep", separable_half=True)
 # `lite` with one shared decoder trunk (1.0 instead of 1.9 GFLOP per frame at 640x360).
 LITE_SHARED = replace(LITE, name="lite-shared", decoder="shared")
 # The same trunk half again as wide at 1/2 of the grid, where lite-shared lost detail in hair (docs/engine.md).
 LITE_SHARED_24 = replace(LITE_SHARED, name="lite-shared-24", shared_channels=(24, 16))
 
-CONFIGS: dict[str, FNFConfig] = {"paper": PAPER, "lite": LITE, "lite-half": LITE_HALF, "lite-shared": LITE_SHARED,
+CONFIGS: dict[str, FNFConfig] = {"paper": PAPER, "lite": LITE, "lite-half": LITE_HALF,
+                                 "lite-half-sep": LITE_HALF_SEP, "lite-shared": LITE_SHARED,
                                  "lite-shared-24": LITE_SHARED_24}
 
 

@@ -145,10 +145,12 @@ class FNFNet(nn.Module):
             # The paper's detail and foreground decoders without their full-grid group: both end at 1/2, where
             # the frame (area-halved) joins the stem's shortcut; the guided filter upsamples from there.
             d0, d1, _ = cfg.detail_channels
-            self.detail_groups = nn.ModuleList([UpGroup(s8, s4, d0), UpGroup(d0 + 3, s2 + fine, d1)])
+            sep = cfg.separable_half
+            self.detail_groups = nn.ModuleList([UpGroup(s8, s4, d0), UpGroup(d0 + 3, s2 + fine, d1, sep)])
             self.detail_head = nn.Conv2d(d1, 1, 3, padding=1)
             f0, f1, f2, _ = cfg.fg_channels
-            self.fg_groups = nn.ModuleList([UpGroup(a, s8, f0), UpGroup(f0, s4, f1), UpGroup(f1, s2 + fine, f2)])
+            self.fg_groups = nn.ModuleList([UpGroup(a, s8, f0), UpGroup(f0, s4, f1),
+                                            UpGroup(f1, s2 + fine, f2, sep)])
             self.fg_head = nn.Conv2d(f2, 3, 3, padding=1)
             d2, f3 = d1, f2
         elif cfg.decoder == "shared":
