@@ -100,14 +100,14 @@ def test_flash_prior_graphs(lite_prior_model_dir: Path) -> None:
     assert result.ok(), result
 
 
-@pytest.mark.parametrize("net_config", ["lite", "lite-half", "lite-shared"])
+@pytest.mark.parametrize("net_config", ["lite", "lite-half-sep", "lite-shared"])
 def test_guided_model_exports_from_the_cli_and_mattes(net_config: str, tmp_path: Path,
                                                       scene: tuple[np.ndarray, np.ndarray, np.ndarray],
                                                       quiet_untrained: None) -> None:
     """The shipped configuration's graph contract (with the paper's decoders, with them stopped at half the grid
-    and with the shared trunk): the frame graph also takes the guidance trimap at the fixed CMN grid, ends at the
-    coefficients' grid, holds parity at an unseen size, and the session feeds it; a removed switch is a named
-    error."""
+    with separable last groups, and with the shared trunk): the frame graph also takes the guidance trimap at the
+    fixed CMN grid, ends at the coefficients' grid, holds parity at an unseen size, and the session feeds it; a
+    removed switch is a named error."""
     from cuematte.clients.cli import main
     from cuematte.engine.session import MattingSession
 
@@ -122,7 +122,7 @@ def test_guided_model_exports_from_the_cli_and_mattes(net_config: str, tmp_path:
     assert list(dims) == ["frame_cmn", "flash_features", "person_mask", "flash_prior", "guidance"]
     assert dims["guidance"] == [1, 3, 144, 256]
     coef = [d.dim_value for d in frame.graph.output[0].type.tensor_type.shape.dim]
-    assert coef == ([1, 4, 72, 128] if net_config == "lite-half" else [1, 4, 144, 256])
+    assert coef == ([1, 4, 72, 128] if net_config == "lite-half-sep" else [1, 4, 144, 256])
     torch.manual_seed(0)
     cfg = get_config(net_config, person_mask=True, flash_prior=True, align_flash=True, guidance=True)
     net = build_model(cfg).eval()
