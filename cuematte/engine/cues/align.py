@@ -127,7 +127,7 @@ _STAGES = (("euclidean", cv2.MOTION_EUCLIDEAN, 8.0), ("affine", cv2.MOTION_AFFIN
 
 def estimate_subject_warp(flash: np.ndarray, noflash: np.ndarray, person: np.ndarray, start: np.ndarray, *,
                           work_side: int = 256, band: int = 9, max_shift: float = 0.08,
-                          max_scale: float = 0.12) -> SubjectWarp:
+                          max_scale: float = 0.12, max_iters: int = 100) -> SubjectWarp:
     """Fit the subject's no-flash -> flash warp.
 
     flash, noflash: (H, W, 3) uint8 RGB of equal size; person: (h, w) person probability of the no-flash frame
@@ -152,7 +152,7 @@ def estimate_subject_warp(flash: np.ndarray, noflash: np.ndarray, person: np.nda
     grey_f, grey_n = _grey_small(flash, small), _grey_small(noflash, small)
     to_small = np.array([[1.0, 1.0, scale]] * 2, np.float32)
     init = start.astype(np.float32) * to_small
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, max_iters, 1e-5)
     contrast = {sigma: (_local_contrast(grey_n, sigma), _local_contrast(grey_f, sigma))
                 for sigma in {st[2] for st in _STAGES}}  # once per scale, not per stage
     for kind, motion, sigma in _STAGES:
