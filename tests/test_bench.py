@@ -116,10 +116,13 @@ def test_compare_reports_ratios_to_ours(lite_model_dir: Path, tmp_path: Path) ->
     cmp = compare_models([lite_model_dir / "frame.onnx", rvm, broken], session, flash, noflash, (180, 320),
                          warmup=1, repeat=5)
     ours, like, bad = cmp.results
-    assert np.isfinite(cmp.ours_p50_ms)  # reported; how fast is bench's business, not a test's
+    # Reported; how fast is bench's business, not a test's.
+    assert np.isfinite(cmp.ours_p50_ms) and np.isfinite(cmp.path_p50_ms) and cmp.path_p50_ms > 0
     # Our own frame graph as a foreign model: guided graphs are static, so it runs at its CMN grid.
     assert ours.error is None and ours.ratio is not None and ours.ratio > 0 and ours.size == "256x144"
     assert like.error is None and like.ratio is not None and like.ratio > 0
+    assert like.ratio_to_path is not None and like.ratio_to_path > 0
+    assert bad.ratio_to_path is None and "ratio_to_path" in like.as_dict()
     assert like.inputs == {"src": [1, 3, 180, 320], "r1i": [1, 1, 1, 1], "downsample_ratio": [1]}
     assert bad.error and bad.ratio is None
 

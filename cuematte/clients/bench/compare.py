@@ -51,13 +51,17 @@ class CompareResult:
     ratio: float | None = None  # median over rounds of theirs / ours; > 1 = slower than ours
     n: int = 0
     error: str | None = None
+    # The same against our whole per-frame path (segmenter, tracking and guidance included), which the graph
+    # ratio leaves out: RVM's graph needs nothing before it.
+    ratio_to_path: float | None = None
 
     def as_dict(self) -> dict[str, object]:
-        r = None if self.ratio is None else round(self.ratio, 3)
+        def r3(x: float | None) -> float | None:
+            return None if x is None else round(x, 3)
+
         return {"name": self.name, "path": self.path, "size": self.size, "inputs": self.inputs,
-                "p50_ms": None if self.p50_ms is None else round(self.p50_ms, 3),
-                "ours_p50_ms": None if self.ours_p50_ms is None else round(self.ours_p50_ms, 3),
-                "ratio_to_ours": r, "n": self.n, "error": self.error}
+                "p50_ms": r3(self.p50_ms), "ours_p50_ms": r3(self.ours_p50_ms), "ratio_to_ours": r3(self.ratio),
+                "ratio_to_path": r3(self.ratio_to_path), "n": self.n, "error": self.error}
 
 
 def _dim(d: object, default: int) -> int:
@@ -184,19 +188,24 @@ def _ours(session: MattingSession, flash: np.ndarray, noflash: np.ndarray, size:
 @dataclass(frozen=True)
 class Comparison:
     size: str  # "WxH" of our graph
-    ours_p50_ms: float
+    ours_p50_ms: float  # our per-frame graph with its refinement
     results: list[CompareResult]
+    path_p50_ms: float = 0.0  # our whole per-frame path: ``MattingSession.matte`` on the same frame
 
     def as_dict(self) -> dict[str, object]:
         return {"size": self.size, "ours_p50_ms": round(self.ours_p50_ms, 3),
-                "models": [r.as_dict() for r in self.results]}
+                "path_p50_ms": round(self.path_p50_ms, 3), "models": [r.as_dict() for r in self.results]}
 
 
 def compare_models(paths: Sequence[Path], session: MattingSession, flash: np.ndarray, noflash: np.ndarray,
                    size: tuple[int, int], *, threads: int | None = None, warmup: int = 3,
                    repeat: int = 20) -> Comparison:
-    """Interleaved timing of our per-frame graph and every model in ``paths`` at ``size`` (H, W)."""
+    """Interleaved timing of our per-frame graph (with its refinement), our whole per-frame path and every model in
+    ``paths`` at ``size`` (H, W)."""
+    from cuematte.engine.frames import resize
+
     ours = _ours(session, flash, noflash, size, threads)
+    whole = partial(session.matte, resize(noflash, size))  # _ours left the session flashed at this size
     results: dict[int, CompareResult] = {}
     runners: list[tuple[int, Callable[[], object]]] = []
     for i, path in enumerate(paths):
@@ -214,33 +223,43 @@ def compare_models(paths: Sequence[Path], session: MattingSession, flash: np.nda
                                    inputs={k: list(v.shape) for k, v in feeds.items()})
     for _ in range(warmup):
         ours()
+        whole()
         for _, fn in runners:
             fn()
     ours_ms: list[float] = []
+    path_ms: list[float] = []
     theirs: dict[int, list[float]] = {i: [] for i, _ in runners}
     for _ in range(repeat):
         t = time.perf_counter()
         ours()
         ours_ms.append((time.perf_counter() - t) * 1000.0)
+        t = time.perf_counter()
+        whole()
+        path_ms.append((time.perf_counter() - t) * 1000.0)
         for i, fn in runners:
             t = time.perf_counter()
             fn()
             theirs[i].append((time.perf_counter() - t) * 1000.0)
     ours_p50 = float(np.median(ours_ms)) if ours_ms else 0.0
     for i, ms in theirs.items():
-        ratios = np.asarray(ms) / np.asarray(ours_ms)
         r = results[i]
         results[i] = CompareResult(r.name, r.path, r.size, r.inputs, p50_ms=float(np.median(ms)),
-                                   ours_p50_ms=ours_p50, ratio=float(np.median(ratios)), n=len(ms))
-    return Comparison(f"{size[1]}x{size[0]}", ours_p50, [results[i] for i in range(len(paths))])
+                                   ours_p50_ms=ours_p50, ratio=float(np.median(np.asarray(ms) / np.asarray(ours_ms))),
+                                   n=len(ms), ratio_to_path=float(np.median(np.asarray(ms) / np.asarray(path_ms))))
+    return Comparison(f"{size[1]}x{size[0]}", ours_p50, [results[i] for i in range(len(paths))],
+                      path_p50_ms=float(np.median(path_ms)) if path_ms else 0.0)
 
 
 def format_compare(cmp: Comparison) -> str:
-    lines = [f"{'model':<28} {'size':>10} {'p50 ms':>9} {'x ours':>8}"]
+    lines = [f"{'model':<28} {'size':>10} {'p50 ms':>9} {'x ours':>8} {'x path':>8}"]
+    path_ratio = cmp.path_p50_ms / cmp.ours_p50_ms if cmp.ours_p50_ms else 0.0
     lines.append(f"{'ours (graph + refinement)':<28} {cmp.size:>10} {cmp.ours_p50_ms:>9.2f} {1.0:>8.2f}")
+    lines.append(f"{'ours (whole per-frame path)':<28} {cmp.size:>10} {cmp.path_p50_ms:>9.2f} {path_ratio:>8.2f} "
+                 f"{1.0:>8.2f}")
     for r in cmp.results:
         if r.error:
-            lines.append(f"{r.name:<28} {'-':>10} {'-':>9} {'-':>8}  error: {r.error}")
+            lines.append(f"{r.name:<28} {'-':>10} {'-':>9} {'-':>8} {'-':>8}  error: {r.error}")
         else:
-            lines.append(f"{r.name:<28} {r.size:>10} {r.p50_ms or 0:>9.2f} {r.ratio or 0:>8.2f}")
+            lines.append(f"{r.name:<28} {r.size:>10} {r.p50_ms or 0:>9.2f} {r.ratio or 0:>8.2f} "
+                         f"{r.ratio_to_path or 0:>8.2f}")
     return "\n".join(lines)
