@@ -12,9 +12,9 @@ HELP = "export a checkpoint (or a random-init config) to a model folder of ONNX 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="a .safetensors checkpoint written by `cuematte train`")
-    src.add_argument("--config",
-                     choices=["lite", "lite-half", "lite-half-sep", "lite-shared", "paper", "parallax-lite",
-                              "parallax-paper"],
+    from cuematte.training.models.config import CONFIGS  # dataclasses only: no torch to build the parser
+
+    src.add_argument("--config", choices=[*CONFIGS, "parallax-lite", "parallax-paper"],
                      help="export this config (with --random-init)")
     p.add_argument("--random-init", action="store_true", help="random weights, for latency work before training")
     p.add_argument("--person-mask", action="store_true", help="with --config: per-frame segmenter-mask input")
