@@ -49,6 +49,18 @@ class Matte:
     guidance: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class FramePrep:
+    """One frame made ready for the per-frame graph (:meth:`MattingSession.prepare`)."""
+
+    frame: np.ndarray  # (H, W, 3) uint8 RGB as given
+    small: np.ndarray  # (h, w, 3) the frame at the working size (at most max_side), where the graph refines
+    cmn: np.ndarray  # (h, w, 3) uint8 the frame at the CMN grid
+    feeds: dict[str, np.ndarray]  # the per-frame graph's inputs
+    guidance: np.ndarray | None  # guidance models: the guidance trimap at the CMN grid
+    generation: int  # MattingSession.generation when it was prepared
+
+
 @dataclass
 class _FlashState:
     cache: dict[str, np.ndarray]  # the flash graph's outputs: flash_features (1, N, C') = T^f [, flash_prior]
@@ -132,6 +144,8 @@ class MattingSession:
         # prior with them (the person keeps moving after the one flash; the model expects the prior on them).
         self.track_subject = track_subject
         self._flash: _FlashState | None = None
+        self._generation = 0
+        self.graph_runs = 0  # per-frame graph runs (a rate for stats)
         self._workspace = Workspace()  # the guided filter's full-resolution buffers, kept between frames
 
     # -- state --------------------------------------------------------------------------------------------
@@ -156,6 +170,7 @@ class MattingSession:
     def reset(self) -> None:
         """Forget the cached flash features; the next :meth:`matte` needs a new :meth:`set_flash`."""
         self._flash = None
+        self._generation += 1
         self.smoother.reset()
 
     # -- the cached half ---------------------------------------------------------------------------------------
@@ -195,6 +210,7 @@ class MattingSession:
         cache = self._run_flash(inputs)
         self.times.record("flash", t1)
         self._flash = _FlashState(cache=cache, cue=cue, inputs=inputs, subject=subject, tracker=tracker)
+        self._generation += 1
         self.smoother.reset()
         return cue
 
@@ -210,8 +226,21 @@ class MattingSession:
         """Alpha and foreground of one no-flash frame (H, W, 3) uint8 RGB.
 
         ``reuse_flash=False`` recomputes T^f from the stored flash inputs first (the uncached, first-frame
-        path; same result, used by tests and the benchmark).
+        path; same result, used by tests and the benchmark). The three steps, :meth:`prepare`,
+        :meth:`run_graph` and :meth:`finish`, are public for callers that run the graph elsewhere
+        (:class:`cuematte.engine.pipelined.PipelinedSession`).
         """
+        prep = self.prepare(frame, reuse_flash=reuse_flash)
+        return self.finish(prep, self.run_graph(prep))
+
+    @property
+    def generation(self) -> int:
+        """Counts flashes and resets: a graph output made from another generation's feeds is stale."""
+        return self._generation
+
+    def prepare(self, frame: np.ndarray, *, reuse_flash: bool = True) -> FramePrep:
+        """One frame (H, W, 3) uint8 RGB -> the per-frame graph's feeds and what :meth:`finish` needs:
+        resizes, the segmenter, the subject tracking and the guidance (stage ``pre``)."""
         state = self._flash
         if state is None:
             raise FlashNotSetError("matte() called before set_flash(): flash once to cache the flash features")
@@ -248,17 +277,34 @@ class MattingSession:
                 flash_tri = trimap_from_one_hot(feeds["flash_prior"][0, 3:6])
                 guidance = build_guidance(person, flash_tri, self.guidance_params)
                 feeds["guidance"] = guidance_input(guidance)
-        t1 = self.times.record("pre", t0)
-        out = self.frame_graph.run(feeds)
-        t2 = self.times.record("graph", t1)
+        self.times.record("pre", t0)
+        return FramePrep(frame=frame, small=small, cmn=small_c, feeds=feeds, guidance=guidance,
+                         generation=self._generation)
+
+    def run_graph(self, prep: FramePrep) -> dict[str, np.ndarray]:
+        """The per-frame graph on a prepared frame (stage ``graph``). Touches no session state but the stage
+        time, so it may run on another thread while this one prepares the next frame."""
+        t0 = time.perf_counter()
+        out = self.frame_graph.run(prep.feeds)
+        self.times.record("graph", t0)
+        self.graph_runs += 1
+        return out
+
+    def finish(self, prep: FramePrep, out: dict[str, np.ndarray]) -> Matte:
+        """The graph's outputs for ``prep`` (or another frame's, moved onto this one: ``PipelinedSession``) ->
+        the frame's :class:`Matte`: refinement at the working size, temporal smoothing, the guidance held, back
+        to the frame's size (stages ``refine`` and ``post``)."""
+        t0 = time.perf_counter()
+        frame, small, guidance = prep.frame, prep.small, prep.guidance
         alpha, fg = frame_result(out, small, workspace=self._workspace)
-        t3 = self.times.record("refine", t2)
+        t1 = self.times.record("refine", t0)
         alpha = self.smoother(small, alpha)
         if guidance is not None:  # composed once, after the smoothing: certain pixels come out exactly 0 or 1
             hold_guidance(alpha, guidance, self._workspace)
-        if size != (h, w):
+        h, w = frame.shape[:2]
+        if small.shape[:2] != (h, w):
             alpha = resize(alpha, (h, w))
             fg = resize(fg, (h, w))
         fg = opaque_foreground(frame, alpha, fg, self._workspace)  # at the frame's size: a sharp interior
-        self.times.record("post", t3)
+        self.times.record("post", t1)
         return Matte(alpha=np.clip(alpha, 0.0, 1.0, dtype=np.float32), foreground=fg, guidance=guidance)
