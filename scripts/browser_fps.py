@@ -113,12 +113,14 @@ def main() -> int:
     ap.add_argument("--clip", type=Path, required=True, help="a video of a person (any size; cropped to 16:9)")
     ap.add_argument("--out", type=Path, default=Path("runs/browser"))
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                    help="passed on to `cuematte serve` (e.g. --serve-arg=--graph-in-path); repeatable")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     clip = write_clip(args.clip, args.out / "clip.y4m")
     port = free_port()
-    service = subprocess.Popen([sys.executable, "-m", "cuematte.clients.cli", "serve", "--port", str(port)],
-                               stdout=(args.out / "service.log").open("w"), stderr=subprocess.STDOUT)
+    command = [sys.executable, "-m", "cuematte.clients.cli", "serve", "--port", str(port), *args.serve_arg]
+    service = subprocess.Popen(command, stdout=(args.out / "service.log").open("w"), stderr=subprocess.STDOUT)
     try:
         for _ in range(120):
             try:

@@ -193,8 +193,10 @@ def test_inprocess_service_gets_the_bench_settings(lite_model_dir: Path) -> None
     from cuematte.engine.model import UntrainedModelWarning
     from cuematte.server.app import SERVICE
 
-    args = argparse.Namespace(model=lite_model_dir, backend="cpu", plans=None, threads=1, max_side=960)
+    args = argparse.Namespace(model=lite_model_dir, backend="cpu", plans=None, threads=1, max_side=960,
+                              graph_in_path=True)
     with pytest.warns(UntrainedModelWarning):  # the random-init test model, said so at start as to any user
         app = _inprocess_app(args)()
     config = app[SERVICE].config
     assert (config.max_side, config.threads, config.model) == (960, 1, lite_model_dir)
+    assert not config.background_graph

@@ -95,6 +95,31 @@ def test_a_model_compared_with_itself_is_one_times(lite_model_dir: Path, tmp_pat
     assert "before 1.00x (1.00-1.00)" in capsys.readouterr().out
 
 
+def test_graph_lag_rows_vary_the_smoothed_row(lite_model_dir: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``--graph-lag N`` scores the live service's background graph (its output first used N frames later) beside
+    the row it varies, with the same smoothing. A still has its own flash, so its one frame runs the graph itself:
+    the same matte. A clip's later frames reuse outputs, and the paired interval says what that costs."""
+    cfg = replace(SynthConfig(), size=(144, 256))
+    make_eval(tmp_path / "data" / "static", 2, "static", cfg)
+    make_eval(tmp_path / "data" / "video", 1, "video", cfg, length=4)
+    out = tmp_path / "eval.json"
+    code = main(["eval", "--model", str(lite_model_dir), "--data", str(tmp_path / "data"), "--no-baselines",
+                 "--temporal", "0.5", "--graph-lag", "1", "--json", str(out)])
+    assert code == 0
+    table = json.loads(out.read_text())
+    static, video = table["static"], table["video"]
+    assert set(static) == set(video) == {"ours", "ours-smoothed", "ours-lag1"}
+    assert static["ours-lag1"]["mse"] == pytest.approx(static["ours-smoothed"]["mse"])
+    assert static["ours-lag1"]["ref_ratio_lo"] == pytest.approx(1.0)
+    row = video["ours-lag1"]
+    assert row["ref_ratio"] == pytest.approx(row["mse"] / video["ours-smoothed"]["mse"])
+    assert row["ref_ratio_lo"] == pytest.approx(row["ref_ratio"])  # one clip: the interval is the point
+    printed = capsys.readouterr().out
+    assert f"ours-lag1 / ours-smoothed {row['ref_ratio']:.2f}x" in printed
+    assert "ours_ratio_lo" not in row  # a variant of ours is not a baseline
+
+
 @pytest.mark.parametrize("spec", ["before", "=dir", "mediapipe=dir"])
 def test_a_malformed_or_taken_ablation_name_is_a_named_error(spec: str, lite_model_dir: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:

@@ -212,9 +212,10 @@ async def _get(url: str, **kw: Any) -> tuple[int, str]:
 
 
 # -- the protocol ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("background_graph", [True, False], ids=["graph-beside", "graph-in-path"])
 async def test_passthrough_then_flash_to_matting_with_stats_and_timestamps(
-        scenes: dict[str, np.ndarray], model: FlashModel) -> None:
-    async with serving(BASE, model) as (url, app):
+        scenes: dict[str, np.ndarray], model: FlashModel, background_graph: bool) -> None:
+    async with serving(replace(BASE, background_graph=background_graph), model) as (url, app):
         c = Client(scenes)
         try:
             answer = await c.connect(url, {"background": "green"})
@@ -255,6 +256,13 @@ async def test_passthrough_then_flash_to_matting_with_stats_and_timestamps(
             await asyncio.sleep(1.2)  # a stats message about once a second
             s = c.stats[-1]
             assert s["state"] == "matting" and {"graph", "refine"} <= set(s["stages"])  # figures; speed is bench's
+            # The graph's own rate and how far its output lags: beside the frames, it runs on some of them and
+            # its output is a frame or more old; in the path, on every frame matted.
+            assert s["graph_fps"] > 0 and isinstance(s["graph_age"], int)
+            if background_graph:
+                assert s["stages"]["graph_background"] > 0 and s["graph_fps"] <= s["fps"] + 1
+            else:
+                assert "graph_background" not in s["stages"] and s["graph_age"] == 0 and s["stages"]["graph"] > 0
             assert np.isfinite(s["fps"]) and np.isfinite(s["ms"])
             assert s["frames"] > 0 and s["received"] >= s["frames"] and isinstance(s["dropped"], int)
             assert s["size"] == [W, H]

@@ -32,6 +32,7 @@ from cuematte.engine.cues.trimap import PersonSegmenter
 from cuematte.engine.errors import InputError
 from cuematte.engine.frames import resize
 from cuematte.engine.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoReader, read_image, write_image
+from cuematte.engine.pipelined import PipelinedSession
 from cuematte.engine.session import MattingSession
 
 FLASH_SUFFIX = "_flash"
@@ -176,8 +177,9 @@ def _frames(path: Path, max_frames: int) -> Iterator[np.ndarray]:
             yield frame
 
 
-def check_item(session: MattingSession, segmenter: PersonSegmenter, path: Path, flash: Path | None, out: Path,
-               params: CheckParams = CheckParams(), max_frames: int = 150) -> ItemResult:
+def check_item(session: MattingSession | PipelinedSession, segmenter: PersonSegmenter, path: Path,
+               flash: Path | None, out: Path, params: CheckParams = CheckParams(),
+               max_frames: int = 150) -> ItemResult:
     """Matte one item through ``session`` (flash once, then every frame) and measure it; writes its sheet."""
     frames = _frames(path, max_frames)
     first = next(frames)

@@ -13,6 +13,7 @@ from cuematte.engine.cues.trimap import BG, FlashCue
 from cuematte.engine.drift import DriftDetector
 from cuematte.engine.errors import CuematteError
 from cuematte.engine.frames import resize
+from cuematte.engine.pipelined import PipelinedSession
 from cuematte.engine.session import MattingSession
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class Processed:
     ms: dict[str, float] = field(default_factory=dict)
     drift: str | None = None
     error: str | None = None
+    graph_age: int = 0  # frames the per-frame graph's output lagged behind this frame (background graph)
 
 
 def _same_aspect(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
@@ -41,7 +43,8 @@ class LiveMatter:
     (0: never); ``drifted`` then says the cached flash no longer fits the scene.
     """
 
-    def __init__(self, session: MattingSession, background: Background, *, drift_every: int = 5) -> None:
+    def __init__(self, session: MattingSession | PipelinedSession, background: Background, *,
+                 drift_every: int = 5) -> None:
         self.session = session
         self.background = background  # replaced by the caller at any time: read once per frame
         self.drift = DriftDetector()
@@ -55,6 +58,16 @@ class LiveMatter:
     @property
     def drifted(self) -> bool:
         return self.drift.drifted
+
+    @property
+    def graph_runs(self) -> int:
+        """Per-frame graph runs so far (with a background graph, fewer than the frames matted)."""
+        return self.session.graph_runs
+
+    def close(self) -> None:
+        """Stop the session's background graph, if it has one."""
+        if isinstance(self.session, PipelinedSession):
+            self.session.close()
 
     def set_flash(self, flash: np.ndarray, noflash: np.ndarray) -> FlashCue:
         """Cache the flash (the session's trimap and flash graph); its no-flash frame becomes the drift
@@ -96,4 +109,5 @@ class LiveMatter:
         t3 = time.perf_counter()
         ms = {k: v for k, v in self.session.times.ms.items() if k not in ("trimap", "flash")}
         ms |= {"composite": (t2 - t1) * 1e3, "drift": (t3 - t2) * 1e3}
-        return Processed(out, matted=True, ms=ms, drift=drift)
+        age = self.session.age if isinstance(self.session, PipelinedSession) else 0
+        return Processed(out, matted=True, ms=ms, drift=drift, graph_age=age)

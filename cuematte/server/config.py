@@ -64,6 +64,10 @@ class ServerConfig:
     segmenter: str = "mediapipe"  # person segmenter for the flash trimap; "grabcut" needs no weights
     max_side: int = 1280  # frames are matted at most this long on their long side
     temporal: float = VIDEO_SMOOTHING  # motion-aware alpha smoothing strength in [0, 1); 0 = off
+    # The per-frame graph on a background thread, each frame matted with its newest output moved onto it
+    # (cuematte.engine.pipelined; the CPU backend only); False: the graph in every frame's path (docs/service.md
+    # has both measured).
+    background_graph: bool = True
     max_offer_bytes: int = 65536  # a browser offer is 3-10 kB; anything near this is not an offer
     # POST /matte (the parallax cue on two photos): each uploaded image's file size and decoded pixels, and how
     # many run at once (each takes the CPU for a while; more are answered 503, not queued).

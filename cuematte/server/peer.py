@@ -39,6 +39,7 @@ from av import VideoFrame
 
 from cuematte.engine.compositing import Background
 from cuematte.engine.errors import CuematteError
+from cuematte.engine.pipelined import PipelinedSession
 from cuematte.engine.session import MattingSession
 from cuematte.live import FlashCapture, LiveMatter, LiveState, RateMeter
 from cuematte.live.parallax import WAITING_DETAIL as PARALLAX_WAITING_DETAIL
@@ -93,12 +94,15 @@ class _Work:
     state: LiveState | None = None  # parallax: the loop's state and detail after this frame
     detail: str = ""
     parallax_px: float | None = None
+    busy_ms: float | None = None  # the worker's time on this frame (its stages overlap: pre holds pre_*)
+    graph_age: int = 0  # frames the per-frame graph's output lagged behind this frame
 
 
 class PeerSession:
     """Everything about one browser connection. Created by the service per accepted offer."""
 
-    def __init__(self, config: ServerConfig, engine: MattingSession, background: Background, metrics: Metrics,
+    def __init__(self, config: ServerConfig, engine: MattingSession | PipelinedSession, background: Background,
+                 metrics: Metrics,
                  on_closed: Callable[[PeerSession], None],
                  on_connected: Callable[[PeerSession], bool] = lambda _: True,
                  open_parallax: Callable[[], Awaitable[ParallaxSession]] | None = None) -> None:
@@ -138,6 +142,9 @@ class PeerSession:
         self.cue = "flash"
         self.parallax: ParallaxLive | None = None  # set while the cue is parallax; used on the worker only
         self._matted_rate = RateMeter()  # fresh mattes only (not pass-through or held frames)
+        self._graph_count = (0, time.perf_counter())  # graph runs and when, at the last stats message
+        self._graph_fps = 0.0
+        self._graph_age = 0
         self._parallax_px: float | None = None
         self.connected = False  # ICE and DTLS completed once; until then the peer is a pending offer
         self._last_arrival = time.monotonic()  # of a camera frame (or the connection), for the idle timeout
@@ -242,7 +249,9 @@ class PeerSession:
             self.metrics.stage.observe(ms / 1000.0, stage=stage)
         if work.ms:
             self._stages = work.ms
-        self._rate.tick(sum(work.ms.values()) if work.matted else None, latency * 1000.0, now)
+        busy = work.busy_ms if work.busy_ms is not None else sum(work.ms.values())
+        self._rate.tick(busy if work.matted else None, latency * 1000.0, now)
+        self._graph_age = work.graph_age
         if work.matted:
             self._matted_rate.tick(now=now)
         if work.cue == "parallax":
@@ -276,7 +285,7 @@ class PeerSession:
         vf = to_i420_frame(done.frame)
         t3 = time.perf_counter()
         ms = {"to_rgb": (t1 - t0) * 1e3, **done.ms, "to_yuv": (t3 - t2) * 1e3}
-        return _Work(vf, matted=True, ms=ms, drift=done.drift)
+        return _Work(vf, matted=True, ms=ms, drift=done.drift, busy_ms=(t3 - t0) * 1e3, graph_age=done.graph_age)
 
     def _matte_parallax(self, live: ParallaxLive, frame: VideoFrame) -> _Work:
         """Worker thread: the parallax loop on one frame (never raises for a frame's content)."""
@@ -291,8 +300,9 @@ class PeerSession:
         vf = to_i420_frame(done.frame)
         t3 = time.perf_counter()
         ms = {"to_rgb": (t1 - t0) * 1e3, **done.ms, "to_yuv": (t3 - t2) * 1e3}
-        return _Work(vf, matted=done.matted, ms=ms if done.matted else {}, error=done.error, cue="parallax",
-                     state=done.state, detail=done.detail, parallax_px=done.parallax_px)
+        return _Work(vf, matted=done.matted, ms=ms if done.matted else {}, busy_ms=(t3 - t0) * 1e3,
+                     error=done.error, cue="parallax", state=done.state, detail=done.detail,
+                     parallax_px=done.parallax_px)
 
     # -- control channel ------------------------------------------------------------------------------------
     def _on_message(self, raw: str | bytes) -> None:
@@ -481,8 +491,20 @@ class PeerSession:
             "flash": self._flash_stats,  # how the cached flash was made (None before one)
             "cue": self.cue,
             "matted_fps": round(self._matted_rate.fps(), 2),  # fresh mattes a second (held or passed-through not)
+            # per-frame graph runs a second: with the background graph, fewer than the frames matted
+            "graph_fps": round(self._graph_rate(), 2),
+            "graph_age": self._graph_age,  # frames the last matte's graph output lagged behind it
             "parallax_px": round(self._parallax_px, 2) if self._parallax_px is not None else None,
         }
+
+    def _graph_rate(self) -> float:
+        """Graph runs a second since the last call (the stats interval); the last rate when called sooner."""
+        runs, now = self.matter.graph_runs, time.perf_counter()
+        last_runs, last_t = self._graph_count
+        if now - last_t >= 0.5:
+            self._graph_fps = (runs - last_runs) / (now - last_t)
+            self._graph_count = (runs, now)
+        return self._graph_fps
 
     async def _stats_loop(self) -> None:
         while not self._closed:
@@ -539,6 +561,7 @@ class PeerSession:
             log.info("session %s: closing the peer connection raised %r", self.id[:8], exc)
         finally:
             self._worker.shutdown(wait=False, cancel_futures=True)
+            self.matter.close()
             # The peer's event handlers close over this session: without them (and the frames it holds) a
             # closed session is freed at once, not at the next cyclic collection (the soak test's RSS ramp).
             self.pc.remove_all_listeners()

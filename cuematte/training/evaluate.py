@@ -105,15 +105,20 @@ def load_splits(data: Path) -> tuple[Splits, Clips]:
 Method = Callable[[EvalSample], tuple[np.ndarray, np.ndarray | None]]  # -> alpha (H,W), fg (H,W,3) or None
 
 
-def session_method(model_dir: Path | None, segmenter: str = "mediapipe", temporal: float = 0.0) -> Method:
+def session_method(model_dir: Path | None, segmenter: str = "mediapipe", temporal: float = 0.0,
+                   graph_lag: int | None = None) -> Method:
     """Our exported model through the engine session: trimap from the flash pair, T^f, per-frame graph
-    (``temporal``: the session's motion-aware alpha smoothing, which carries across a clip's frames)."""
+    (``temporal``: the session's motion-aware alpha smoothing, which carries across a clip's frames;
+    ``graph_lag``: the graph's output first used that many frames later, as the live service's background graph
+    does: :class:`cuematte.engine.pipelined.PipelinedSession`)."""
     from cuematte.engine.model import UntrainedModelWarning
+    from cuematte.engine.pipelined import PipelinedSession
     from cuematte.engine.session import MattingSession
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedModelWarning)
-        session = MattingSession(model_dir, segmenter=segmenter, temporal=temporal)
+        plain = MattingSession(model_dir, segmenter=segmenter, temporal=temporal)
+    session = PipelinedSession(plain, lag=graph_lag) if graph_lag is not None else plain
 
     last_flash: list[np.ndarray] = []
 
@@ -219,9 +224,12 @@ def _run(name: str, method: Method, s: EvalSample) -> tuple[np.ndarray, np.ndarr
 Table = dict[str, dict[str, dict[str, float]]]
 
 
-def evaluate(methods: dict[str, Method], splits: Splits, clips: Clips | None = None) -> Table:
+def evaluate(methods: dict[str, Method], splits: Splits, clips: Clips | None = None,
+             variants: dict[str, str] | None = None) -> Table:
     """{split: {method: {metric: mean}}}. A method failing on a sample (e.g. no flash cue found) scores it
-    as an all-background matte, so failures count rather than vanish. Video splits add dtSSD per clip."""
+    as an all-background matte, so failures count rather than vanish. Video splits add dtSSD per clip.
+    ``variants``: {method: the method it is a variant of}; such a row also gets ``ref_ratio`` (its MSE / the
+    reference's) and that ratio's paired interval ``ref_ratio_lo`` / ``ref_ratio_hi``."""
     from tqdm import tqdm
 
     table: Table = {}
@@ -256,6 +264,13 @@ def evaluate(methods: dict[str, Method], splits: Splits, clips: Clips | None = N
                                                 "n": float(len(clip_list))}
             units[split][name] = per_clip
     _add_ratio_intervals(table, units)
+    for split, by_method in table.items():
+        for name, ref in (variants or {}).items():
+            if name in by_method and ref in by_method:
+                mine, theirs = np.asarray(units[split][name]), np.asarray(units[split][ref])
+                lo, hi = metrics.ratio_interval(mine, theirs)
+                by_method[name] |= {"ref_ratio": float(mine.mean() / max(theirs.mean(), 1e-12)), "ref_ratio_lo": lo,
+                                    "ref_ratio_hi": hi}
     return table
 
 
@@ -274,7 +289,9 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
 
 
-def format_table(table: Table) -> str:
+def format_table(table: Table, variants: dict[str, str] | None = None) -> str:
+    """The table as text, with ours' MSE ratios to each baseline and each variant's (``evaluate``'s) to its
+    reference."""
     cols = ["mse", "sad", "grad", "conn", "mse_alpha_fg", "dtssd", "failures"]
     lines = [f"{'split':<10} {'method':<12} " + " ".join(f"{c:>12}" for c in cols)]
     for split, methods in table.items():
@@ -282,6 +299,13 @@ def format_table(table: Table) -> str:
             lines.append(f"{split:<10} {name:<12} " + " ".join(
                 f"{m[c]:>12.3f}" if c in m else f"{'-':>12}" for c in cols))
     lines.append("MSE and MSE(alpha*F) x1e3; SAD, Grad, Conn /1000 (Rhemann et al.); dtSSD x1e2; means over samples")
+    variant_lines = [f"{split:<10} {name} / {ref} {row['ref_ratio']:.2f}x "
+                     f"({row['ref_ratio_lo']:.2f}-{row['ref_ratio_hi']:.2f})"
+                     for split, methods in table.items() for name, ref in (variants or {}).items()
+                     if "ref_ratio" in (row := methods.get(name, {}))]
+    if variant_lines:
+        lines += ["", "MSE of each variant / the method it varies; in brackets its 95% interval (paired bootstrap)",
+                  *variant_lines]
     ratios = mse_ratios(table)
     if ratios:
         lines.append("")

@@ -375,8 +375,19 @@ class SizeResult:
             "passthrough": {"latency_ms": self.passthrough.percentiles(), "fps": round(self.passthrough.fps, 2),
                             "dropped": self.passthrough.dropped, "sent": self.passthrough.sent},
             "service_stages_ms": self.service_stages(),
+            "service_graph": self.service_graph(),
             "service_stats": self.matting.stats[-1] if self.matting.stats else None,
         }
+
+    def service_graph(self) -> dict[str, float]:
+        """The per-frame graph's own rate (runs a second) and how many frames its output lagged behind the
+        frames matted (``stats.graph_fps`` / ``graph_age``, medians and the largest age; empty for a service that
+        reports neither). With the graph beside the frames it runs on fewer frames than come back."""
+        fps = [float(m["graph_fps"]) for m in self.matting.stats if isinstance(m.get("graph_fps"), int | float)]
+        age = [float(m["graph_age"]) for m in self.matting.stats if isinstance(m.get("graph_age"), int | float)]
+        if not fps or not age:
+            return {}
+        return {"fps": round(float(np.median(fps)), 2), "age_p50": float(np.median(age)), "age_max": max(age)}
 
     def service_stages(self) -> dict[str, float]:
         """Median per-stage ms the service reported (``stats.stages``) during the matting window."""

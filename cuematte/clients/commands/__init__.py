@@ -22,3 +22,10 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: TensorRT plans if built for this GPU, else ONNX Runtime CUDA, else CPU")
     p.add_argument("--plans", type=Path, default=None,
                    help="TensorRT plans folder (default: ~/.cache/cuematte/plans/MODEL, as build-engines writes)")
+
+
+def add_graph_argument(p: argparse._ActionsContainer) -> None:
+    """``--graph-in-path``: the service's per-frame graph in every frame's path instead of beside it."""
+    p.add_argument("--graph-in-path", action="store_true",
+                   help="run the per-frame graph in every frame's path (default: on a background thread, each frame "
+                        "matted at once with its newest output moved onto it; docs/service.md)")

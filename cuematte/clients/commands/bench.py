@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cuematte.clients.commands import add_backend_arguments
+from cuematte.clients.commands import add_backend_arguments, add_graph_argument
 
 HELP = "time the trimap, flash graph, cached per-frame path and first frame at several sizes"
 
@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e2e.add_argument("--url", help="measure the service at this URL (e.g. http://127.0.0.1:8080) instead")
     e2e.add_argument("--seconds", type=float, default=5.0, help="measurement window per session")
     e2e.add_argument("--fps", type=float, default=30.0, help="rate the client offers frames at")
+    add_graph_argument(e2e)
     e2e.add_argument("--codec", choices=["vp8", "h264"], help="preferred video codec (default: aiortc's order)")
     p.add_argument("--compare", type=Path, nargs="+", metavar="MODEL.onnx",
                    help="time these ONNX matting models against our per-frame graph, as ratios")
@@ -99,12 +100,14 @@ def run(args: argparse.Namespace) -> int:
                                  codec=args.codec, progress=lambda line: print(line, file=sys.stderr))
         except BenchError as exc:
             raise InputError(f"webrtc benchmark: {exc}") from None
-        print(f"{'size':>10} {'added p50':>10} {'p95':>8} {'p99':>8} {'fps':>6} {'dropped':>8}")
+        print(f"{'size':>10} {'added p50':>10} {'p95':>8} {'p99':>8} {'fps':>6} {'dropped':>8} {'graph fps':>10} "
+              f"{'age':>4}")
         for r in results:
             d = r.as_dict()
-            a = d["added_latency_ms"]
+            a, g = d["added_latency_ms"], d["service_graph"]
+            graph = f"{g['fps']:>10.1f} {g['age_p50']:>4g}" if g else f"{'-':>10} {'-':>4}"
             print(f"{d['size']:>10} {a['p50']:>10.1f} {a['p95']:>8.1f} {a['p99']:>8.1f} {d['fps']:>6.1f} "
-                  f"{d['dropped']:>8}")
+                  f"{d['dropped']:>8} {graph}")
         extra["webrtc"] = [r.as_dict() for r in results]
 
     if args.json:
@@ -148,7 +151,8 @@ def _inprocess_app(args: argparse.Namespace) -> Any:
         web_dir = Path(tempfile.mkdtemp(prefix="cuematte-bench-web-"))
         (web_dir / "index.html").write_text("<!doctype html><title>cuematte bench</title>\n")
     config = ServerConfig(host="127.0.0.1", port=0, model=args.model, backend=args.backend, plans=args.plans,
-                          threads=args.threads, max_side=args.max_side, web_dir=web_dir)
+                          threads=args.threads, max_side=args.max_side, web_dir=web_dir,
+                          background_graph=not args.graph_in_path)
     return lambda: create_app(config)
 
 

@@ -15,6 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
     p.add_argument("--max-frames", type=int, default=150, help="frames checked per video (from the start)")
     p.add_argument("--temporal", type=float, default=0.0, help="alpha smoothing strength for videos (0 = off)")
+    p.add_argument("--graph-lag", type=int, default=None, metavar="N",
+                   help="videos as the live service mattes them with its background graph: each frame with the "
+                        "graph's output of N frames before, moved onto it (default: the graph on every frame)")
     p.add_argument("--max-dropped", type=float, default=1.0, help="target: person dropped %% at most")
     p.add_argument("--max-kept", type=float, default=2.0, help="target: background kept %% at most")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
@@ -26,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from cuematte.clients.realcheck import CheckParams, check_item, find_items, write_report
     from cuematte.engine.cues.segmenter import MediaPipeSegmenter
     from cuematte.engine.errors import InputError
+    from cuematte.engine.pipelined import PipelinedSession
     from cuematte.engine.session import MattingSession
 
     if args.max_frames < 1:
@@ -36,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     segmenter = MediaPipeSegmenter(threads=args.threads)
     results = []
     for path, flash in tqdm(items, desc="check-real", disable=len(items) < 2):
-        session = MattingSession(args.model, threads=args.threads, segmenter=segmenter, temporal=args.temporal)
+        plain = MattingSession(args.model, threads=args.threads, segmenter=segmenter, temporal=args.temporal)
+        session = plain if args.graph_lag is None else PipelinedSession(plain, lag=args.graph_lag)
         results.append(check_item(session, segmenter, path, flash, args.out, params, args.max_frames))
     print(write_report(results, args.out, params), end="")
     missed = [r.name for r in results if not r.passes(params)]

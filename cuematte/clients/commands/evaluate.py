@@ -18,6 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segmenter", choices=["mediapipe", "grabcut"], default="mediapipe")
     p.add_argument("--temporal", type=float, default=0.0,
                    help="also report ours with the session's alpha smoothing at this strength in (0, 1)")
+    p.add_argument("--graph-lag", type=int, action="append", default=[], metavar="N",
+                   help="also ours with the live service's background graph, its output first used N frames after "
+                        "the frame it was made for (ours-lagN, with --temporal's smoothing, against the row without "
+                        "lag; each frame's certain regions stay its own); repeatable")
     p.add_argument("--no-baselines", action="store_true", help="only our model")
     p.add_argument("--json", type=Path, help="write {split: {method: {metric: value}}} here")
     p.add_argument("--ablation", action="append", default=[], metavar="NAME=DIR",
@@ -53,10 +57,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_baselines:
         methods["classical"] = classical_method
         methods["mediapipe"] = mediapipe_method()
+    # The live service's background graph, compared with the same smoothing as the row it varies.
+    reference = "ours-smoothed" if args.temporal else "ours"
+    lagged = {f"ours-lag{n}": session_method(args.model, args.segmenter, args.temporal, graph_lag=n)
+              for n in args.graph_lag}
+    methods |= lagged
     methods |= noflash_methods(args.noflash_model)
     methods |= {name: session_method(folder, args.segmenter) for name, folder in _ablations(args.ablation).items()}
-    table = evaluate(methods, splits, clips)
-    print(format_table(table))
+    variants = {name: reference for name in lagged}
+    table = evaluate(methods, splits, clips, variants=variants)
+    print(format_table(table, variants))
     if args.json:
         write_json(args.json, table)
         print(f"wrote {args.json}")

@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from cuematte.clients.commands import add_backend_arguments, add_temporal_argument
+from cuematte.clients.commands import add_backend_arguments, add_graph_argument, add_temporal_argument
 
 if TYPE_CHECKING:
     import numpy as np
 
     from cuematte.engine.compositing import Background
+    from cuematte.engine.pipelined import PipelinedSession
     from cuematte.engine.session import MattingSession
 
 HELP = "matte a camera (or video) with a flash cue and send it to a virtual webcam (or a video file)"
@@ -39,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noflash", type=Path, metavar="FILE",
                    help="the no-flash photo taken with --flash (default: the first frame)")
     add_temporal_argument(p)
+    add_graph_argument(p)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: up to 4)")
     add_backend_arguments(p)
 
@@ -81,6 +83,15 @@ def _session(args: argparse.Namespace) -> MattingSession:
 
     return MattingSession(FlashModel(args.model, backend=args.backend, threads=args.threads, plans=args.plans),
                           threads=args.threads, temporal=args.temporal)
+
+
+def _live_session(args: argparse.Namespace) -> MattingSession | PipelinedSession:
+    """Live on the CPU, the graph runs beside the frames (as the service's) unless --graph-in-path; a file's
+    frames each run it, so the output is the same on any machine."""
+    from cuematte.engine.pipelined import PipelinedSession
+
+    session = _session(args)
+    return session if args.graph_in_path or session.model.backend != "cpu" else PipelinedSession(session)
 
 
 def _run_file(args: argparse.Namespace, background: Background, size: tuple[int, int] | None,
@@ -144,7 +155,7 @@ def _run_live(args: argparse.Namespace, background: Background, size: tuple[int,
             file_source.close()
         raise
     try:
-        processor = Processor(_session(args), background, (h, w))
+        processor = Processor(_live_session(args), background, (h, w))
         source = file_source or CameraSource(args.camera or 0, (h, w), fps)
         source.start()
         try:
@@ -166,6 +177,7 @@ def _run_live(args: argparse.Namespace, background: Background, size: tuple[int,
                     loop.run()
         finally:
             source.stop()
+            processor.close()
     finally:
         sink.close()
     return 0

@@ -21,6 +21,7 @@ from cuematte.clients.virtualcam.sinks import Sink
 from cuematte.engine.compositing import Background
 from cuematte.engine.errors import CuematteError
 from cuematte.engine.frames import resize
+from cuematte.engine.pipelined import PipelinedSession
 from cuematte.engine.session import MattingSession
 from cuematte.live import FlashCapture, LiveMatter, LiveState, RateMeter
 from cuematte.live.capture import mean_luma
@@ -43,14 +44,16 @@ class Processor:
     """Frames at the output size in, composited frames out; pass-through until a flash is set
     (:class:`cuematte.live.LiveMatter` at a fixed output size)."""
 
-    def __init__(self, session: MattingSession, background: Background, size: tuple[int, int]) -> None:
+    def __init__(self, session: MattingSession | PipelinedSession, background: Background,
+                 size: tuple[int, int]) -> None:
         self.matter = LiveMatter(session, background)
         self.size = size  # (H, W) of every output frame
         self.error: str | None = None  # the last frame's matting error, if it had one
 
     @property
     def session(self) -> MattingSession:
-        return self.matter.session
+        s = self.matter.session
+        return s.session if isinstance(s, PipelinedSession) else s
 
     @property
     def background(self) -> Background:
@@ -69,6 +72,10 @@ class Processor:
 
     def reset(self) -> None:
         self.matter.reset()
+
+    def close(self) -> None:
+        """Stop the session's background graph, if it has one."""
+        self.matter.close()
 
     def process(self, frame: np.ndarray) -> np.ndarray:
         done = self.matter.process(fit_to(frame, self.size))
