@@ -47,18 +47,28 @@ def test_flow_mover_follows_a_shift() -> None:
     rng = np.random.default_rng(0)
     source = cv2.GaussianBlur((rng.random((144, 256)) * 255).astype(np.uint8), (0, 0), 2.0)
     target = np.roll(source, (-2, -4), axis=(0, 1))  # content moved 4 px left and 2 px up: p sits at p + (4, 2)
+    mover = FlowMover()
+    flow = mover.flow(source, target)
+    inner = (slice(8, -8), slice(8, -8))
+    assert np.abs(flow[inner] - np.float32([4, 2])).mean() < 0.5
     ramp = np.broadcast_to(np.arange(128, dtype=np.float32), (72, 128))
     rows = np.broadcast_to(np.arange(72, dtype=np.float32)[:, None], (72, 128))
-    out = {"coef": np.stack([ramp, rows])[None]}
-    moved = FlowMover()(out, source, target)["coef"]
+    moved = mover.outputs({"coef": np.stack([ramp, rows])[None]}, flow)["coef"]
     assert moved.shape == (1, 2, 72, 128) and moved.dtype == np.float32
     # At half the grid the shift halves: the x ramp reads x + 2, the y ramp y + 1 (inside the borders).
-    inner = (slice(8, -8), slice(8, -8))
+    inner = (slice(4, -4), slice(4, -4))
     assert np.abs(moved[0, 0][inner] - (ramp[inner] + 2.0)).mean() < 0.25
     assert np.abs(moved[0, 1][inner] - (rows[inner] + 1.0)).mean() < 0.25
+    # A trimap moves whole: its labels stay labels, shifted with the content.
+    tri = np.full((144, 256), BG, np.uint8)
+    tri[40:100, 100:160] = FG
+    tri[38:40, 100:160] = 128
+    shifted = mover.labels(tri, flow)
+    assert set(np.unique(shifted)) <= {BG, 128, FG}
+    assert (shifted[40:96, 100:156] == FG).all() and (shifted[40:96, 160:200] == BG).all()
     # No motion: nothing moves.
-    still = FlowMover()(out, source, source)["coef"]
-    assert np.abs(still - out["coef"]).max() < 0.05
+    still = mover.outputs({"coef": np.stack([ramp, rows])[None]}, mover.flow(source, source))["coef"]
+    assert np.abs(still[0, 0] - ramp).max() < 0.05
 
 
 def test_lagged_outputs_follow_the_frame_and_keep_its_certain_pixels(pan: list[np.ndarray],
@@ -130,6 +140,22 @@ def test_the_background_thread_mattes_every_frame_and_stops(pan: list[np.ndarray
     assert _certain_exact(m) and p._executor is None and p.graph_runs == runs
 
 
+def test_frames_never_take_an_output_older_than_max_age(pan: list[np.ndarray]) -> None:
+    """Frames faster than the graph (a loop without pauses starves its low-priority thread): a frame that would
+    take an output more than ``max_age`` frames old waits for the run in progress instead."""
+    p = PipelinedSession(MattingSession(), max_age=2)
+    p.set_flash(uniform_flash(pan[0]), pan[0])
+    ages = []
+    for frame in pan + pan[::-1]:
+        m = p.matte(frame)
+        assert _certain_exact(m)
+        ages.append(p.age)
+    p.close()
+    assert max(ages) <= 2 and p.graph_runs >= len(ages) // 3, (ages, p.graph_runs)
+
+
 def test_lag_must_be_a_frame_or_more() -> None:
     with pytest.raises(InputError, match="lag"):
         PipelinedSession(MattingSession(), lag=0)
+    with pytest.raises(InputError, match="max_age"):
+        PipelinedSession(MattingSession(), max_age=0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,18 +49,6 @@ class Matte:
     guidance: np.ndarray | None = None
 
 
-@dataclass(frozen=True)
-class FramePrep:
-    """One frame made ready for the per-frame graph (:meth:`MattingSession.prepare`)."""
-
-    frame: np.ndarray  # (H, W, 3) uint8 RGB as given
-    small: np.ndarray  # (h, w, 3) the frame at the working size (at most max_side), where the graph refines
-    cmn: np.ndarray  # (h, w, 3) uint8 the frame at the CMN grid
-    feeds: dict[str, np.ndarray]  # the per-frame graph's inputs
-    guidance: np.ndarray | None  # guidance models: the guidance trimap at the CMN grid
-    generation: int  # MattingSession.generation when it was prepared
-
-
 @dataclass
 class _FlashState:
     cache: dict[str, np.ndarray]  # the flash graph's outputs: flash_features (1, N, C') = T^f [, flash_prior]
@@ -71,6 +59,26 @@ class _FlashState:
     subject: SubjectWarp | None = None  # align_flash models: how the flash inputs were warped onto the subject
     # align_flash models with a cached prior: follows the person from the flash's frame to each frame
     tracker: SubjectTracker | None = None
+
+
+@dataclass(frozen=True)
+class FramePrep:
+    """One frame made ready for the per-frame graph (:meth:`MattingSession.prepare`)."""
+
+    frame: np.ndarray  # (H, W, 3) uint8 RGB as given
+    small: np.ndarray  # (h, w, 3) the frame at the working size (at most max_side), where the graph refines
+    cmn: np.ndarray  # (h, w, 3) uint8 the frame at the CMN grid
+    feeds: dict[str, np.ndarray]  # the per-frame graph's inputs
+    guidance: np.ndarray | None  # guidance models: the guidance trimap at the CMN grid
+    person: np.ndarray | None  # the segmenter's person probability at the CMN grid (models that use it)
+    flash: _FlashState  # the cached flash it was prepared with
+    generation: int  # MattingSession.generation when it was prepared
+
+
+def flash_trimap(feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """The per-frame feeds -> the flash's trimap on this frame (h, w) uint8: the (moved) prior's trimap
+    channels."""
+    return trimap_from_one_hot(feeds["flash_prior"][0, 3:6])
 
 
 def fit_subject(flash: np.ndarray, noflash: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple[int, int],
@@ -238,9 +246,10 @@ class MattingSession:
         """Counts flashes and resets: a graph output made from another generation's feeds is stale."""
         return self._generation
 
-    def prepare(self, frame: np.ndarray, *, reuse_flash: bool = True) -> FramePrep:
+    def prepare(self, frame: np.ndarray, *, reuse_flash: bool = True, cues: bool = True) -> FramePrep:
         """One frame (H, W, 3) uint8 RGB -> the per-frame graph's feeds and what :meth:`finish` needs:
-        resizes, the segmenter, the subject tracking and the guidance (stage ``pre``)."""
+        resizes, the segmenter, then (``cues``, else left to :meth:`add_cues`) the subject tracking and the
+        guidance (stage ``pre``)."""
         state = self._flash
         if state is None:
             raise FlashNotSetError("matte() called before set_flash(): flash once to cache the flash features")
@@ -259,27 +268,43 @@ class MattingSession:
         feeds = {"frame_cmn": to_nchw(small_c), **cache}
         if spec.frame_input("frame"):  # graphs that refine to full resolution themselves
             feeds["frame"] = to_nchw(small)
-        guidance: np.ndarray | None = None
+        person: np.ndarray | None = None
         if spec.frame_input("person_mask") or state.tracker is not None:
             assert self.segmenter is not None
             # The segmenter sees the frame at its own aspect (its square model for a portrait or square frame);
             # its mask comes back at the CMN grid.
             t_seg = time.perf_counter()
             person = self.segmenter.segment(small, size=cmn)
-            t_track = self.times.record("pre_segment", t_seg)  # parts of "pre", so a regression shows where
+            self.times.record("pre_segment", t_seg)  # parts of "pre", so a regression shows where
             if spec.frame_input("person_mask"):
                 feeds["person_mask"] = person[None, None].astype(np.float32)
-            if state.tracker is not None:  # the cached prior, moved onto where the person is now
-                feeds["flash_prior"] = state.tracker.move(cache["flash_prior"], small_c, person)
-                self.times.record("pre_track", t_track)
-            if spec.frame_input("guidance"):
-                # The (moved) prior's trimap channels: the flash's say on this frame, beside the segmenter's.
-                flash_tri = trimap_from_one_hot(feeds["flash_prior"][0, 3:6])
-                guidance = build_guidance(person, flash_tri, self.guidance_params)
-                feeds["guidance"] = guidance_input(guidance)
+        prep = FramePrep(frame=frame, small=small, cmn=small_c, feeds=feeds, guidance=None, person=person,
+                         flash=state, generation=self._generation)
+        if cues:
+            prep = self.add_cues(prep, self.times)
         self.times.record("pre", t0)
-        return FramePrep(frame=frame, small=small, cmn=small_c, feeds=feeds, guidance=guidance,
-                         generation=self._generation)
+        return prep
+
+    def add_cues(self, prep: FramePrep, times: StageTimes | None = None) -> FramePrep:
+        """A frame prepared without its cues -> with them: the cached prior moved onto where the person is now
+        by the subject tracking (stage ``pre_track`` in ``times``), the flash's say on this frame and the
+        guidance. It advances the flash's tracker: one caller at a time per flash (PipelinedSession runs it on
+        its graph thread)."""
+        state, feeds = prep.flash, dict(prep.feeds)
+        spec = self.model.info.spec
+        if prep.person is None:
+            return prep
+        if state.tracker is not None:
+            t0 = time.perf_counter()
+            feeds["flash_prior"] = state.tracker.move(state.cache["flash_prior"], prep.cmn, prep.person)
+            if times is not None:
+                times.record("pre_track", t0)
+        guidance: np.ndarray | None = None
+        if spec.frame_input("guidance"):
+            # The (moved) prior's trimap channels: the flash's say on this frame, beside the segmenter's.
+            guidance = build_guidance(prep.person, flash_trimap(feeds), self.guidance_params)
+            feeds["guidance"] = guidance_input(guidance)
+        return replace(prep, feeds=feeds, guidance=guidance)
 
     def run_graph(self, prep: FramePrep) -> dict[str, np.ndarray]:
         """The per-frame graph on a prepared frame (stage ``graph``). Touches no session state but the stage
