@@ -294,12 +294,6 @@ def create_app(config: ServerConfig, model: FlashModel | None = None) -> web.App
     if model is None:
         model = FlashModel(config.model, backend=config.backend, threads=config.threads or graph_threads(),
                            plans=config.plans)
-    if config.background_graph and model.backend == "cpu":
-        import cv2
-
-        # OpenCV splits each resize and warp over every core and waits for the slowest part; beside a graph
-        # thread that keeps one core busy, that wait is the frame's (the tracking took 11 ms instead of 3).
-        cv2.setNumThreads(1)
     service = Service(config, model)
     if service.person_segmenter is None and (model.info.person_mask or model.info.align_flash):
         # Found here, not as a 500 on every offer.
