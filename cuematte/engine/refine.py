@@ -54,13 +54,10 @@ def _nearest(coarse: np.ndarray, size: tuple[int, int], dst: np.ndarray) -> np.n
     return cv2.resize(coarse, (size[1], size[0]), dst=dst, interpolation=cv2.INTER_NEAREST)
 
 
-def guided_float(frame: np.ndarray, coef_a: np.ndarray, coef_b: np.ndarray, guidance: np.ndarray | None = None,
-                 workspace: Workspace | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """frame (H, W, 3) uint8 RGB, coef_a / coef_b (4, h, w) float32 [fg r, g, b, alpha], guidance (h, w) uint8
-    trimap (0 / 128 / 255) or None -> alpha (H, W) float32 in [0, 1] (a new array) and foreground (H, W, 3)
-    float32 in [0, 255], not yet rounded (a workspace buffer; :func:`apply_guided` rounds it, export parity
-    compares this one)."""
-    ws = workspace or Workspace()
+def _guided(frame: np.ndarray, coef_a: np.ndarray, coef_b: np.ndarray, guidance: np.ndarray | None,
+            ws: Workspace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The filter's two halves at the frame's size: alpha (H, W) float32 in [0, 1] (a new array), and the
+    foreground's a * frame (H, W, 3) and 255 b (H, W, 3), float32 workspace buffers still to be added."""
     size = frame.shape[:2]
     s3, s1 = (*size, 3), size
     # The frame stays in 0..255: fg in those units is a * frame + 255 b; the alpha's guide is the channel mean
@@ -69,10 +66,9 @@ def guided_float(frame: np.ndarray, coef_a: np.ndarray, coef_b: np.ndarray, guid
     b = coef_b.transpose(1, 2, 0)
     a_fg, b_fg = np.ascontiguousarray(a[..., :3]), np.ascontiguousarray(b[..., :3]) * np.float32(255.0)
     a_al, b_al = np.ascontiguousarray(a[..., 3]) * np.float32(1 / 255), np.ascontiguousarray(b[..., 3])
-    fg = ws.get("fg", s3)
-    cv2.multiply(frame, _up(a_fg, size, ws.get("a3", s3)), dst=fg, dtype=cv2.CV_32F)
-    cv2.add(fg, _up(b_fg, size, ws.get("b3", s3)), dst=fg)
-    cv2.min(cv2.max(fg, _ZERO, dst=fg), _FULL, dst=fg)
+    fg_a = ws.get("fg", s3)
+    cv2.multiply(frame, _up(a_fg, size, ws.get("a3", s3)), dst=fg_a, dtype=cv2.CV_32F)
+    fg_b = _up(b_fg, size, ws.get("b3", s3))
     frame_f = ws.get("frame", s3)
     np.copyto(frame_f, frame)
     mean = cv2.transform(frame_f, _MEAN, dst=ws.get("mean", s1))
@@ -84,6 +80,17 @@ def guided_float(frame: np.ndarray, coef_a: np.ndarray, coef_b: np.ndarray, guid
         cv2.max(cv2.min(alpha, 1.0, dst=alpha), 0.0, dst=alpha)
     else:
         hold_guidance(alpha, guidance, ws)
+    return alpha, fg_a, fg_b
+
+
+def guided_float(frame: np.ndarray, coef_a: np.ndarray, coef_b: np.ndarray, guidance: np.ndarray | None = None,
+                 workspace: Workspace | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """frame (H, W, 3) uint8 RGB, coef_a / coef_b (4, h, w) float32 [fg r, g, b, alpha], guidance (h, w) uint8
+    trimap (0 / 128 / 255) or None -> alpha (H, W) float32 in [0, 1] (a new array) and foreground (H, W, 3)
+    float32 in [0, 255], not rounded (a workspace buffer; export parity compares this one)."""
+    alpha, fg, fg_b = _guided(frame, coef_a, coef_b, guidance, workspace or Workspace())
+    cv2.add(fg, fg_b, dst=fg)
+    cv2.min(cv2.max(fg, _ZERO, dst=fg), _FULL, dst=fg)
     return alpha, fg
 
 
@@ -103,8 +110,9 @@ def hold_guidance(alpha: np.ndarray, guidance: np.ndarray, workspace: Workspace 
 def apply_guided(frame: np.ndarray, coef_a: np.ndarray, coef_b: np.ndarray, guidance: np.ndarray | None = None,
                  workspace: Workspace | None = None) -> tuple[np.ndarray, np.ndarray]:
     """As :func:`guided_float`, with the foreground rounded to a new (H, W, 3) uint8 array."""
-    alpha, fg = guided_float(frame, coef_a, coef_b, guidance, workspace)
-    return alpha, cv2.convertScaleAbs(fg)  # fg is already in [0, 255]: this only rounds
+    alpha, fg, fg_b = _guided(frame, coef_a, coef_b, guidance, workspace or Workspace())
+    # One saturating add rounds and clamps to uint8 (a third of add, clamp and round as three passes at 720p).
+    return alpha, cv2.add(fg, fg_b, dtype=cv2.CV_8U)
 
 
 OPAQUE_FROM = 0.9  # alpha from which the foreground leans on the frame itself (opaque_foreground)
