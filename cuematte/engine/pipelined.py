@@ -161,9 +161,10 @@ class PipelinedSession:
 
     @property
     def times(self) -> StageTimes:
-        """Stage times of the last frame (ms), the session's: ``graph`` only where it ran in the frame's path (0
-        otherwise), ``move`` the output's warp, ``graph_background`` the last graph run wherever it ran. How many
-        frames the output lagged behind the frame is :attr:`age`."""
+        """Stage times of the last frame (ms), the session's: ``graph`` and ``pre_track`` only where they ran in
+        the frame's path (0 otherwise), ``wait`` a frame too far behind waiting for the graph, ``move`` the flow
+        and what it moves (the output, the flash trimap, the guidance), ``graph_background`` the last graph run
+        wherever it ran (tracking included). How many frames the output lagged behind the frame is :attr:`age`."""
         return self.session.times
 
     def set_flash(self, flash: np.ndarray, noflash: np.ndarray, *, require_subject: bool = False) -> FlashCue:
