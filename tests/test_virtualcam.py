@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,33 @@ def test_live_loop_takes_the_newest_frame(clip: dict, lite_model_dir: Path) -> N
     assert len(seen) == sink.written == 2
     assert seen[0] is frames[0] and seen[1] is frames[-1]  # the newest frame, not the next in line
     assert slot.dropped == N - 2  # every other frame was skipped, none queued
+
+
+@pytest.mark.usefixtures("quiet_untrained")
+def test_status_line_says_how_far_a_background_graph_trails(clip: dict, lite_model_dir: Path) -> None:
+    """Live runs matte with the graph beside the frames: the status line gives its own time and lag, not the
+    0 ms it takes in each frame's path."""
+    from cuematte.clients.virtualcam.pipeline import Processor, status_text
+    from cuematte.engine.compositing import Background
+    from cuematte.engine.io import read_image
+    from cuematte.engine.pipelined import PipelinedSession
+    from cuematte.engine.session import MattingSession
+    from cuematte.live import RateMeter
+
+    with VideoReader(clip["clip"]) as r:
+        frames = list(r)
+    plain = MattingSession(lite_model_dir, segmenter="grabcut")
+    processor = Processor(PipelinedSession(plain, lag=2), Background("blur"), (H, W))
+    assert "graph" not in status_text(RateMeter(), processor.session, 0, "waiting for a flash")
+    processor.set_flash(read_image(clip["flash"]), read_image(clip["noflash"]))
+    for frame in frames[:4]:
+        processor.process(frame)
+    line = status_text(RateMeter(), processor.session, 0, "matting")
+    assert re.search(r"graph beside \d+\.\d ms, [23] frames behind", line), line
+    processor.close()
+    in_path = Processor(plain, Background("blur"), (H, W))
+    in_path.process(frames[0])
+    assert re.search(r"\(graph \d+\.\d\)", status_text(RateMeter(), in_path.session, 0, "matting"))
 
 
 def test_file_source_plays_the_whole_clip_into_its_slot_then_closes_it(clip: dict) -> None:

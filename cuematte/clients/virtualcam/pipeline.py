@@ -51,9 +51,8 @@ class Processor:
         self.error: str | None = None  # the last frame's matting error, if it had one
 
     @property
-    def session(self) -> MattingSession:
-        s = self.matter.session
-        return s.session if isinstance(s, PipelinedSession) else s
+    def session(self) -> MattingSession | PipelinedSession:
+        return self.matter.session
 
     @property
     def background(self) -> Background:
@@ -111,9 +110,13 @@ class StatusLine:
             self.stream.flush()
 
 
-def status_text(meter: RateMeter, session: MattingSession, dropped: int, state: str) -> str:
-    graph = session.times.ms.get("graph")
-    graph_s = f" (graph {graph:.1f})" if graph is not None and session.has_flash else ""
+def status_text(meter: RateMeter, session: MattingSession | PipelinedSession, dropped: int, state: str) -> str:
+    ms = session.times.ms
+    graph_s = ""
+    if session.has_flash and isinstance(session, PipelinedSession):  # the graph beside the frames: its own figures
+        graph_s = f" (graph beside {ms.get('graph_background', 0.0):.1f} ms, {session.age} frames behind)"
+    elif session.has_flash and "graph" in ms:
+        graph_s = f" (graph {ms['graph']:.1f})"
     return f"{meter.fps():5.1f} fps | {meter.ms or 0.0:6.1f} ms/frame{graph_s} | dropped {dropped} | {state}"
 
 
