@@ -202,20 +202,20 @@ class PipelinedSession:
             wait([self._pending])
             ms["wait"] = (time.perf_counter() - t0) * 1e3
             self._collect()
-        if self._latest is None:  # nothing to reuse yet: this frame runs the cues and the graph itself
-            self._drop_pending()
+        luma = grey(prep.cmn)  # what the flow is measured on, now or when this frame's output is used
+        if self._latest is None:  # nothing to reuse yet (a new flash): this frame runs the cues and the graph
             t0 = time.perf_counter()
             prep = session.add_cues(prep, session.times)
-            self._latest = self._run(prep, self._index, cues_done=True)
+            self._latest = self._run(prep, luma, self._index, cues_done=True)
             ms["graph"], ms["move"] = (time.perf_counter() - t0) * 1e3, 0.0
             out = self._latest.out
         else:
             ms["graph"] = ms["pre_track"] = 0.0  # both run on the graph's thread
             if self._pending is None:
-                self._start(prep)
+                self._start(prep, luma)
             t0 = time.perf_counter()
             latest = self._latest
-            flow = self._move.flow(latest.grey, grey(prep.cmn))
+            flow = self._move.flow(latest.grey, luma)
             out = self._move.outputs(latest.out, flow)
             if latest.flash_trimap is not None and prep.person is not None:
                 # This frame's guidance: its own segmenter mask, and the flash's say moved with the output.
@@ -229,8 +229,9 @@ class PipelinedSession:
         return result
 
     # -- the graph's runs ----------------------------------------------------------------------------------
-    def _run(self, prep: FramePrep, index: int, *, cues_done: bool = False) -> GraphOutput:
-        """The frame's cues (the subject tracking and guidance, unless done) and the graph."""
+    def _run(self, prep: FramePrep, luma: np.ndarray, index: int, *, cues_done: bool = False) -> GraphOutput:
+        """The frame's cues (the subject tracking and guidance, unless done) and the graph; ``luma`` is the
+        frame's :func:`grey`."""
         t0 = time.perf_counter()
         if not cues_done:
             prep = self.session.add_cues(prep)
@@ -239,13 +240,13 @@ class PipelinedSession:
             self.graph_ms = (time.perf_counter() - t0) * 1e3
             self.graph_runs += 1
         guided = prep.guidance is not None
-        return GraphOutput(out=out, grey=grey(prep.cmn), flash_trimap=flash_trimap(prep.feeds) if guided else None,
+        return GraphOutput(out=out, grey=luma, flash_trimap=flash_trimap(prep.feeds) if guided else None,
                            generation=prep.generation, index=index)
 
-    def _start(self, prep: FramePrep) -> None:
+    def _start(self, prep: FramePrep, luma: np.ndarray) -> None:
         if self.lag is not None:  # deterministic: run now, use from `lag` frames on
             done: Future[GraphOutput] = Future()
-            done.set_result(self._run(prep, self._index))
+            done.set_result(self._run(prep, luma, self._index))
             self._pending, self._pending_ready = done, self._index + self.lag
             return
         if self._closed:
@@ -253,7 +254,7 @@ class PipelinedSession:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-graph",
                                                 initializer=_lower_priority)
-        self._pending = self._executor.submit(self._run, prep, self._index)
+        self._pending = self._executor.submit(self._run, prep, luma, self._index)
 
     def _collect(self) -> None:
         """Take the pending run's output once it is done (lag mode: once its frame has come)."""

@@ -234,9 +234,9 @@ class MattingSession:
         """Alpha and foreground of one no-flash frame (H, W, 3) uint8 RGB.
 
         ``reuse_flash=False`` recomputes T^f from the stored flash inputs first (the uncached, first-frame
-        path; same result, used by tests and the benchmark). The three steps, :meth:`prepare`,
-        :meth:`run_graph` and :meth:`finish`, are public for callers that run the graph elsewhere
-        (:class:`cuematte.engine.pipelined.PipelinedSession`).
+        path; same result, used by tests and the benchmark). Its steps, :meth:`prepare` (with
+        :meth:`add_cues`), :meth:`run_graph` and :meth:`finish`, are public for callers that run the graph
+        elsewhere (:class:`cuematte.engine.pipelined.PipelinedSession`).
         """
         prep = self.prepare(frame, reuse_flash=reuse_flash)
         return self.finish(prep, self.run_graph(prep))
@@ -307,8 +307,7 @@ class MattingSession:
         return replace(prep, feeds=feeds, guidance=guidance)
 
     def run_graph(self, prep: FramePrep) -> dict[str, np.ndarray]:
-        """The per-frame graph on a prepared frame (stage ``graph``). Touches no session state but the stage
-        time, so it may run on another thread while this one prepares the next frame."""
+        """The per-frame graph on a prepared frame (stage ``graph``; counted in :attr:`graph_runs`)."""
         t0 = time.perf_counter()
         out = self.frame_graph.run(prep.feeds)
         self.times.record("graph", t0)

@@ -94,7 +94,7 @@ class _Work:
     state: LiveState | None = None  # parallax: the loop's state and detail after this frame
     detail: str = ""
     parallax_px: float | None = None
-    busy_ms: float | None = None  # the worker's time on this frame (its stages overlap: pre holds pre_*)
+    busy_ms: float | None = None  # matted: the worker's time on it (not the stages' sum: pre holds pre_*)
     graph_age: int = 0  # frames the per-frame graph's output lagged behind this frame
 
 
@@ -249,8 +249,7 @@ class PeerSession:
             self.metrics.stage.observe(ms / 1000.0, stage=stage)
         if work.ms:
             self._stages = work.ms
-        busy = work.busy_ms if work.busy_ms is not None else sum(work.ms.values())
-        self._rate.tick(busy if work.matted else None, latency * 1000.0, now)
+        self._rate.tick(work.busy_ms if work.matted else None, latency * 1000.0, now)
         self._graph_age = work.graph_age
         if work.matted:
             self._matted_rate.tick(now=now)
