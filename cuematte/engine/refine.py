@@ -21,7 +21,7 @@ import numpy as np
 
 from cuematte.engine.cues.trimap import BG, FG
 
-_MEAN = np.full((1, 3), 1.0 / 3.0, np.float32)
+CHANNEL_MEAN = np.full((1, 3), 1.0 / 3.0, np.float32)  # cv2.transform weights: the alpha's guide
 _ZERO, _FULL = (0.0, 0.0, 0.0, 0.0), (255.0, 255.0, 255.0, 255.0)  # OpenCV reads a bare number as (v, 0, 0, 0)
 
 
@@ -71,7 +71,7 @@ def _guided(frame: np.ndarray, coef_a: np.ndarray, coef_b: np.ndarray, guidance:
     fg_b = _up(b_fg, size, ws.get("b3", s3))
     frame_f = ws.get("frame", s3)
     np.copyto(frame_f, frame)
-    mean = cv2.transform(frame_f, _MEAN, dst=ws.get("mean", s1))
+    mean = cv2.transform(frame_f, CHANNEL_MEAN, dst=ws.get("mean", s1))
     alpha = cv2.multiply(mean, _up(a_al, size, ws.get("a1", s1)))
     cv2.add(alpha, _up(b_al, size, ws.get("b1", s1)), dst=alpha)
     # Clamp and compose in two passes: certain foreground floors alpha at 1, certain background caps it at 0,

@@ -42,20 +42,47 @@ class TemporalSmoother:
         ``fixed`` (H, W) bool: pixels whose alpha is final (the guidance is certain there), never blended."""
         if self.strength == 0.0:
             return alpha
+        y, previous = self.begin(frame)
+        assert y is not None
+        if previous is None:
+            out: np.ndarray = alpha.astype(np.float32, copy=False)
+        else:
+            prev_y, prev_a = previous
+            w = self.weight(cv2.blur(cv2.absdiff(y, prev_y), (5, 5)))
+            if fixed is not None:
+                w[fixed] = 0.0
+            out = self.blend(alpha, prev_a, w)
+        self.remember(y, out)
+        return out
+
+    # The steps of one call, public for callers that smooth only part of a frame (cuematte.engine.band).
+    def begin(self, frame: np.ndarray) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
+        """frame (H, W, 3) uint8 RGB -> its luma (H, W) uint8 (None with smoothing off) and the previous frame's
+        (luma, alpha), or None where there is nothing to blend with (the first frame, a new size, smoothing off)."""
+        if self.strength == 0.0:
+            return None, None
         # uint8 luma, difference and blur, then a 256-entry table for the weight: ~1 ms at 720p.
         y = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         prev_y, prev_a = self._luma, self._alpha
         if prev_y is None or prev_a is None or prev_y.shape != y.shape:
-            out: np.ndarray = alpha.astype(np.float32, copy=False)
-        else:
-            diff = cv2.blur(cv2.absdiff(y, prev_y), (5, 5))
-            w = cv2.LUT(diff, self._table())
-            if fixed is not None:
-                w[fixed] = 0.0
-            out = cv2.add(alpha, cv2.multiply(w, cv2.subtract(prev_a, alpha, dtype=cv2.CV_32F), dtype=cv2.CV_32F),
-                          dtype=cv2.CV_32F)
-        self._luma, self._alpha = y, out
-        return out
+            return y, None
+        return y, (prev_y, prev_a)
+
+    def weight(self, diff: np.ndarray) -> np.ndarray:
+        """Blurred luma difference (h, w) uint8 -> the previous alpha's weight (h, w) float32."""
+        return np.asarray(cv2.LUT(diff, self._table()))
+
+    @staticmethod
+    def blend(alpha: np.ndarray, prev_alpha: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """alpha + weight * (prev_alpha - alpha), all (h, w) float32 -> a new array."""
+        return np.asarray(cv2.add(alpha, cv2.multiply(weight, cv2.subtract(prev_alpha, alpha, dtype=cv2.CV_32F),
+                                                      dtype=cv2.CV_32F), dtype=cv2.CV_32F))
+
+    def remember(self, luma: np.ndarray | None, alpha: np.ndarray) -> None:
+        """Keep this frame's luma (H, W) uint8 and alpha (H, W) float32 for the next one (not copied: the
+        caller's later in-place changes to ``alpha``, the guidance held, are what the next frame blends with)."""
+        if luma is not None:
+            self._luma, self._alpha = luma, alpha
 
     def _table(self) -> np.ndarray:
         """(256,) float32: the weight of the previous alpha for each blurred luma difference."""
