@@ -328,6 +328,7 @@ class MattingSession:
             rects = band_rects(guidance, out["coef_a"].shape[2:], small.shape[:2])
             if rects is not None:  # the same result as below, computed in the unknown band only
                 alpha, fg = refine_band(small, out["coef_a"][0], out["coef_b"][0], guidance, rects, self.smoother)
+                alpha.flags.writeable = False  # also the smoother's memory of this frame: not to be changed
                 self.times.ms["post"] = 0.0  # one fused stage, "refine"
                 self.times.record("refine", t0)
                 return Matte(alpha=alpha, foreground=fg, guidance=guidance)
