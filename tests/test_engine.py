@@ -329,3 +329,16 @@ def test_an_align_flash_session_moves_the_cached_prior_with_the_person(lite_alig
     still.set_flash(flash, noflash)
     still.matte(later)
     assert still._flash is not None and still._flash.tracker is None  # no tracker: the prior stays as cached
+
+
+def test_frame_buffers_are_kept_by_glibc_unless_the_user_tuned_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes.util
+    import platform
+
+    from cuematte.engine.allocator import keep_freed_memory
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
+    assert keep_freed_memory() is False  # the user's own setting wins
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" and ctypes.util.find_library("c")
+    assert keep_freed_memory() is bool(glibc)

@@ -45,11 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cuematte.clients.bench.stages import bench_stages, format_table, machine_info, parse_sizes
     from cuematte.clients.scenes import make_pair
+    from cuematte.engine.allocator import keep_freed_memory
     from cuematte.engine.errors import InputError
     from cuematte.engine.io import read_image
     from cuematte.engine.model import FlashModel
     from cuematte.engine.session import MattingSession
 
+    keep_freed_memory()  # as `cuematte serve` and `virtualcam` do (engine.allocator)
     if args.parallax:
         return _run_parallax(args)
     sizes = parse_sizes(args.sizes)

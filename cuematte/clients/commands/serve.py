@@ -145,9 +145,11 @@ def run(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
+    from cuematte.engine.allocator import keep_freed_memory
     from cuematte.server.app import create_app
     from cuematte.server.config import ServerConfig
 
+    keep_freed_memory()  # frame-sized buffers reused from frame to frame (engine.allocator)
     token = resolve_token(args.token, args.token_file, os.environ)
     config = ServerConfig(host=args.host, port=args.port, model=args.model, parallax_model=args.parallax_model,
                           token=token,

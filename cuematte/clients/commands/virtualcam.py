@@ -59,9 +59,12 @@ def _size(spec: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from cuematte.clients.commands.matte import parse_background
+    from cuematte.engine.allocator import keep_freed_memory
     from cuematte.engine.compositing import Background
     from cuematte.engine.errors import InputError
     from cuematte.engine.io import read_image
+
+    keep_freed_memory()  # frame-sized buffers reused from frame to frame (engine.allocator)
 
     background = parse_background(args.background)
     assert isinstance(background, Background)

@@ -1,0 +1,40 @@
+"""Keep freed frame buffers in the process instead of handing them back to the kernel (glibc only).
+
+Every matted frame allocates and frees arrays of 1-4 MB: the decoded RGB frame, alpha, the foreground, the
+background plate, the composite, the encoder's frame. glibc serves blocks above its mmap threshold with a fresh
+``mmap`` and unmaps them on ``free``, so each frame faults every page of them in again (about 0.25 ms a MB).
+Measured at 1280x720 in process: compositing onto green 11.3 -> 3.0 ms. Fixed thresholds keep freed blocks in the
+heap for the next frame, at the price of a heap that does not shrink (the working set of a few frames).
+
+Process-wide, so only the long-running processes that matte frames call it (``cuematte serve``, ``virtualcam``,
+``bench``); a no-op where there is no glibc, or where the user set ``MALLOC_MMAP_THRESHOLD_`` themselves.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, <malloc.h>
+MMAP_THRESHOLD = 32 << 20  # glibc's largest accepted value on 64-bit: a 1080p float32 alpha is 8 MB
+TRIM_THRESHOLD = 256 << 20  # free heap kept at the top before it is returned to the kernel
+
+
+def keep_freed_memory() -> bool:
+    """Set glibc's mmap and trim thresholds for frame-sized buffers. True when they were set."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt): nothing to tune
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    done = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    if not done:
+        log.info("mallopt refused the frame-buffer thresholds; frames keep glibc's defaults")
+    return done
