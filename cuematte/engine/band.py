@@ -12,7 +12,7 @@ The same numbers as the dense path, not an approximation (``tests/test_band.py``
 * the coefficients are upsampled as OpenCV's bilinear resize does it, in its two passes: along x once for the
   whole width at the coefficient rows, then along y per rectangle, from one coefficient row around it (bilinear
   reads at most one beyond), which needs the frame's height to be a whole multiple of the grid's;
-* the smoother's 5x5 blur reads two pixels around each rectangle;
+* the smoother's blurred luma difference is taken over the whole frame (two uint8 passes);
 * the guidance's bounds are picked with the indices of OpenCV's nearest resize.
 """
 
@@ -25,8 +25,9 @@ from cuematte.engine.cues.trimap import BG, FG, UNKNOWN
 from cuematte.engine.refine import CHANNEL_MEAN, opaque_foreground
 from cuematte.engine.temporal import TemporalSmoother
 
-# Measured on a real talking head (in process, interleaved medians): 7.4 against 17.1 ms for every pixel at
-# 1280x720, 2.7-3.2 against 4.1-4.4 ms at 640x360.
+# Measured on a real talking head: in process 7-9 ms against 8-17 ms for every pixel at 1280x720 (the whole-frame
+# path varies with how its fresh arrays fault in), 2.7-3.2 against 4.1-4.4 ms at 640x360; in the service, beside
+# the codecs, 17.8 against 38.0 ms at 1280x720.
 STRIP = 80  # px: the height of a strip of rows, rounded to whole coefficient rows (thinner: more calls)
 MERGE_GAP = 32  # px: two runs of the band in one strip closer than this are computed as one rectangle
 
