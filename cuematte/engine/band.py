@@ -18,6 +18,8 @@ The same numbers as the dense path, not an approximation (``tests/test_band.py``
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -34,10 +36,14 @@ MERGE_GAP = 32  # px: two runs of the band in one strip closer than this are com
 Rect = tuple[int, int, int, int]  # y0, y1, x0, x1 in pixels at the working size
 
 
+@functools.lru_cache(maxsize=16)
 def nearest_index(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out,) int: the source index of each output index of OpenCV's nearest resize (n_in -> n_out)."""
+    """(n_out,) int: the source index of each output index of OpenCV's nearest resize (n_in -> n_out); cached
+    per size pair (read-only), as every frame of a stream asks for the same ones."""
     src = np.arange(n_in, dtype=np.float32).reshape(n_in, 1)
-    return cv2.resize(src, (1, n_out), interpolation=cv2.INTER_NEAREST)[:, 0].astype(np.intp)
+    index = cv2.resize(src, (1, n_out), interpolation=cv2.INTER_NEAREST)[:, 0].astype(np.intp)
+    index.flags.writeable = False
+    return index
 
 
 def band_rects(guidance: np.ndarray, coef_shape: tuple[int, int], size: tuple[int, int],
