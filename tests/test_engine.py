@@ -342,3 +342,35 @@ def test_frame_buffers_are_kept_by_glibc_unless_the_user_tuned_it(monkeypatch: p
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" and ctypes.util.find_library("c")
     assert keep_freed_memory() is bool(glibc)
+
+
+_FREEZE_CHECK = """
+import gc, weakref
+from cuematte.engine.allocator import freeze_startup_heap, unfreeze_heap
+
+class Node:
+    pass
+
+def cycle():
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    return a
+
+kept = cycle()                      # alive at startup: frozen, out of every full pass
+dropped = weakref.ref(cycle())      # already garbage at startup: freed, not frozen
+n = freeze_startup_heap()
+assert n > 1000 and dropped() is None, (n, dropped())
+assert gc.get_freeze_count() == n and not any(o is kept for o in gc.get_objects())
+later = weakref.ref(cycle())        # a session's garbage after startup: still collected
+gc.collect()
+assert later() is None
+unfreeze_heap()
+assert gc.get_freeze_count() == 0 and any(o is kept for o in gc.get_objects())
+print("ok")
+"""
+
+
+def test_startup_heap_is_frozen_but_later_cycles_are_still_collected() -> None:
+    # In a child: freezing pytest's own heap would keep later tests' cycles among its objects.
+    out = subprocess.run([sys.executable, "-c", _FREEZE_CHECK], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

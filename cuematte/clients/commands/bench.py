@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cuematte.clients.bench.stages import bench_stages, format_table, machine_info, parse_sizes
     from cuematte.clients.scenes import make_pair
-    from cuematte.engine.allocator import keep_freed_memory
+    from cuematte.engine.allocator import keep_freed_memory, unfreeze_heap
     from cuematte.engine.errors import InputError
     from cuematte.engine.io import read_image
     from cuematte.engine.model import FlashModel
@@ -102,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
                                  codec=args.codec, progress=lambda line: print(line, file=sys.stderr))
         except BenchError as exc:
             raise InputError(f"webrtc benchmark: {exc}") from None
+        finally:
+            if factory is not None:
+                unfreeze_heap()  # the in-process service froze it as `cuematte serve` does
         print(f"{'size':>10} {'added p50':>10} {'p95':>8} {'p99':>8} {'fps':>6} {'dropped':>8} {'graph fps':>10} "
               f"{'age':>4}")
         for r in results:
@@ -137,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _inprocess_app(args: argparse.Namespace) -> Any:
     """A factory for the WebRTC service's aiohttp app with this run's model settings."""
+    from cuematte.engine.allocator import freeze_startup_heap
     from cuematte.engine.errors import CuematteError
 
     try:
@@ -155,7 +159,13 @@ def _inprocess_app(args: argparse.Namespace) -> Any:
     config = ServerConfig(host="127.0.0.1", port=0, model=args.model, backend=args.backend, plans=args.plans,
                           threads=args.threads, max_side=args.max_side, web_dir=web_dir,
                           background_graph=not args.graph_in_path)
-    return lambda: create_app(config)
+
+    def factory() -> Any:
+        app = create_app(config)
+        freeze_startup_heap()  # as `cuematte serve` does once its model is loaded (engine.allocator)
+        return app
+
+    return factory
 
 
 def _run_parallax(args: argparse.Namespace) -> int:

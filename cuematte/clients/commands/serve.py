@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
-    from cuematte.engine.allocator import keep_freed_memory
+    from cuematte.engine.allocator import freeze_startup_heap, keep_freed_memory
     from cuematte.server.app import create_app
     from cuematte.server.config import ServerConfig
 
@@ -160,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
                           allow_origins=tuple(args.allow_origin)).validate()
     ssl_context = config.ssl_context()
     app = create_app(config)  # loads the model: a missing one is an `error:` line before anything binds
+    freeze_startup_heap()  # the collector's full passes walk only what sessions add (engine.allocator)
     warning = plain_http_warning(config.host, ssl_context is not None)
     if warning:
         log.warning(warning)
