@@ -14,7 +14,8 @@ A full pass of Python's cyclic collector walks every tracked object and holds th
 session's frames wait for it. After startup the process holds some 75,000 objects (modules, the loaded model, the
 app) that live as long as it does; freezing them leaves the service's full pass after a closed session (the one
 that frees its aiortc objects) to the few thousand objects that came later: measured in ``bench --webrtc``,
-70-88 ms -> 3-7 ms. Frozen objects are still freed by reference counting; only a cycle among them would stay.
+44-88 ms -> 1-14 ms on a slow host. Frozen objects are still freed by reference counting; only a cycle among
+them would stay.
 """
 
 from __future__ import annotations

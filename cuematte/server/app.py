@@ -133,7 +133,7 @@ class Service:
         other: only the cyclic collector frees them, and its full pass comes rarely, so each closed session's
         frames and codec buffers stayed resident (the soak test's RSS ramp). One full pass a while after a
         close, coalesced when several close together. It holds the GIL, so every open session's frames wait for
-        it: 48-88 ms over the whole heap on a slow host, 2-14 ms once `cuematte serve` has frozen the objects
+        it: 44-88 ms over the whole heap on a slow host, 1-14 ms once `cuematte serve` has frozen the objects
         of its startup (``engine.allocator.freeze_startup_heap``)."""
         self._collect = None
         t0 = time.perf_counter()
