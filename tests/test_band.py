@@ -133,3 +133,6 @@ def test_session_takes_the_band_at_720p_with_the_same_matte(pan720: list[np.ndar
         assert (band.alpha[g == FG] == 1.0).all() and (band.alpha[g == BG] == 0.0).all()
         assert (band.foreground[g == FG] == frame[g == FG]).all()  # where the camera saw the person alone
         assert 0.01 < ((band.alpha > 0) & (band.alpha < 1)).mean() < 0.5
+        for m in (dense, band):  # one contract whichever path ran: the alpha is not the caller's to change
+            with pytest.raises(ValueError, match="read-only"):
+                m.alpha[0, 0] = 0.5

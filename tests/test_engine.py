@@ -333,15 +333,24 @@ def test_an_align_flash_session_moves_the_cached_prior_with_the_person(lite_alig
 
 def test_frame_buffers_are_kept_by_glibc_unless_the_user_tuned_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import ctypes.util
+    import os
     import platform
 
     from cuematte.engine.allocator import keep_freed_memory
 
+    # The user's own setting wins, either way glibc takes it (these return before touching the allocator).
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
-    assert keep_freed_memory() is False  # the user's own setting wins
+    assert keep_freed_memory() is False
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    # In a child: the thresholds, once set, would stay for the rest of this test process.
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" and ctypes.util.find_library("c")
-    assert keep_freed_memory() is bool(glibc)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, "-c", "from cuematte.engine.allocator import keep_freed_memory as k; "
+                          "print(k())"], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == str(bool(glibc)), out.stderr
 
 
 _FREEZE_CHECK = """

@@ -8,7 +8,8 @@ Measured at 1280x720 in process: compositing onto green 11.3 -> 3.0 ms. Fixed th
 heap for the next frame, at the price of a heap that does not shrink (the working set of a few frames).
 
 Process-wide, so only the long-running processes that matte frames call it (``cuematte serve``, ``virtualcam``,
-``bench``); a no-op where there is no glibc, or where the user set ``MALLOC_MMAP_THRESHOLD_`` themselves.
+``bench``); a no-op where there is no glibc, or where the user set the thresholds themselves
+(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or their ``GLIBC_TUNABLES``).
 
 A full pass of Python's cyclic collector walks every tracked object and holds the GIL throughout, so every
 session's frames wait for it. After startup the process holds some 75,000 objects (modules, the loaded model, the
@@ -35,7 +36,9 @@ TRIM_THRESHOLD = 256 << 20  # free heap kept at the top before it is returned to
 
 def keep_freed_memory() -> bool:
     """Set glibc's mmap and trim thresholds for frame-sized buffers. True when they were set."""
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if ("MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ
+            or "glibc.malloc.mmap_threshold" in tunables or "glibc.malloc.trim_threshold" in tunables):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Matte:
-    """One frame's result, at the input frame's size."""
+    """One frame's result, at the input frame's size. ``alpha`` is read-only at every size (where the refinement
+    runs in the unknown band only it is also the smoother's memory of the frame): copy it to change it."""
 
-    alpha: np.ndarray  # (H, W) float32 in [0, 1]
+    alpha: np.ndarray  # (H, W) float32 in [0, 1], read-only
     foreground: np.ndarray  # (H, W, 3) uint8 RGB, background colour removed at the edges
     # guidance models: the frame's guidance trimap (h, w) uint8 0/128/255 at the CMN grid (engine.cues.guidance)
     guidance: np.ndarray | None = None
@@ -343,4 +344,6 @@ class MattingSession:
             fg = resize(fg, (h, w))
         fg = opaque_foreground(frame, alpha, fg, self._workspace)  # at the frame's size: a sharp interior
         self.times.record("post", t1)
-        return Matte(alpha=np.clip(alpha, 0.0, 1.0, dtype=np.float32), foreground=fg, guidance=guidance)
+        alpha = np.clip(alpha, 0.0, 1.0, dtype=np.float32)
+        alpha.flags.writeable = False  # as the band's (above): the same contract at every size
+        return Matte(alpha=alpha, foreground=fg, guidance=guidance)
