@@ -40,6 +40,7 @@ from cuematte.clients.scenes import make_pair
 from cuematte.engine.model import FlashModel, UntrainedModelWarning
 from cuematte.server.app import SERVICE, create_app
 from cuematte.server.config import ConfigError, ServerConfig
+from cuematte.server.encoder import FastVp8Encoder
 
 H, W, FPS = 180, 320, 15
 TICKS = 90000 // FPS  # RTP clock ticks between two frames we send
@@ -226,6 +227,11 @@ async def test_passthrough_then_flash_to_matting_with_stats_and_timestamps(
             # Before any flash the user sees their own video, not a frozen or black one.
             raw = await c.frames_back(10)
             assert _close(raw, scenes["noflash"])
+            # ... sent by the service's own VP8 encoder (cuematte.server.encoder), which has encoded them.
+            session = next(iter(app[SERVICE].sessions.values()))
+            sender = next(s for s in session.pc.getSenders() if s.track is not None and s.track.kind == "video")
+            enc = sender._RTCRtpSender__encoder  # type: ignore[attr-defined]  # aiortc's own slot
+            assert isinstance(enc, FastVp8Encoder) and enc.codec is not None
             # The camera's timestamps come back: frames are TICKS apart (or a multiple, for a dropped one),
             # not re-stamped by the server's clock. (aiortc's VP8 decoder rounds pts by a tick or two.)
             gaps = np.diff([p for p, _ in list(c.frames)[-8:]])

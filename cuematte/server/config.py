@@ -68,6 +68,8 @@ class ServerConfig:
     # (cuematte.engine.pipelined; the CPU backend only); False: the graph in every frame's path (docs/service.md
     # has both measured).
     background_graph: bool = True
+    # VP8 out at libvpx's fastest real-time speed, denoiser off (cuematte.server.encoder); False: aiortc's settings.
+    fast_vp8: bool = True
     max_offer_bytes: int = 65536  # a browser offer is 3-10 kB; anything near this is not an offer
     # POST /matte (the parallax cue on two photos): each uploaded image's file size and decoded pixels, and how
     # many run at once (each takes the CPU for a while; more are answered 503, not queued).

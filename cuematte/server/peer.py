@@ -44,7 +44,7 @@ from cuematte.engine.session import MattingSession
 from cuematte.live import FlashCapture, LiveMatter, LiveState, RateMeter
 from cuematte.live.parallax import WAITING_DETAIL as PARALLAX_WAITING_DETAIL
 from cuematte.live.parallax import ParallaxLive
-from cuematte.server import jitter
+from cuematte.server import encoder, jitter
 from cuematte.server.config import ServerConfig
 from cuematte.server.metrics import Metrics
 from cuematte.server.protocol import ProtocolError, parse_background, parse_message, state_message
@@ -186,7 +186,10 @@ class PeerSession:
                 await self.close()
 
     def start(self) -> None:
-        """After the answer is sent: stats ticker, the connect deadline and the idle watch."""
+        """After the answer is sent: the processed video's encoder, stats ticker, the connect deadline and the
+        idle watch."""
+        if self.config.fast_vp8 and self._out_track is not None:
+            encoder.install(self.pc, self._out_track)
         self._spawn(self._stats_loop())
         self._spawn(self._connect_deadline())
         self._spawn(self._idle_watch())

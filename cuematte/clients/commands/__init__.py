@@ -29,3 +29,10 @@ def add_graph_argument(p: argparse._ActionsContainer) -> None:
     p.add_argument("--graph-in-path", action="store_true",
                    help="run the per-frame graph in every frame's path (default: on a background thread, each frame "
                         "matted at once with its newest output moved onto it; docs/service.md)")
+
+
+def add_vp8_argument(p: argparse._ActionsContainer) -> None:
+    """``--aiortc-vp8``: the service's outgoing VP8 with aiortc's own encoder settings."""
+    p.add_argument("--aiortc-vp8", action="store_true",
+                   help="encode the processed video with aiortc's VP8 settings (default: libvpx's fastest real-time "
+                        "speed without its denoiser, half the encoder's time; cuematte.server.encoder)")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cuematte.clients.commands import add_backend_arguments, add_graph_argument
+from cuematte.clients.commands import add_backend_arguments, add_graph_argument, add_vp8_argument
 
 HELP = "time the trimap, flash graph, cached per-frame path and first frame at several sizes"
 
@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e2e.add_argument("--seconds", type=float, default=5.0, help="measurement window per session")
     e2e.add_argument("--fps", type=float, default=30.0, help="rate the client offers frames at")
     add_graph_argument(e2e)
+    add_vp8_argument(e2e)
     e2e.add_argument("--codec", choices=["vp8", "h264"], help="preferred video codec (default: aiortc's order)")
     p.add_argument("--compare", type=Path, nargs="+", metavar="MODEL.onnx",
                    help="time these ONNX matting models against our per-frame graph, as ratios")
@@ -93,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
     if args.webrtc:
         from cuematte.clients.bench.webrtc import BenchError, run_webrtc
 
-        settings = {"service": args.url or "in-process on 127.0.0.1", "seconds": args.seconds, "fps": args.fps,
-                    "codec": args.codec}
+        service = args.url or ("in-process on 127.0.0.1, VP8 sent with "
+                               + ("aiortc's encoder settings" if args.aiortc_vp8 else "the service's fast encoder"))
+        settings = {"service": service, "seconds": args.seconds, "fps": args.fps, "codec": args.codec}
         print(f"webrtc: {settings['service']}, {args.seconds:g} s per session at {args.fps:g} fps", file=sys.stderr)
         factory = None if args.url else _inprocess_app(args)
         try:
@@ -158,7 +160,7 @@ def _inprocess_app(args: argparse.Namespace) -> Any:
         (web_dir / "index.html").write_text("<!doctype html><title>cuematte bench</title>\n")
     config = ServerConfig(host="127.0.0.1", port=0, model=args.model, backend=args.backend, plans=args.plans,
                           threads=args.threads, max_side=args.max_side, web_dir=web_dir,
-                          background_graph=not args.graph_in_path)
+                          background_graph=not args.graph_in_path, fast_vp8=not args.aiortc_vp8)
 
     def factory() -> Any:
         app = create_app(config)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
-from cuematte.clients.commands import add_backend_arguments, add_graph_argument, add_temporal_argument
+from cuematte.clients.commands import add_backend_arguments, add_graph_argument, add_temporal_argument, add_vp8_argument
 
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractAccessLogger
@@ -43,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ONNX Runtime intra-op threads (default: all cores but one, at most 4: one left to the codec)")
     add_temporal_argument(p)
     add_graph_argument(p)
+    add_vp8_argument(p)
     p.add_argument("--max-side", type=int, default=1280, help="matte frames at most this long on their long side")
 
 
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
                           max_sessions=args.max_sessions, cert=args.cert, key=args.key,
                           backend=args.backend, plans=args.plans, threads=args.threads,
                           max_side=args.max_side, temporal=args.temporal,
-                          background_graph=not args.graph_in_path,
+                          background_graph=not args.graph_in_path, fast_vp8=not args.aiortc_vp8,
                           allow_origins=tuple(args.allow_origin)).validate()
     ssl_context = config.ssl_context()
     app = create_app(config)  # loads the model: a missing one is an `error:` line before anything binds
