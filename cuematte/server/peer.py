@@ -188,8 +188,8 @@ class PeerSession:
     def start(self) -> None:
         """After the answer is sent: the processed video's encoder, stats ticker, the connect deadline and the
         idle watch."""
-        if self.config.fast_vp8 and self._out_track is not None:
-            encoder.install(self.pc, self._out_track)
+        if self.config.fast_vp8 and self._out_track is not None and encoder.install(self.pc, self._out_track):
+            log.info("session %s: VP8 out with the service's fast encoder", self.id[:8])
         self._spawn(self._stats_loop())
         self._spawn(self._connect_deadline())
         self._spawn(self._idle_watch())
