@@ -185,7 +185,8 @@ def test_webrtc_bench_writes_a_report(lite_model_dir: Path, tmp_path: Path) -> N
 
 
 def test_inprocess_service_gets_the_bench_settings(lite_model_dir: Path) -> None:
-    """--max-side and --threads reach the WebRTC service the benchmark starts, not only the stage bench."""
+    """--max-side, --threads, --graph-in-path and --aiortc-vp8 reach the WebRTC service the benchmark starts, not
+    only the stage bench."""
     pytest.importorskip("cuematte.server.app", reason="the WebRTC service is not in this checkout")
     import argparse
 
@@ -194,9 +195,9 @@ def test_inprocess_service_gets_the_bench_settings(lite_model_dir: Path) -> None
     from cuematte.server.app import SERVICE
 
     args = argparse.Namespace(model=lite_model_dir, backend="cpu", plans=None, threads=1, max_side=960,
-                              graph_in_path=True)
+                              graph_in_path=True, aiortc_vp8=True)
     with pytest.warns(UntrainedModelWarning):  # the random-init test model, said so at start as to any user
         app = _inprocess_app(args)()
     config = app[SERVICE].config
     assert (config.max_side, config.threads, config.model) == (960, 1, lite_model_dir)
-    assert not config.background_graph
+    assert not config.background_graph and not config.fast_vp8

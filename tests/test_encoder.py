@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import logging
 
 import cv2
 import numpy as np
+import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
 from aiortc.jitterbuffer import JitterFrame
@@ -77,6 +79,16 @@ def test_a_new_size_or_bit_rate_gets_a_new_fast_context() -> None:
     small = [cv2.resize(f, (W // 2, H // 2)) for f in frames]
     psnr = _round_trip(enc, small, dec=dec)  # a new size: a new context, and the same receiver decodes it
     assert enc.codec is not second and enc.codec.width == W // 2 and min(psnr) > 28.0
+
+
+def test_settings_libvpx_refuses_fall_back_to_aiortcs(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(encoder, "CPU_USED", -99)  # out of libvpx's range: avcodec_open2 fails
+    enc = FastVp8Encoder()
+    with caplog.at_level(logging.WARNING, logger="cuematte.server.encoder"):
+        psnr = _round_trip(enc, _noisy_frames(4))
+    assert enc.fallback and min(psnr) > 28.0  # the video goes on, encoded as aiortc would
+    assert sum("refused the service's VP8 settings" in r.getMessage() for r in caplog.records) == 1
 
 
 async def _negotiate(preferred: str | None) -> tuple[bool, RTCRtpSender, str | None]:

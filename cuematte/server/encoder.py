@@ -35,20 +35,33 @@ NOISE_SENSITIVITY = 0  # the temporal denoiser off (aiortc: 4, its strongest)
 
 
 class FastVp8Encoder(Vp8Encoder):
-    """aiortc's VP8 encoder (packetisation, bit-rate and key-frame handling) with a faster libvpx context."""
+    """aiortc's VP8 encoder (packetisation, bit-rate and key-frame handling) with a faster libvpx context. If
+    libvpx refuses to open it, the sender goes on with aiortc's own settings (said once in the log)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fallback = False  # libvpx refused these settings: aiortc's from then on
 
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
-        if isinstance(frame, VideoFrame):
-            self._ensure_codec(frame.width, frame.height)
-        return super().encode(frame, force_keyframe)
+        if self.fallback or not isinstance(frame, VideoFrame):
+            return super().encode(frame, force_keyframe)
+        fresh = self._ensure_codec(frame.width, frame.height)
+        try:
+            return super().encode(frame, force_keyframe)  # a fresh context is opened here, at its first frame
+        except av.FFmpegError as exc:
+            if not fresh:
+                raise  # an open encoder that fails: aiortc's sender stops, and the service closes the session
+            log.warning("libvpx refused the service's VP8 settings (%s): aiortc's settings from now on", exc)
+            self.fallback, self.codec = True, None
+            return super().encode(frame, force_keyframe)
 
-    def _ensure_codec(self, width: int, height: int) -> None:
-        """(Re)create the libvpx context when aiortc would: a new size, or the target bit rate moved > 10 %.
-        aiortc then finds a context that fits and keeps it."""
+    def _ensure_codec(self, width: int, height: int) -> bool:
+        """(Re)create the libvpx context when aiortc would: a new size, or the target bit rate moved > 10 %;
+        True if it did. aiortc then finds a context that fits and keeps it."""
         codec, rate = self.codec, self.target_bitrate
         if codec is not None and codec.width == width and codec.height == height and codec.bit_rate \
                 and abs(rate - codec.bit_rate) / codec.bit_rate <= 0.1:
-            return
+            return False
         codec = av.CodecContext.create("libvpx", "w")
         codec.width, codec.height = width, height
         codec.bit_rate = rate
@@ -63,6 +76,7 @@ class FastVp8Encoder(Vp8Encoder):
         }
         codec.thread_count = number_of_threads(width * height, multiprocessing.cpu_count())
         self.codec = codec
+        return True
 
 
 def negotiated_video_codec(pc: RTCPeerConnection, mid: str | None) -> str | None:
