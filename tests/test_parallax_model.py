@@ -143,6 +143,36 @@ def test_motion_channels_hand_the_views_differences_to_the_first_conv(tmp_path: 
     assert check_parity(net, path, (96, 160), tol=1e-4) <= 1e-4
 
 
+def test_ratio_channels_say_which_layer_lines_up(tmp_path: Path) -> None:
+    """With ``ratio_channels`` each branch also sees where its image lines up with the subject-aligned view but
+    not the background-aligned one (+1: its person), the reverse (-1: its background), or neither differs (0, and
+    the texture channel 0); the same six inputs, so the graph exports with the same interface and holds parity."""
+    net = _net(motion_channels=True, ratio_channels=True)
+    assert net.in_channels == 13 and net.stem[0][0].in_channels == 13
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(1, 3, 32, 96, generator=g)
+    other = torch.rand(1, 3, 32, 96, generator=g)
+    # Left third: the person (matches the subject-aligned counterpart); middle: background (matches the
+    # background-aligned partner); right: flat, both views the same.
+    partner, counterpart = other.clone(), other.clone()
+    partner[..., 32:] = image[..., 32:]
+    counterpart[..., :32] = image[..., :32]
+    counterpart[..., 64:] = image[..., 64:]
+    x = net._branch_input(image, partner, _trimap(1, 32, 96), counterpart)
+    ratio, texture = x[0, 11], x[0, 12]
+    inner = slice(2, -2)  # away from the 3x3 means' reach across the thirds
+    assert float(ratio[:, 2:30].min()) > 0.8 and float(ratio[:, 34:62].max()) < -0.8
+    assert float(ratio[:, 66:].abs().max()) == 0.0 and float(texture[:, 66:].abs().max()) == 0.0
+    assert float(texture[inner, 2:62].min()) > 0.5
+    no_bg = _net(motion_channels=True, ratio_channels=True, use_bg_view=False)
+    assert float(no_bg._branch_input(image, partner, _trimap(1, 32, 96), counterpart)[:, 11:].abs().max()) == 0.0
+    with pytest.raises(ValueError, match="single"):
+        _net(ratio_channels=True, branches="single")
+    path = export_parallax(net, tmp_path / "ratio.onnx", size=(64, 64))
+    assert [i.name for i in onnx.load(str(path)).graph.input] == list(INPUT_NAMES)
+    assert check_parity(net, path, (96, 160), tol=1e-4) <= 1e-4
+
+
 @pytest.mark.parametrize("size", [(64, 80), (48, 96), (100, 128)])
 def test_size_must_be_a_multiple_of_32(size: tuple[int, int]) -> None:
     with pytest.raises(ValueError, match="multiples of 32"):

@@ -68,6 +68,11 @@ class PPMConfig:
     # The parallax cue itself (the person does not line up with the background-aligned view, the background does
     # not line up with the subject-aligned one) handed to the first conv instead of left to be learnt from scratch.
     motion_channels: bool = False
+    # Two more: where each layer lines up. (|image - partner| - |image - counterpart|) / their sum, both 3x3
+    # means, is near +1 on the branch's person (it lines up with the subject-aligned view only) and -1 on its
+    # background, between on a mix; the sum says where the picture is textured enough for the ratio to mean
+    # anything. A division the first convolutions could not learn; it needs the motion channels' views.
+    ratio_channels: bool = False
     norm_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     norm_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -78,8 +83,8 @@ class PPMConfig:
             raise ValueError(f"branches must be 'dual' or 'single', got {self.branches!r}")
         if self.kv_pool not in (1, 2):
             raise ValueError(f"kv_pool must be 1 or 2 (the token grid is only guaranteed even), got {self.kv_pool}")
-        if self.motion_channels and self.branches == "single":
-            raise ValueError("motion_channels compare the views: the single-branch model sees one")
+        if (self.motion_channels or self.ratio_channels) and self.branches == "single":
+            raise ValueError("motion_channels and ratio_channels compare the views: the single-branch model sees one")
         if self.depth_enc < 1 or self.depth_dec < 1:
             raise ValueError("depth_enc and depth_dec must be >= 1")
 
@@ -280,8 +285,9 @@ class PPMNet(nn.Module):
 
     @property
     def in_channels(self) -> int:
-        """Channels of a branch input: image, partner, trimap (9), and the two motion channels if configured."""
-        return 9 + 2 * self.cfg.motion_channels
+        """Channels of a branch input: image, partner, trimap (9), then two motion and two ratio channels if
+        configured."""
+        return 9 + 2 * self.cfg.motion_channels + 2 * self.cfg.ratio_channels
 
     def _branch_input(self, image: Tensor, partner: Tensor, trimap: Tensor, counterpart: Tensor) -> Tensor:
         """(B, 3, H, W) x 4 -> (B, in_channels, H, W): normalised image, normalised partner (zeros if ablated),
@@ -295,6 +301,14 @@ class PPMNet(nn.Module):
             d_partner = (image - partner).abs().mean(1, keepdim=True) * 4.0
             parts += [d_partner if use_partner else torch.zeros_like(d_partner),
                       (image - counterpart).abs().mean(1, keepdim=True) * 4.0]
+        if self.cfg.ratio_channels:
+            def local(x: Tensor) -> Tensor:
+                return F.avg_pool2d(x.abs().mean(1, keepdim=True), 3, stride=1, padding=1, count_include_pad=False)
+
+            off_subject, off_background = local(image - partner), local(image - counterpart)
+            total = off_subject + off_background
+            ratio = (off_subject - off_background) / (total + 0.02)  # +-1 where one layer lines up, 0 if flat
+            parts += [ratio, total * 4.0] if use_partner else [torch.zeros_like(ratio)] * 2
         return torch.cat(parts, dim=1)
 
     @staticmethod
