@@ -19,7 +19,7 @@ def _eroded(mask: np.ndarray, r: int) -> np.ndarray:
 
 def test_shipped_parallax_model_is_trained_and_keeps_a_real_person() -> None:
     info = read_parallax_info(DEFAULT_MODEL)
-    assert info.trained and info.manifest["recipe"] == "parallax-motion"
+    assert info.trained and info.manifest["recipe"] == "parallax-ratio"
     assert info.graph.stat().st_size <= 16 * 1024 * 1024
 
     view1, truth = astronaut_view(FG_SHIFT, BG_SHIFT)

@@ -12,8 +12,9 @@ HELP = "train a flash/no-flash or parallax matting model from a recipe on genera
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default=None, metavar="NAME|FILE",
-                   help="what to train: cuematte/training/recipes/NAME.toml (flash-lite and parallax-motion are the "
-                        "shipped models) or a .toml file of config fields; not needed with --resume")
+                   help="what to train: cuematte/training/recipes/NAME.toml (flash-lite-half-sep and "
+                        "parallax-ratio are the shipped models) or a .toml file of config fields; not needed with "
+                        "--resume")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl, train.json)")
     p.add_argument("--steps", type=int, default=None,
                    help="total steps (default: the recipe's; with --resume the run's own, or more to extend it)")

@@ -43,8 +43,8 @@ OUTPUTS = ("alpha", "fg")
 RESERVED = ("kind", "format", "graph", "sha256", "patch", "overlap", "work_side", "guidance")
 
 HOW_TO_GET_A_PARALLAX_MODEL = (
-    "train and export one: `cuematte train --recipe parallax-motion --out runs/parallax-motion` then "
-    "`cuematte export --checkpoint runs/parallax-motion/last.safetensors --out-dir MODEL_DIR`; "
+    "train and export one: `cuematte train --recipe parallax-ratio --out runs/parallax-ratio` then "
+    "`cuematte export --checkpoint runs/parallax-ratio/last.safetensors --out-dir MODEL_DIR`; "
     "then pass --model MODEL_DIR"
 )
 
