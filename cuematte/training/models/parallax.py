@@ -71,7 +71,7 @@ class PPMConfig:
     # Two more: where each layer lines up. (|image - partner| - |image - counterpart|) / their sum, both 3x3
     # means, is near +1 on the branch's person (it lines up with the subject-aligned view only) and -1 on its
     # background, between on a mix; the sum says where the picture is textured enough for the ratio to mean
-    # anything. A division the first convolutions could not learn; it needs the motion channels' views.
+    # anything. A division, which convolutions and ReLUs can only approximate.
     ratio_channels: bool = False
     norm_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     norm_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -297,18 +297,22 @@ class PPMNet(nn.Module):
         # Exactly zero input channels where ablated: no information from the partner frame.
         p = self._normalize(partner) if use_partner else torch.zeros_like(partner)
         parts = [self._normalize(image), p, trimap]
+        if not (self.cfg.motion_channels or self.cfg.ratio_channels):
+            return torch.cat(parts, dim=1)
+        # Mean over colour of how far the image is from each aligned view: its person is off in the partner
+        # (aligned on the background), its background off in the counterpart (aligned on the subject).
+        off_subject = (image - partner).abs().mean(1, keepdim=True)
+        off_background = (image - counterpart).abs().mean(1, keepdim=True)
         if self.cfg.motion_channels:
-            d_partner = (image - partner).abs().mean(1, keepdim=True) * 4.0
-            parts += [d_partner if use_partner else torch.zeros_like(d_partner),
-                      (image - counterpart).abs().mean(1, keepdim=True) * 4.0]
+            parts += [off_subject * 4.0 if use_partner else torch.zeros_like(off_subject), off_background * 4.0]
         if self.cfg.ratio_channels:
-            def local(x: Tensor) -> Tensor:
-                return F.avg_pool2d(x.abs().mean(1, keepdim=True), 3, stride=1, padding=1, count_include_pad=False)
-
-            off_subject, off_background = local(image - partner), local(image - counterpart)
-            total = off_subject + off_background
-            ratio = (off_subject - off_background) / (total + 0.02)  # +-1 where one layer lines up, 0 if flat
-            parts += [ratio, total * 4.0] if use_partner else [torch.zeros_like(ratio)] * 2
+            if use_partner:
+                subject, background = (F.avg_pool2d(d, 3, stride=1, padding=1, count_include_pad=False)
+                                       for d in (off_subject, off_background))
+                total = subject + background
+                parts += [(subject - background) / (total + 0.02), total * 4.0]  # +-1 where one layer lines up
+            else:
+                parts += [torch.zeros_like(off_subject)] * 2
         return torch.cat(parts, dim=1)
 
     @staticmethod
