@@ -173,33 +173,6 @@ def test_ratio_channels_say_which_layer_lines_up(tmp_path: Path) -> None:
     assert check_parity(net, path, (96, 160), tol=1e-4) <= 1e-4
 
 
-def test_signed_channels_carry_the_compositing_equation(tmp_path: Path) -> None:
-    """With ``signed_channels`` a branch sees image - partner and image - counterpart per colour: where its image
-    is a mix alpha F + (1 - alpha) B and the counterpart, lined up on the person, shows the same person over
-    another background B', image - counterpart is exactly (1 - alpha)(B - B') (x4), sign and colour kept; zeros
-    for the ablated partner; the same six inputs, so the export keeps its interface and parity."""
-    net = _net(motion_channels=True, ratio_channels=True, signed_channels=True)
-    assert net.in_channels == 19 and net.stem[0][0].in_channels == 19
-    g = torch.Generator().manual_seed(2)
-    fg, b, b2, partner = (torch.rand(1, 3, 32, 64, generator=g) for _ in range(4))
-    alpha = torch.linspace(0, 1, 64).expand(1, 1, 32, 64)
-    image = alpha * fg + (1 - alpha) * b
-    counterpart = alpha * fg + (1 - alpha) * b2
-    x = net._branch_input(image, partner, _trimap(1, 32, 64), counterpart)
-    torch.testing.assert_close(x[:, 13:16], 4.0 * (image - partner))
-    torch.testing.assert_close(x[:, 16:19], 4.0 * (1 - alpha) * (b - b2))
-    assert float(x[:, 16:19, :, -1].abs().max()) < 1e-6  # opaque person: the background does not show
-    no_bg = _net(motion_channels=True, ratio_channels=True, signed_channels=True, use_bg_view=False)
-    y = no_bg._branch_input(image, partner, _trimap(1, 32, 64), counterpart)
-    assert float(y[:, 13:16].abs().max()) == 0.0
-    torch.testing.assert_close(y[:, 16:19], x[:, 16:19])
-    with pytest.raises(ValueError, match="single"):
-        _net(signed_channels=True, branches="single")
-    path = export_parallax(net, tmp_path / "signed.onnx", size=(64, 64))
-    assert [i.name for i in onnx.load(str(path)).graph.input] == list(INPUT_NAMES)
-    assert check_parity(net, path, (96, 160), tol=1e-4) <= 1e-4
-
-
 @pytest.mark.parametrize("size", [(64, 80), (48, 96), (100, 128)])
 def test_size_must_be_a_multiple_of_32(size: tuple[int, int]) -> None:
     with pytest.raises(ValueError, match="multiples of 32"):

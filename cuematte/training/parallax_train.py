@@ -44,7 +44,6 @@ class ParallaxTrainConfig:
     use_bg_view: bool = True  # False: the paper's "w/o background-aligned frame" ablation
     motion_channels: bool = False  # PPMConfig.motion_channels: the views' differences as two more inputs
     ratio_channels: bool = False  # PPMConfig.ratio_channels: where each layer lines up, as two more inputs
-    signed_channels: bool = False  # PPMConfig.signed_channels: the views' signed colour differences, six more
     flow: FlowKind = "dis"  # "dis": the engine's estimator (training sees its errors); "exact": the oracle
     flow_noise_px: float = 0.0  # extra foreground-flow noise (the paper's +noise ablation)
     steps: int = 3000
@@ -66,8 +65,7 @@ class ParallaxTrainConfig:
     @property
     def net_config(self) -> PPMConfig:
         return replace(PPM_PRESETS[self.config], branches=self.branches, use_bg_view=self.use_bg_view,
-                       motion_channels=self.motion_channels, ratio_channels=self.ratio_channels,
-                       signed_channels=self.signed_channels)
+                       motion_channels=self.motion_channels, ratio_channels=self.ratio_channels)
 
     def validate(self) -> None:
         if self.kind != "parallax":
@@ -76,9 +74,9 @@ class ParallaxTrainConfig:
             raise InputError(f"config {self.config!r} is not one of {', '.join(PPM_PRESETS)}")
         if self.branches not in ("dual", "single"):
             raise InputError(f"branches {self.branches!r} is not 'dual' or 'single'")
-        if (self.motion_channels or self.ratio_channels or self.signed_channels) and self.branches == "single":
-            raise InputError("motion_channels, ratio_channels and signed_channels compare the two views: the "
-                             "single-branch ablation sees one")
+        if (self.motion_channels or self.ratio_channels) and self.branches == "single":
+            raise InputError("motion_channels and ratio_channels compare the two views: the single-branch ablation "
+                             "sees one")
         if self.flow not in ("dis", "exact"):
             raise InputError(f"flow {self.flow!r} is not 'dis' or 'exact'")
         if self.crop % 32 or self.crop > min(self.size):

@@ -73,11 +73,6 @@ class PPMConfig:
     # background, between on a mix; the sum says where the picture is textured enough for the ratio to mean
     # anything. A division, which convolutions and ReLUs can only approximate.
     ratio_channels: bool = False
-    # Six more: image - partner and image - counterpart, signed, per colour. Where a branch's image is a mix,
-    # I - I_fg = (1 - alpha)(B - B') (the compositing equation with the person lined up): its sign and colour say
-    # which background shows through and how much, at full resolution; the mean of |.| above keeps neither, and the
-    # other view's colours otherwise reach the bottom branch only through cross-attention at 1/16.
-    signed_channels: bool = False
     norm_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     norm_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -88,9 +83,8 @@ class PPMConfig:
             raise ValueError(f"branches must be 'dual' or 'single', got {self.branches!r}")
         if self.kv_pool not in (1, 2):
             raise ValueError(f"kv_pool must be 1 or 2 (the token grid is only guaranteed even), got {self.kv_pool}")
-        if (self.motion_channels or self.ratio_channels or self.signed_channels) and self.branches == "single":
-            raise ValueError("motion_channels, ratio_channels and signed_channels compare the views: the "
-                             "single-branch model sees one")
+        if (self.motion_channels or self.ratio_channels) and self.branches == "single":
+            raise ValueError("motion_channels and ratio_channels compare the views: the single-branch model sees one")
         if self.depth_enc < 1 or self.depth_dec < 1:
             raise ValueError("depth_enc and depth_dec must be >= 1")
 
@@ -291,9 +285,9 @@ class PPMNet(nn.Module):
 
     @property
     def in_channels(self) -> int:
-        """Channels of a branch input: image, partner, trimap (9), then two motion, two ratio and six signed
-        difference channels if configured."""
-        return 9 + 2 * self.cfg.motion_channels + 2 * self.cfg.ratio_channels + 6 * self.cfg.signed_channels
+        """Channels of a branch input: image, partner, trimap (9), then two motion and two ratio channels if
+        configured."""
+        return 9 + 2 * self.cfg.motion_channels + 2 * self.cfg.ratio_channels
 
     def _branch_input(self, image: Tensor, partner: Tensor, trimap: Tensor, counterpart: Tensor) -> Tensor:
         """(B, 3, H, W) x 4 -> (B, in_channels, H, W): normalised image, normalised partner (zeros if ablated),
@@ -303,13 +297,12 @@ class PPMNet(nn.Module):
         # Exactly zero input channels where ablated: no information from the partner frame.
         p = self._normalize(partner) if use_partner else torch.zeros_like(partner)
         parts = [self._normalize(image), p, trimap]
-        if not (self.cfg.motion_channels or self.cfg.ratio_channels or self.cfg.signed_channels):
+        if not (self.cfg.motion_channels or self.cfg.ratio_channels):
             return torch.cat(parts, dim=1)
-        # How far the image is from each aligned view: its person is off in the partner (aligned on the
-        # background), its background off in the counterpart (aligned on the subject).
-        to_partner, to_counterpart = image - partner, image - counterpart
-        off_subject = to_partner.abs().mean(1, keepdim=True)
-        off_background = to_counterpart.abs().mean(1, keepdim=True)
+        # Mean over colour of how far the image is from each aligned view: its person is off in the partner
+        # (aligned on the background), its background off in the counterpart (aligned on the subject).
+        off_subject = (image - partner).abs().mean(1, keepdim=True)
+        off_background = (image - counterpart).abs().mean(1, keepdim=True)
         if self.cfg.motion_channels:
             parts += [off_subject * 4.0 if use_partner else torch.zeros_like(off_subject), off_background * 4.0]
         if self.cfg.ratio_channels:
@@ -320,8 +313,6 @@ class PPMNet(nn.Module):
                 parts += [(subject - background) / (total + 0.02), total * 4.0]  # +-1 where one layer lines up
             else:
                 parts += [torch.zeros_like(off_subject)] * 2
-        if self.cfg.signed_channels:
-            parts += [to_partner * 4.0 if use_partner else torch.zeros_like(to_partner), to_counterpart * 4.0]
         return torch.cat(parts, dim=1)
 
     @staticmethod
