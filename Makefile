@@ -39,8 +39,8 @@ lint:
 typecheck:
 	$(DEV_VENV)/bin/mypy cuematte
 
+# The slowest tests in every log: the CI run has to stay under 20 minutes on 2 cores.
 pytest:
-	# The slowest tests in every log: the CI run has to stay under 20 minutes on 2 cores.
 	$(DEV_VENV)/bin/pytest -q -ra --durations=15
 
 # On a machine with an NVIDIA GPU (and the [gpu] / [tensorrt] extras): plans, parity against CPU, 720p/1080p bench.

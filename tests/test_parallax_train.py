@@ -41,6 +41,9 @@ def test_recipes_validate_and_the_flash_loader_refuses_them() -> None:
         load_recipe("parallax-lite")
     with pytest.raises(InputError, match="crop"):
         ParallaxTrainConfig(crop=100).validate()
+    # The network's own rules, as a named recipe error: the single branch sees one view, nothing to compare.
+    with pytest.raises(InputError, match="single-branch"):
+        ParallaxTrainConfig(branches="single", ratio_channels=True).validate()
 
 
 def test_train_resume_export_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

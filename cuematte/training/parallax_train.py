@@ -72,11 +72,10 @@ class ParallaxTrainConfig:
             raise InputError(f"recipe kind {self.kind!r} is not 'parallax'")
         if self.config not in PPM_PRESETS:
             raise InputError(f"config {self.config!r} is not one of {', '.join(PPM_PRESETS)}")
-        if self.branches not in ("dual", "single"):
-            raise InputError(f"branches {self.branches!r} is not 'dual' or 'single'")
-        if (self.motion_channels or self.ratio_channels) and self.branches == "single":
-            raise InputError("motion_channels and ratio_channels compare the two views: the single-branch ablation "
-                             "sees one")
+        try:  # the network's own rules (branches, which inputs the single branch can take)
+            self.net_config.validate()
+        except ValueError as exc:
+            raise InputError(f"recipe: {exc}") from None
         if self.flow not in ("dis", "exact"):
             raise InputError(f"flow {self.flow!r} is not 'dis' or 'exact'")
         if self.crop % 32 or self.crop > min(self.size):
