@@ -107,16 +107,19 @@ def test_guided_model_exports_from_the_cli_and_mattes(net_config: str, tmp_path:
     """The shipped configuration's graph contract (with the paper's decoders, with them stopped at half the grid
     with separable last groups, and with the shared trunk): the frame graph also takes the guidance trimap at the
     fixed CMN grid, ends at the coefficients' grid, holds parity at an unseen size, and the session feeds it; a
-    removed switch is a named error."""
+    removed switch is a named error. The guidance rules are the engine's, recorded in model.json for the session
+    to apply: the shipped configuration takes both (as shipped), the others the pocket fill only."""
     from cuematte.clients.cli import main
     from cuematte.engine.session import MattingSession
 
     out = tmp_path / "guided"
+    shipped = net_config == "lite-half-sep"
     assert main(["export", "--config", net_config, "--random-init", "--person-mask", "--flash-prior", "--align-flash",
-                 "--guidance", "--guidance-fill-pockets", "--out-dir", str(out)]) == 0
+                 "--guidance", "--guidance-fill-pockets", *(["--guidance-confirm-bg"] if shipped else []),
+                 "--out-dir", str(out)]) == 0
     config = json.loads((out / "model.json").read_text())["config"]
     assert config["guidance"] and config["align_flash"] and "person_features" not in config
-    assert config["guidance_fill_pockets"] and not config["guidance_confirm_bg"]
+    assert config["guidance_fill_pockets"] and config["guidance_confirm_bg"] is shipped
     frame = onnx.load(str(out / "frame.onnx"))
     dims = {i.name: [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim] for i in frame.graph.input}
     assert list(dims) == ["frame_cmn", "flash_features", "person_mask", "flash_prior", "guidance"]
@@ -129,7 +132,7 @@ def test_guided_model_exports_from_the_cli_and_mattes(net_config: str, tmp_path:
     assert check_parity(net, out, (271, 483)).ok()
     flash_img, noflash, _ = scene
     session = MattingSession(out)
-    assert session.guidance_params.fill_pockets and not session.guidance_params.confirm_background
+    assert session.guidance_params.fill_pockets and session.guidance_params.confirm_background is shipped
     session.set_flash(flash_img, noflash)
     m = session.matte(noflash)
     assert m.alpha.shape == noflash.shape[:2] and m.guidance is not None and m.guidance.shape == (144, 256)
@@ -203,18 +206,10 @@ def test_paper_config_exports_with_parity(tmp_path: Path) -> None:
     assert np.isclose(manifest["parity"]["tolerance"]["alpha"], 1e-3)
 
 
-def test_export_can_serve_with_the_confirm_background_rule(tmp_path: Path, quiet_untrained: None,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    """The guidance rule is the engine's, so export records it in model.json for the session to apply; a model
-    without the guidance input cannot take it."""
+def test_a_guidance_rule_needs_the_guidance_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A model without the guidance input cannot take the engine's guidance rules (their use: the test above)."""
     from cuematte.clients.cli import main
-    from cuematte.engine.model import FlashModel
 
-    out = tmp_path / "confirm"
-    assert main(["export", "--config", "lite", "--random-init", "--person-mask", "--flash-prior", "--align-flash",
-                 "--guidance", "--guidance-confirm-bg", "--out-dir", str(out)]) == 0
-    assert json.loads((out / "model.json").read_text())["config"]["guidance_confirm_bg"] is True
-    assert FlashModel(out).info.guidance_confirm_bg
     assert main(["export", "--config", "lite", "--random-init", "--guidance-confirm-bg",
                  "--out-dir", str(tmp_path / "plain")]) == 2
     assert "guidance" in capsys.readouterr().err and not (tmp_path / "plain").exists()

@@ -32,6 +32,7 @@ from cuematte.training.parallax_losses import TERMS, PPMLossWeights, parallax_lo
 
 TINY = PPMConfig(name="tiny", dim=32, heads=2, depth_enc=1, depth_dec=2, mlp_ratio=2.0, kv_pool=2,
                  stem_channels=(8, 8), detail_channels=(8, 8, 8), fusion_channels=(8, 8, 8, 8))
+SHIPPED_CHANNELS: dict[str, bool] = {"motion_channels": True, "ratio_channels": True}  # parallax-lite's recipe
 
 
 def _net(**changes: object) -> PPMNet:
@@ -124,10 +125,10 @@ def test_without_bg_view_partner_images_are_ignored() -> None:
     assert not torch.equal(ref["alpha_raw"], moved["alpha_raw"])
 
 
-def test_motion_channels_hand_the_views_differences_to_the_first_conv(tmp_path: Path) -> None:
-    """With ``motion_channels`` each branch also sees mean |image - partner| and |image - counterpart|: the
-    same six inputs, two more channels, so the graph exports with the same interface and holds parity; without
-    the background-aligned view its difference is zeroed too; the single branch has nothing to compare."""
+def test_motion_channels_hand_the_views_differences_to_the_first_conv() -> None:
+    """With ``motion_channels`` each branch also sees mean |image - partner| and |image - counterpart| (computed
+    in the graph from the same six inputs: ``tiny_export`` below exports and checks them); without the
+    background-aligned view its difference is zeroed too; the single branch has nothing to compare."""
     net = _net(motion_channels=True)
     assert net.in_channels == 11 and net.stem[0][0].in_channels == 11
     a = _inputs()
@@ -138,15 +139,12 @@ def test_motion_channels_hand_the_views_differences_to_the_first_conv(tmp_path: 
     assert float(no_bg._branch_input(a[0], a[1], a[4], a[2])[:, 9].abs().max()) == 0.0
     with pytest.raises(ValueError, match="single"):
         _net(motion_channels=True, branches="single")
-    path = export_parallax(net, tmp_path / "motion.onnx", size=(64, 64))
-    assert [i.name for i in onnx.load(str(path)).graph.input] == list(INPUT_NAMES)
-    assert check_parity(net, path, (96, 160), tol=1e-4) <= 1e-4
 
 
-def test_ratio_channels_say_which_layer_lines_up(tmp_path: Path) -> None:
+def test_ratio_channels_say_which_layer_lines_up() -> None:
     """With ``ratio_channels`` each branch also sees where its image lines up with the subject-aligned view but
     not the background-aligned one (+1: its person), the reverse (-1: its background), or neither differs (0, and
-    the texture channel 0); the same six inputs, so the graph exports with the same interface and holds parity."""
+    the texture channel 0); the same six inputs (``tiny_export`` exports this configuration and checks parity)."""
     net = _net(motion_channels=True, ratio_channels=True)
     assert net.in_channels == 13 and net.stem[0][0].in_channels == 13
     g = torch.Generator().manual_seed(1)
@@ -168,9 +166,6 @@ def test_ratio_channels_say_which_layer_lines_up(tmp_path: Path) -> None:
     assert float(no_bg._branch_input(image, partner, _trimap(1, 32, 96), counterpart)[:, 11:].abs().max()) == 0.0
     with pytest.raises(ValueError, match="single"):
         _net(ratio_channels=True, branches="single")
-    path = export_parallax(net, tmp_path / "ratio.onnx", size=(64, 64))
-    assert [i.name for i in onnx.load(str(path)).graph.input] == list(INPUT_NAMES)
-    assert check_parity(net, path, (96, 160), tol=1e-4) <= 1e-4
 
 
 @pytest.mark.parametrize("size", [(64, 80), (48, 96), (100, 128)])
@@ -256,7 +251,8 @@ def test_sep_normalises_soft_and_hard_pixels_separately() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[PPMNet, Path]:
-    net = _net()
+    """The tiny network in the shipped model's form (motion and ratio channels, computed inside the graph)."""
+    net = _net(**SHIPPED_CHANNELS)
     return net, export_parallax(net, tmp_path_factory.mktemp("ppm") / "ppm.onnx", size=(64, 64))
 
 
@@ -273,7 +269,7 @@ def test_export_passes_checker_with_named_dynamic_io(tiny_export: tuple[PPMNet, 
         (OUTPUT_NAMES[0], [1, 1, "height", "width"]), (OUTPUT_NAMES[1], [1, 3, "height", "width"]),
     ]
     meta = {p.key: p.value for p in model.metadata_props}
-    assert PPMConfig.from_dict(json.loads(meta["cuematte.config"])) == TINY
+    assert PPMConfig.from_dict(json.loads(meta["cuematte.config"])) == dataclasses.replace(TINY, **SHIPPED_CHANNELS)
 
 
 @pytest.mark.parametrize("size", [(64, 64), (96, 160)])
@@ -285,7 +281,7 @@ def test_onnx_runtime_matches_pytorch(tiny_export: tuple[PPMNet, Path], size: tu
 
 def test_parity_failure_is_a_named_error(tiny_export: tuple[PPMNet, Path]) -> None:
     _, path = tiny_export
-    other = _net()
+    other = _net(**SHIPPED_CHANNELS)
     assert other.head.bias is not None
     with torch.no_grad():
         other.head.bias.add_(1.0)  # a different model than the one exported
