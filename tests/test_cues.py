@@ -277,3 +277,33 @@ def test_where_the_flash_contradicts_the_segmenter_the_trimap_is_unknown() -> No
     assert (cue.trimap[body] == BG).mean() < 0.05
     assert (cue.trimap[body] == UNKNOWN).mean() > 0.8
     assert (cue.trimap[25:65, 25:65] != FG).all()
+
+
+def test_the_tracker_keeps_the_flash_on_the_person_when_its_fit_slides_off() -> None:
+    """ECC's fit is checked against the segmenter's person masks: a fit that left the person (a turning head on
+    a real clip) is replaced by the one that puts the reference's person on this frame's, a right fit is kept, and
+    a frame that is the reference keeps the identity."""
+    from cuematte.engine.cues.align import SubjectWarp
+    from cuematte.engine.cues.tracking import SubjectTracker, checked_against_masks
+
+    h, w = 144, 256
+    yy, xx = np.mgrid[:h, :w]
+    ref = ((xx - 100) ** 2 / 40**2 + (yy - 80) ** 2 / 55**2) < 1  # the person where the flash caught them
+    now = np.roll(ref, 20, axis=1)  # 20 px to the right since
+    stuck = SubjectWarp(warp=np.eye(2, 3, dtype=np.float32), kind="affine")  # ECC stayed where it was
+    fixed = checked_against_masks(stuck, ref, now)
+    assert fixed.kind in ("recentred", "shifted")
+    assert iou(fixed.to_noflash(ref.astype(np.uint8), nearest=True) > 0, now) > 0.97
+    true = SubjectWarp(warp=np.array([[1, 0, -20], [0, 1, 0]], np.float32), kind="affine")
+    assert checked_against_masks(true, ref, now) is true
+    assert checked_against_masks(stuck, ref, ref) is stuck
+    assert checked_against_masks(stuck, ref, np.zeros_like(ref)) is stuck  # nobody in the frame: nothing to check
+
+    # Through the tracker: flat frames with nothing for ECC to hold on to, its fit started 30 px off.
+    frame_ref = np.where(ref[..., None], 200, 60).astype(np.uint8).repeat(3, axis=2)
+    frame_now = np.where(now[..., None], 200, 60).astype(np.uint8).repeat(3, axis=2)
+    off = np.array([[1, 0, 30], [0, 1, 0]], np.float32)
+    tracker = SubjectTracker(frame_ref, warp=off.copy(), reference_person=ref.astype(np.float32))
+    fit = tracker.follow(frame_now, now.astype(np.float32))
+    assert iou(fit.to_noflash(ref.astype(np.uint8), nearest=True) > 0, now) > 0.95
+    assert np.array_equal(tracker.warp, fit.warp)  # the next frame's fit starts from the checked one

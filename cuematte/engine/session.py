@@ -214,7 +214,7 @@ class MattingSession:
                                              cue.alignment.warp)
             flash_in, trimap_in = subject.to_noflash(flash_s), subject.to_noflash(cue.trimap, nearest=True)
             if self.track_subject and self.model.info.flash_prior:
-                tracker = SubjectTracker(reference)
+                tracker = SubjectTracker(reference, reference_person=self.segmenter.segment(reference))
         t1 = self.times.record("trimap", t0)
         cmn = self.model.info.cmn_size
         one_hot = np.ascontiguousarray(trimap_one_hot(trimap_in).transpose(1, 2, 0))

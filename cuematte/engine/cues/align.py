@@ -95,8 +95,9 @@ class SubjectWarp:
     """How the flash frame maps onto the no-flash frame, fitted on the subject."""
 
     warp: np.ndarray  # (2, 3) float32 affine, no-flash pixel coords -> flash pixel coords (full resolution)
-    # "affine", "euclidean" (the affine fit failed or was implausible), "global" (the start warp), or "cached"
-    # (a stored warp applied again, as the training batches do)
+    # "affine", "euclidean" (the affine fit failed or was implausible), "global" (the start warp), "cached"
+    # (a stored warp applied again, as the training batches do), or the tracker's corrections of a fit that slid
+    # off the person, "recentred" and "shifted" (cues.tracking.checked_against_masks)
     kind: str
 
     def to_noflash(self, image: np.ndarray, *, nearest: bool = False, out: np.ndarray | None = None) -> np.ndarray:
