@@ -70,7 +70,8 @@ def write_y4m(path: Path, flash: np.ndarray, noflash: np.ndarray) -> Path:
 def photo_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real person: the top 16:9 of scikit-image's astronaut portrait, with a flash rendered for it."""
     from cuematte.engine.cues.segmenter import MediaPipeSegmenter
-    from cuematte.training.photo_flash import render_flash, skimage_photo
+    from cuematte.engine.cues.simulated_flash import render_flash
+    from cuematte.training.photo_flash import skimage_photo
 
     noflash = cv2.resize(skimage_photo("astronaut.png")[:288], (W, H), interpolation=cv2.INTER_AREA)
     flash = render_flash(noflash, MediaPipeSegmenter().segment(noflash), exposure=1.0, shift=(0.0, 0.0))

@@ -29,7 +29,7 @@ def _scene(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     from skimage import data
 
     from cuematte.engine.cues.segmenter import MediaPipeSegmenter
-    from cuematte.training.photo_flash import render_flash
+    from cuematte.engine.cues.simulated_flash import render_flash
 
     noflash = np.ascontiguousarray(cv2.resize(data.astronaut(), (w, h), interpolation=cv2.INTER_LINEAR))
     return render_flash(noflash, MediaPipeSegmenter().segment(noflash)), noflash

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from cuematte.engine.cues.simulated_flash import render_flash
 from cuematte.engine.frames import luma
-from cuematte.training.photo_flash import REGIONS, main, region_means, render_flash, skimage_photo
+from cuematte.training.photo_flash import REGIONS, main, region_means, skimage_photo
 
 pytestmark = pytest.mark.usefixtures("quiet_untrained")
 

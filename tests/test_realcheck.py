@@ -121,3 +121,28 @@ def test_shipped_model_keeps_the_astronaut_and_drops_the_wall(tmp_path: Path) ->
     result = check_item(MattingSession(segmenter=segmenter), segmenter, tmp_path / "in" / "astronaut.png", None,
                         tmp_path / "out")
     assert result.person_dropped_pct == pytest.approx(item["person_dropped_pct"])
+
+
+def test_rendered_flash_locates_the_astronaut_and_tracks_her_through_a_clip(tmp_path: Path) -> None:
+    """``--rendered-flash``: a near flash rendered onto the first frame locates the person (the uniform one does
+    not), and a clip of her moving is checked through the tracking that carries the cached flash along."""
+    from skimage.data import astronaut
+
+    from cuematte.clients.cli import main
+    from cuematte.engine.io import VideoWriter
+
+    photo = cv2.resize(astronaut(), (320, 320), interpolation=cv2.INTER_AREA)
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "astronaut.png", photo)
+    with VideoWriter(tmp_path / "in" / "moving.mp4", (320, 320), 15) as w:
+        for i in range(10):  # she steps 2 px right a frame, the room with her (a pan)
+            w.write(np.roll(photo, 2 * i, axis=1))
+    for flag, located in (([], False), (["--rendered-flash"], True)):
+        out = tmp_path / ("rendered" if flag else "uniform")
+        assert main(["check-real", str(tmp_path / "in"), "--out", str(out), *flag]) == 0
+        items = {i["name"]: i for i in json.loads((out / "report.json").read_text())["items"]}
+        assert (items["astronaut.png"]["flash_method"] == "segmenter") is located
+        assert items["moving.mp4"]["frames"] == 10
+        for item in items.values():
+            assert ("rendered flash" in item["kind"]) is located
+            assert item["person_dropped_pct"] <= 1.0 and item["background_kept_pct"] <= 2.0, item

@@ -18,6 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--graph-lag", type=int, default=None, metavar="N",
                    help="videos as the live service mattes them with its background graph: each frame with the "
                         "graph's output of N frames before, moved onto it (default: the graph on every frame)")
+    p.add_argument("--rendered-flash", action="store_true",
+                   help="items without a flash photo get a near flash rendered onto their (first) frame, which "
+                        "locates the person, instead of a uniform one: the flash path and, on videos, the "
+                        "tracking it relies on")
     p.add_argument("--max-dropped", type=float, default=1.0, help="target: person dropped %% at most")
     p.add_argument("--max-kept", type=float, default=2.0, help="target: background kept %% at most")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     for path, flash in tqdm(items, desc="check-real", disable=len(items) < 2):
         plain = MattingSession(args.model, threads=args.threads, segmenter=segmenter, temporal=args.temporal)
         session = plain if args.graph_lag is None else PipelinedSession(plain, lag=args.graph_lag)
-        results.append(check_item(session, segmenter, path, flash, args.out, params, args.max_frames))
+        results.append(check_item(session, segmenter, path, flash, args.out, params, args.max_frames,
+                                  rendered_flash=args.rendered_flash))
     print(write_report(results, args.out, params), end="")
     missed = [r.name for r in results if not r.passes(params)]
     if missed:
