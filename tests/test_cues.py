@@ -298,6 +298,9 @@ def test_the_tracker_keeps_the_flash_on_the_person_when_its_fit_slides_off() -> 
     assert checked_against_masks(true, ref, now) is true
     assert checked_against_masks(stuck, ref, ref) is stuck
     assert checked_against_masks(stuck, ref, np.zeros_like(ref)) is stuck  # nobody in the frame: nothing to check
+    # Someone walks in behind: the masks' centre moves, the subject does not, and neither does the fit.
+    other = ((xx - 215) ** 2 / 30**2 + (yy - 60) ** 2 / 45**2) < 1
+    assert checked_against_masks(stuck, ref, ref | other) is stuck
 
     # Through the tracker: flat frames with nothing for ECC to hold on to, its fit started 30 px off.
     frame_ref = np.where(ref[..., None], 200, 60).astype(np.uint8).repeat(3, axis=2)
