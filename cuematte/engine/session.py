@@ -84,13 +84,15 @@ def flash_trimap(feeds: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def fit_subject(flash: np.ndarray, noflash: np.ndarray, segmenter: PersonSegmenter, cmn_size: tuple[int, int],
-                start: np.ndarray) -> tuple[SubjectWarp, np.ndarray]:
+                start: np.ndarray) -> tuple[SubjectWarp, np.ndarray, np.ndarray]:
     """The person's flash -> no-flash warp as an ``align_flash`` session fits it in ``set_flash`` (and training
     fits it for its samples): on the person the segmenter finds in the no-flash frame at the CMN grid. Returns
-    the warp and that no-flash frame at the CMN grid (h, w, 3) uint8, the reference later frames are tracked to.
+    the warp, that no-flash frame at the CMN grid (h, w, 3) uint8, the reference later frames are tracked to,
+    and the segmenter's (h, w) person probability in it, which the tracking checks its fits against.
     """
     reference = resize(noflash, cmn_size)
-    return estimate_subject_warp(flash, noflash, segmenter.segment(reference), start), reference
+    person = segmenter.segment(reference)
+    return estimate_subject_warp(flash, noflash, person, start), reference, person
 
 
 def create_segmenter(kind: str | PersonSegmenter | None, threads: int | None = None) -> PersonSegmenter | None:
@@ -210,11 +212,11 @@ class MattingSession:
         if self.model.info.align_flash:
             # The person moved between the two frames: such a model takes its flash where the person is now.
             assert self.segmenter is not None
-            subject, reference = fit_subject(flash_s, noflash_s, self.segmenter, self.model.info.cmn_size,
-                                             cue.alignment.warp)
+            subject, reference, reference_person = fit_subject(flash_s, noflash_s, self.segmenter,
+                                                               self.model.info.cmn_size, cue.alignment.warp)
             flash_in, trimap_in = subject.to_noflash(flash_s), subject.to_noflash(cue.trimap, nearest=True)
             if self.track_subject and self.model.info.flash_prior:
-                tracker = SubjectTracker(reference, reference_person=self.segmenter.segment(reference))
+                tracker = SubjectTracker(reference, reference_person=reference_person)
         t1 = self.times.record("trimap", t0)
         cmn = self.model.info.cmn_size
         one_hot = np.ascontiguousarray(trimap_one_hot(trimap_in).transpose(1, 2, 0))

@@ -44,14 +44,19 @@ class SubjectTracker:
     reference: np.ndarray
     warp: np.ndarray = field(default_factory=lambda: np.eye(2, 3, dtype=np.float32))
     reference_person: np.ndarray | None = None
+    _reference_mask: np.ndarray | None = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.reference_person is not None:  # fixed for the flash's life: thresholded once, not every frame
+            self._reference_mask = (self.reference_person >= 0.5).astype(np.uint8)
 
     def follow(self, frame: np.ndarray, person: np.ndarray) -> SubjectWarp:
         """Fit the person's motion to ``frame`` (h, w, 3) uint8 at the CMN grid, ``person`` its (h, w) person
         probability; the fit becomes the next frame's start."""
         fit = estimate_subject_warp(self.reference, frame, person, self.warp, max_shift=MAX_SHIFT,
                                     max_scale=MAX_SCALE, work_side=TRACK_SIDE, max_iters=TRACK_ITERS)
-        if self.reference_person is not None:
-            fit = checked_against_masks(fit, self.reference_person >= 0.5, person >= 0.5)
+        if self._reference_mask is not None:
+            fit = checked_against_masks(fit, self._reference_mask, person >= 0.5)
         self.warp = fit.warp
         return fit
 
@@ -72,7 +77,8 @@ def _centre(mask: np.ndarray) -> np.ndarray | None:
 
 
 def checked_against_masks(fit: SubjectWarp, reference: np.ndarray, person: np.ndarray) -> SubjectWarp:
-    """``fit`` (frame -> reference) against the person masks (h, w) bool of the reference and of the frame: the
+    """``fit`` (frame -> reference) against the person masks (h, w) of the reference (bool or 0/1 uint8) and of
+    the frame (bool): the
     fit itself, the fit with its shift set so that the masks' centres meet ("recentred"), or that shift alone
     ("shifted"), whichever leaves the fewest pixels in one mask and not the other once the reference's is moved
     onto the frame (the fit on a tie)."""
@@ -83,7 +89,7 @@ def checked_against_masks(fit: SubjectWarp, reference: np.ndarray, person: np.nd
     recentred[:, 2] = c_ref - recentred[:, :2] @ c_now
     shifted = np.eye(2, 3, dtype=np.float32)
     shifted[:, 2] = c_ref - c_now
-    ref_u8 = reference.astype(np.uint8)
+    ref_u8 = reference.astype(np.uint8, copy=False)
     best, best_err = fit, None
     for cand in (fit, SubjectWarp(warp=recentred, kind="recentred"), SubjectWarp(warp=shifted, kind="shifted")):
         err = int(np.count_nonzero((cand.to_noflash(ref_u8, nearest=True) > 0) != person))
