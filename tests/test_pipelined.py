@@ -134,7 +134,7 @@ def test_the_background_thread_mattes_every_frame_and_stops(pan: list[np.ndarray
         i += 1
     assert p.graph_runs >= 4 and p.times.ms["graph_background"] > 0
     assert ages[0] == 0 and min(ages[1:]) >= 1  # later frames never wait for the graph
-    p.close()
+    p.close(wait=True)  # a run still going when close is called would count after it: wait for it
     runs = p.graph_runs
     m = p.matte(pan[4])  # after close: the last output, moved; no thread is started again
     assert _certain_exact(m) and p._executor is None and p.graph_runs == runs

@@ -173,12 +173,13 @@ class PipelinedSession:
     def reset(self) -> None:
         self.session.reset()
 
-    def close(self) -> None:
-        """Stop the background thread (an unfinished run is left to end on its own). Frames matted after this
-        reuse the last output (or run the graph themselves after a new flash)."""
+    def close(self, *, wait: bool = False) -> None:
+        """Stop the background thread. An unfinished run is left to end on its own, or with ``wait`` waited
+        for (its output is not used). Frames matted after this reuse the last output (or run the graph
+        themselves after a new flash)."""
         self._closed = True
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=wait, cancel_futures=True)
             self._executor = None
         self._pending = None
 
