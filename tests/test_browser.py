@@ -146,6 +146,18 @@ async def sample(page: Any, *regions: tuple[float, float, float, float]) -> list
     return list(np.median(shots, axis=0))
 
 
+async def sample_once_changed(page: Any, changed: Any, *regions: tuple[float, float, float, float],
+                              timeout: float = 30.0) -> list[np.ndarray]:
+    """:func:`sample` again until ``changed(samples)`` holds or ``timeout`` s have passed; the last samples. A
+    switch goes through the data channel, the service, the encoder and the page's jitter buffer, which on two
+    loaded cores can take seconds; the caller's assertions then judge the last samples."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    got = await sample(page, *regions)
+    while not changed(got) and asyncio.get_running_loop().time() < deadline:
+        got = await sample(page, *regions)
+    return got
+
+
 def green_excess(rgb: np.ndarray) -> float:
     return float(rgb[1] - (rgb[0] + rgb[2]) / 2)
 
@@ -226,8 +238,8 @@ async def test_background_changes_in_the_processed_video(clip: Path, lite_model_
         await asyncio.sleep(1.0)
         (none_bg,) = await sample(page, BACKGROUND)
         await page.get_by_test_id("background").select_option("green")
-        await asyncio.sleep(1.5)
-        (green_bg,) = await sample(page, BACKGROUND)
+        (green_bg,) = await sample_once_changed(
+            page, lambda got: green_excess(got[0]) > green_excess(none_bg) + 25, BACKGROUND)
         assert green_excess(green_bg) > green_excess(none_bg) + 25, (none_bg, green_bg)
         assert float(np.abs(green_bg - none_bg).mean()) > 15, (none_bg, green_bg)
         # An uploaded image (solid magenta) as the background: the page downsizes it and sends it as a data URL.
@@ -235,8 +247,8 @@ async def test_background_changes_in_the_processed_video(clip: Path, lite_model_
         cv2.imwrite(str(magenta), np.full((300, 400, 3), (255, 0, 255), np.uint8))
         await page.get_by_test_id("image").set_input_files(str(magenta))
         await page.get_by_test_id("background").select_option("image")
-        await asyncio.sleep(1.5)
-        (image_bg,) = await sample(page, BACKGROUND)
+        (image_bg,) = await sample_once_changed(
+            page, lambda got: got[0][0] > none_bg[0] + 30 and got[0][2] > none_bg[2] + 30, BACKGROUND)
         assert image_bg[0] > none_bg[0] + 30 and image_bg[2] > none_bg[2] + 30, (none_bg, image_bg)
         assert await page.get_by_test_id("state").get_attribute("data-state") == "matting"
         stats = await page.get_by_test_id("stats").inner_text()
@@ -251,8 +263,8 @@ async def test_green_background_keeps_the_person(photo_clip: Path) -> None:
         await asyncio.sleep(1.0)
         raw_bg, raw_head, raw_chest = await sample(page, PHOTO_WALL, PHOTO_FACE, PHOTO_SUIT)
         await page.get_by_test_id("background").select_option("green")
-        await asyncio.sleep(1.5)
-        bg, head, chest = await sample(page, PHOTO_WALL, PHOTO_FACE, PHOTO_SUIT)
+        bg, head, chest = await sample_once_changed(
+            page, lambda got: float(np.abs(got[0] - np.asarray(GREEN)).max()) < 45, PHOTO_WALL, PHOTO_FACE, PHOTO_SUIT)
         assert float(np.abs(bg - np.asarray(GREEN)).max()) < 45, f"wall {raw_bg} -> {bg}, not green"
         for name, raw, now in (("head", raw_head, head), ("chest", raw_chest, chest)):
             assert float(np.abs(now - raw).mean()) < 25, f"{name} changed {raw} -> {now}"

@@ -187,7 +187,9 @@ async def test_set_cue_over_the_data_channel(views: dict[str, np.ndarray], flash
             c.send({"type": "set-cue", "cue": "flash"})  # back to the flash cue: no flash cached yet
             assert (await c.state("waiting-flash"))["detail"] == "flash to start"
             await asyncio.sleep(1.5)  # a parallax frame still in flight does not take the state back
-            assert c.seen[-1]["state"] == "waiting-flash" and _last_stats(c)["cue"] == "flash"
+            assert c.seen[-1]["state"] == "waiting-flash"
+            await until(lambda: _last_stats(c).get("cue") == "flash", lambda: f"stats: {c.stats[-1:]}", 10)
+            assert c.seen[-1]["state"] == "waiting-flash"
         finally:
             await c.close()
 

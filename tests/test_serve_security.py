@@ -187,7 +187,7 @@ async def test_access_log_never_contains_the_token(model: FlashModel, caplog: py
 
 
 async def test_repeated_wrong_tokens_are_answered_429_until_the_window_passes(model: FlashModel) -> None:
-    config = ServerConfig(token=SECRET, max_auth_failures=3, auth_window_s=1.5)
+    config = ServerConfig(token=SECRET, max_auth_failures=3, auth_window_s=4.0)
     right = {"Authorization": f"Bearer {SECRET}"}
     async with serving(config, model) as url, aiohttp.ClientSession() as http:
         async with http.get(url + "/metrics", headers=right) as r:
@@ -197,11 +197,11 @@ async def test_repeated_wrong_tokens_are_answered_429_until_the_window_passes(mo
                 assert r.status == 401
         # Locked: even the right token waits, so guessing gains nothing from trying on.
         async with http.get(url + "/metrics", headers=right) as r:
-            assert r.status == 429 and 1 <= int(r.headers["Retry-After"]) <= 2
+            assert r.status == 429 and 1 <= int(r.headers["Retry-After"]) <= 4
             assert "too many wrong tokens" in (await r.json())["error"]
         async with http.post(url + "/offer", json={}, headers=right) as r:
             assert r.status == 429
-        await asyncio.sleep(1.6)  # the window since the last failure has passed
+        await asyncio.sleep(4.1)  # the window since the last failure has passed
         async with http.get(url + "/metrics", headers=right) as r:
             assert r.status == 200
             text = await r.text()

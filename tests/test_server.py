@@ -194,7 +194,8 @@ async def serving(config: ServerConfig, model: FlashModel) -> AsyncIterator[tupl
         await runner.cleanup()
 
 
-BASE = ServerConfig(segmenter="grabcut", max_sessions=3, drift_every=2)
+# A long flash grace: on a loaded machine the video may trail the data channel by more than the default.
+BASE = ServerConfig(segmenter="grabcut", max_sessions=3, drift_every=2, flash_grace_s=1.0)
 
 
 def _close(a: np.ndarray, b: np.ndarray, tol: float = 12.0) -> bool:
@@ -266,7 +267,11 @@ async def test_passthrough_then_flash_to_matting_with_stats_and_timestamps(
             # its output is a frame or more old; in the path, on every frame matted.
             assert s["graph_fps"] > 0 and isinstance(s["graph_age"], int)
             if background_graph:
-                assert s["stages"]["graph_background"] > 0 and s["graph_fps"] <= s["fps"] + 1
+                assert s["stages"]["graph_background"] > 0
+                # Counts, not the two rates (their windows differ: 1 s against 2 s): never more graph runs than
+                # frames matted, the first in the frame's own path and one still in the worker.
+                peer = next(iter(app[SERVICE].sessions.values()))
+                assert peer.matter.graph_runs <= peer.processed + 2, (peer.matter.graph_runs, peer.processed)
             else:
                 assert "graph_background" not in s["stages"] and s["graph_age"] == 0 and s["stages"]["graph"] > 0
             assert np.isfinite(s["fps"]) and np.isfinite(s["ms"])
@@ -621,7 +626,7 @@ async def test_one_remote_client_cannot_fill_the_pending_offers(
     own = _own_address()
     if own is None:
         pytest.skip("no non-loopback address to connect from")
-    config = replace(BASE, host="0.0.0.0", token="s3cret", max_pending=3, connect_timeout_s=1.5)
+    config = replace(BASE, host="0.0.0.0", token="s3cret", max_pending=3, connect_timeout_s=6.0)
     runner = web.AppRunner(create_app(config, model=model))
     await runner.setup()
     site = web.TCPSite(runner, "0.0.0.0", 0)
@@ -650,7 +655,7 @@ async def test_offers_that_never_connect_do_not_lock_clients_out(
         scenes: dict[str, np.ndarray], model: FlashModel) -> None:
     """Answered offers whose client never connects are pending: their own cap, no session slot, reclaimed
     after the connect timeout. Connected peers that send no camera frames are closed after the idle timeout."""
-    config = replace(BASE, max_sessions=1, max_pending=2, connect_timeout_s=1.5, idle_timeout_s=1.5)
+    config = replace(BASE, max_sessions=1, max_pending=2, connect_timeout_s=6.0, idle_timeout_s=4.0)
     async with serving(config, model) as (url, app):
         service = app[SERVICE]
         ghosts = [Client(scenes) for _ in range(3)]
@@ -696,7 +701,7 @@ class _FailingEncoder:
 
 async def test_a_failed_video_encoder_closes_its_session_only(scenes: dict[str, np.ndarray],
                                                               model: FlashModel) -> None:
-    config = replace(BASE, idle_timeout_s=2.0)
+    config = replace(BASE, idle_timeout_s=4.0)
     async with serving(config, model) as (url, app):
         service = app[SERVICE]
         broken, later = Client(scenes), Client(scenes)
