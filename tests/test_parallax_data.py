@@ -17,6 +17,7 @@ from cuematte.training.data import ParallaxConfig, SynthConfig, eval_seed, is_ev
 from cuematte.training.data.make_eval import make_eval
 from cuematte.training.data.parallax import (
     ITEM_KEYS,
+    TOP_KEYS,
     ParallaxCache,
     build_parallax_cache,
     exact_flows,
@@ -107,6 +108,27 @@ def test_training_item_keys_shapes_and_ranges() -> None:
         parallax_training_item(5, SMALL, crop=200)
 
 
+def test_the_top_branch_truth_is_view_0_moved_as_its_image() -> None:
+    """``top_truth``: view 0's alpha and layers moved by the foreground flow, as ``view_fg`` (the top branch's
+    image) is, so they recompose it as the bottom's truth recomposes ``view`` (up to the views' webcam noise)."""
+    item = parallax_training_item(5, SMALL, crop=CROP, top_truth=True)
+    assert tuple(item) == (*ITEM_KEYS, *TOP_KEYS)
+    plain = parallax_training_item(5, SMALL, crop=CROP)
+    for k in ITEM_KEYS:  # the same item otherwise
+        np.testing.assert_array_equal(item[k], plain[k])
+
+    def recomposed(a: np.ndarray, f: np.ndarray, b: np.ndarray, image: np.ndarray) -> float:
+        return float(np.abs(a * f + (1 - a) * b - image).mean())
+
+    top = recomposed(item["alpha_top"], item["fg_top"], item["bg_top"], item["view_fg"])
+    bottom = recomposed(item["alpha"], item["fg"], item["bg"], item["view"])
+    assert top < 2 * bottom + 0.005, (top, bottom)
+    # Not view 1's truth: the person sits where view 0 shows it, moved onto view 1's person by the flow.
+    wrong = recomposed(item["alpha"], item["fg"], item["bg"], item["view_fg"])
+    assert top < wrong, (top, wrong)
+    assert item["alpha_top"].shape == (1, CROP, CROP) and item["fg_top"].shape == (3, CROP, CROP)
+
+
 def test_trimap_certain_regions_agree_with_ground_truth() -> None:
     for seed in range(4):
         p = render_parallax_pair(seed, SMALL)
@@ -171,6 +193,13 @@ def test_cache_round_trip_and_resume(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ParallaxCache(root)[2]["view_fg"], cache[2]["view_fg"])
     with pytest.raises(ValueError):  # other settings never mix into a folder
         build_parallax_cache(root, 5, SMALL, seed0=10, workers=1, crop=64, shard_size=2)
+    with pytest.raises(ValueError):  # nor items with the top branch's truth
+        build_parallax_cache(root, 5, SMALL, seed0=10, workers=1, crop=CROP, shard_size=2, top_truth=True)
+    top = build_parallax_cache(tmp_path / "top", 2, SMALL, seed0=10, workers=1, crop=CROP, top_truth=True)
+    got, want = ParallaxCache(top)[1], parallax_training_item(11, SMALL, crop=CROP, top_truth=True)
+    assert tuple(got) == (*ITEM_KEYS, *TOP_KEYS)
+    np.testing.assert_allclose(got["alpha_top"], want["alpha_top"], atol=1e-3, rtol=0)
+    np.testing.assert_allclose(got["bg_top"], want["bg_top"], atol=0.5 / 255 + 1e-6, rtol=0)
 
 
 def test_parallax_eval_split_is_written_and_readable(tmp_path: Path) -> None:

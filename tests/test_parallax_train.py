@@ -44,6 +44,12 @@ def test_recipes_validate_and_the_flash_loader_refuses_them() -> None:
     # The network's own rules, as a named recipe error: the single branch sees one view, nothing to compare.
     with pytest.raises(InputError, match="single-branch"):
         ParallaxTrainConfig(branches="single", ratio_channels=True).validate()
+    with pytest.raises(InputError, match="top_loss"):
+        ParallaxTrainConfig(branches="single", top_loss=True).validate()
+    both = load_parallax_recipe(recipe_path("parallax-both"), read_recipe_values(recipe_path("parallax-both")))
+    shipped = load_parallax_recipe(recipe_path("parallax-ratio"), read_recipe_values(recipe_path("parallax-ratio")))
+    assert both.top_loss and replace(both, top_loss=False, extra={}) == replace(shipped, extra={})
+    assert both.cache_stem == shipped.cache_stem.replace("-n6000", "-top-n6000")
 
 
 def test_train_resume_export_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,6 +88,17 @@ def test_train_resume_export_and_evaluate(tmp_path: Path, capsys: pytest.Capture
     assert all(np.isfinite(v) for v in res["mean"].values())
     table = format_parallax_table({"ours": res})
     assert "| ours | trimap | 2/2 |" in table
+
+
+def test_top_loss_trains_the_top_branch_too(tmp_path: Path) -> None:
+    cfg = ParallaxTrainConfig(steps=1, motion_channels=True, ratio_channels=True, top_loss=True,
+                              **SMALL)  # type: ignore[arg-type]
+    train_parallax(cfg, tmp_path / "run")
+    (line,) = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    terms = ("sep", "laplacian", "grad", "composition")
+    assert {*terms, *(f"top_{t}" for t in terms)} <= set(line)
+    assert line["total"] == pytest.approx(sum(line[t] + line[f"top_{t}"] for t in terms), rel=1e-3)
+    assert any(p.name.endswith("-top-n4") for p in tmp_path.iterdir())  # its own cache, with the top's truth
 
 
 def test_eval_trimap_is_certain_only_far_from_the_edge() -> None:

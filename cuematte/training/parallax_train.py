@@ -46,6 +46,7 @@ class ParallaxTrainConfig:
     ratio_channels: bool = False  # PPMConfig.ratio_channels: where each layer lines up, as two more inputs
     flow: FlowKind = "dis"  # "dis": the engine's estimator (training sees its errors); "exact": the oracle
     flow_noise_px: float = 0.0  # extra foreground-flow noise (the paper's +noise ablation)
+    top_loss: bool = False  # the paper's symmetric design: the top branch predicts its own image and is supervised
     steps: int = 3000
     batch_size: int = 8
     lr: float = 5e-4
@@ -82,12 +83,15 @@ class ParallaxTrainConfig:
             raise InputError(f"crop {self.crop} must be a multiple of 32 no larger than the frame {self.size}")
         if self.steps < 1 or self.batch_size < 1:
             raise InputError("steps and batch_size must be positive")
+        if self.top_loss and self.branches != "dual":
+            raise InputError("top_loss supervises the top branch: it needs branches = 'dual'")
 
     @property
     def cache_stem(self) -> str:
         """Runs with the same data share one cache (beside the run folders)."""
         noise = f"-noise{self.flow_noise_px:g}" if self.flow_noise_px else ""
-        return f"parallax-{self.size[0]}x{self.size[1]}-c{self.crop}-{self.flow}{noise}-n{self.cache_samples}"
+        top = "-top" if self.top_loss else ""  # the same items with the top branch's truth beside them
+        return f"parallax-{self.size[0]}x{self.size[1]}-c{self.crop}-{self.flow}{noise}{top}-n{self.cache_samples}"
 
 
 def load_parallax_recipe(path: Path, values: dict[str, Any]) -> ParallaxTrainConfig:
@@ -188,6 +192,20 @@ def forward(net: PPMNet, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
     return alpha, fg
 
 
+def training_loss(net: PPMNet, batch: dict[str, torch.Tensor], *, top: bool) -> dict[str, torch.Tensor]:
+    """The paper's loss of the bottom branch's prediction; with ``top`` also of the top branch's own (its image
+    ``view_fg``, the batch's ``alpha_top`` / ``bg_top``), its terms named ``top_*``, both in ``total``."""
+    if not top:
+        return parallax_loss(*forward(net, batch), batch)
+    out = net.forward_both(*(batch[k] for k in INPUTS))
+    bottom = parallax_loss(out["alpha"], out["fg"], batch)
+    upper = parallax_loss(out["alpha_top"], out["fg_top"],
+                          {"alpha": batch["alpha_top"], "bg": batch["bg_top"], "view": batch["view_fg"]})
+    terms = {k: v for k, v in bottom.items() if k != "total"}
+    terms |= {f"top_{k}": v for k, v in upper.items() if k != "total"}
+    return terms | {"total": bottom["total"] + upper["total"]}
+
+
 @torch.no_grad()
 def evaluate_batches(net: PPMNet, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     """Mean alpha MSE and SAD (x1e3 per pixel) on fixed crops, as a training curve (not the eval split)."""
@@ -232,7 +250,8 @@ def train_parallax(cfg: ParallaxTrainConfig, out: Path, *, resume: bool = False)
     # Training and curve items come from disjoint seed ranges of the same renderer.
     cache = ParallaxCache(build_parallax_cache(out.parent / f"{cfg.cache_stem}", cfg.cache_samples,
                                                _synth(cfg), seed0=0, flow=cfg.flow,
-                                               flow_noise_px=cfg.flow_noise_px, crop=cfg.crop))
+                                               flow_noise_px=cfg.flow_noise_px, crop=cfg.crop,
+                                               top_truth=cfg.top_loss))
     eval_cache = ParallaxCache(build_parallax_cache(out.parent / f"{cfg.cache_stem}-curve{cfg.eval_samples}",
                                                     cfg.eval_samples,
                                                     _synth(cfg), seed0=900_000, flow=cfg.flow,
@@ -246,8 +265,7 @@ def train_parallax(cfg: ParallaxTrainConfig, out: Path, *, resume: bool = False)
     with log_path.open("a") as logf:
         for step in bar:
             batch = batches.get(step, device)
-            alpha, fg = forward(net, batch)
-            record = optimise(net, opt, parallax_loss(alpha, fg, batch), step=step,
+            record = optimise(net, opt, training_loss(net, batch, top=cfg.top_loss), step=step,
                               lr=cosine_lr(step, cfg.lr, cfg.steps, cfg.warmup), t0=t0)
             if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
                 record |= {f"eval_{k}": v for k, v in evaluate_batches(net, eval_batches).items()}

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cuematte.engine.cues.trimap import BG, FG, UNKNOWN, trimap_one_hot
-from cuematte.engine.parallax.flow import affine_flow, branch_inputs, estimate_flow, layer_flows
+from cuematte.engine.parallax.flow import affine_flow, branch_inputs, estimate_flow, layer_flows, warp
 from cuematte.training.data.color import F32
 from cuematte.training.data.config import DEFAULT_CONFIG, DEFAULT_PARALLAX, ParallaxConfig, SynthConfig
 from cuematte.training.data.io import read_matte, read_rgb, write_matte, write_rgb
@@ -49,6 +49,10 @@ _ITEM_STREAM = 0x70617261  # "para"
 IMAGE_KEYS = ("view", "view_bg", "view_fg", "view_fg_pair", "fg", "bg")
 TRIMAP_KEYS = ("trimap", "trimap_fg")
 ITEM_KEYS = (*IMAGE_KEYS[:4], *TRIMAP_KEYS, "alpha", *IMAGE_KEYS[4:])
+# The top branch's own truth (``top_truth``): view 0's layers aligned on the person as ``view_fg`` is, so that the
+# top branch is supervised too, as the paper's symmetric design has each branch predict its own alpha and colour.
+TOP_IMAGE_KEYS = ("fg_top", "bg_top")
+TOP_KEYS = ("alpha_top", *TOP_IMAGE_KEYS)
 
 
 def _item_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
@@ -131,6 +135,7 @@ def parallax_training_item(
     flow: FlowKind = "dis",
     flow_noise_px: float = 0.0,
     crop: int | None = 256,
+    top_truth: bool = False,
 ) -> dict[str, F32]:
     """One training item of the parallax model, a pure function of its arguments.
 
@@ -143,7 +148,9 @@ def parallax_training_item(
     [0, 1] (``branch_inputs``: view 1, view 0 aligned on view 1's background, on its person, and view 1
     aligned on ``view_fg``'s background); ``trimap``, ``trimap_fg`` (3, h, w) one-hot [bg, unknown, fg]
     (view 1's, view 0's aligned on the person); ``alpha`` (1, h, w) view 1's ground truth; ``fg``, ``bg``
-    (3, h, w) view 1's noise-free foreground colour and background.
+    (3, h, w) view 1's noise-free foreground colour and background. With ``top_truth`` also ``alpha_top`` (1, h,
+    w), ``fg_top``, ``bg_top`` (3, h, w): view 0's truth moved by the foreground flow, as ``view_fg`` is (the top
+    branch's image), so the same losses can supervise the top branch.
     """
     p = render_parallax_pair(seed, cfg, par)
     rng_trimap, rng_crop, rng_noise = _item_rngs(seed)
@@ -166,6 +173,10 @@ def parallax_training_item(
     out = {k: _chw(inputs[k][win]) for k in ("view", "view_bg", "view_fg", "view_fg_pair")}
     out |= {k: trimap_one_hot(np.ascontiguousarray(inputs[k][win])) for k in TRIMAP_KEYS}
     out |= {"alpha": _chw(p.alpha1[win]), "fg": _chw(p.foreground1[win]), "bg": _chw(p.background1[win])}
+    if top_truth:
+        top = {k: warp(x, flow_fg) for k, x in
+               (("alpha_top", p.alpha0), ("fg_top", p.foreground0), ("bg_top", p.background0))}
+        out |= {k: _chw(np.clip(top[k][win], 0.0, 1.0)) for k in TOP_KEYS}
     return out
 
 
@@ -179,24 +190,30 @@ def _stored(item: dict[str, F32]) -> dict[str, np.ndarray]:
     """An item as the cache keeps it: images uint8 (as the flash cache; views are 8-bit already), alpha float16,
     trimaps one (h, w) uint8 channel of 0 / 128 / 255."""
     out: dict[str, np.ndarray] = {
-        k: np.clip(item[k] * 255.0 + 0.5, 0, 255).astype(np.uint8) for k in IMAGE_KEYS
+        k: np.clip(item[k] * 255.0 + 0.5, 0, 255).astype(np.uint8) for k in (*IMAGE_KEYS, *TOP_IMAGE_KEYS)
+        if k in item
     }
-    out["alpha"] = item["alpha"].astype(np.float16)
+    for k in ("alpha", "alpha_top"):
+        if k in item:
+            out[k] = item[k].astype(np.float16)
     for k in TRIMAP_KEYS:  # one-hot [bg, unknown, fg] -> 0 / 128 / 255
         out[k] = np.array([BG, UNKNOWN, FG], np.uint8)[np.argmax(item[k], axis=0)]
     return out
 
 
 def _loaded(stored: dict[str, np.ndarray]) -> dict[str, F32]:
-    out = {k: stored[k].astype(np.float32) / np.float32(255.0) for k in IMAGE_KEYS}
-    out["alpha"] = stored["alpha"].astype(np.float32)
+    out = {k: stored[k].astype(np.float32) / np.float32(255.0) for k in (*IMAGE_KEYS, *TOP_IMAGE_KEYS)
+           if k in stored}
+    out |= {k: stored[k].astype(np.float32) for k in ("alpha", "alpha_top") if k in stored}
     out |= {k: trimap_one_hot(np.asarray(stored[k])) for k in TRIMAP_KEYS}
-    return {k: out[k] for k in ITEM_KEYS}
+    return {k: out[k] for k in (*ITEM_KEYS, *TOP_KEYS) if k in out}
 
 
-def _cache_job(args: tuple[int, SynthConfig, ParallaxConfig, FlowKind, float, int | None]) -> dict[str, np.ndarray]:
-    seed, cfg, par, flow, noise, crop = args
-    return _stored(parallax_training_item(seed, cfg, par=par, flow=flow, flow_noise_px=noise, crop=crop))
+def _cache_job(args: tuple[int, SynthConfig, ParallaxConfig, FlowKind, float, int | None, bool]
+               ) -> dict[str, np.ndarray]:
+    seed, cfg, par, flow, noise, crop, top = args
+    return _stored(parallax_training_item(seed, cfg, par=par, flow=flow, flow_noise_px=noise, crop=crop,
+                                          top_truth=top))
 
 
 def _shard_dir(root: Path, k: int) -> Path:
@@ -226,6 +243,7 @@ def build_parallax_cache(
     flow_noise_px: float = 0.0,
     crop: int | None = 256,
     shard_size: int = 64,
+    top_truth: bool = False,
 ) -> Path:
     """Render items of training seeds ``seed0 .. seed0 + n - 1`` into ``out_dir`` and return it (open it with
     :class:`ParallaxCache`): ``meta.json`` and ``shard_XXXXX/<key>.npy`` of ``shard_size`` items each (item i
@@ -240,7 +258,7 @@ def build_parallax_cache(
     wanted: dict[str, Any] = json.loads(json.dumps({
         "version": CACHE_VERSION, "n": n, "seed0": seed0, "shard_size": shard_size, "flow": flow,
         "flow_noise_px": flow_noise_px, "crop": crop, "synth": asdict(cfg), "parallax": asdict(par),
-    }))
+    } | ({"top_truth": True} if top_truth else {})))  # only when set: caches made before it stay valid
     out_dir.mkdir(parents=True, exist_ok=True)
     meta_path = out_dir / _META
     if meta_path.is_file():
@@ -252,7 +270,7 @@ def build_parallax_cache(
     n_shards = -(-n // shard_size)
     todo = [k for k in range(n_shards) if not _shard_dir(out_dir, k).is_dir()]
     seeds = [seed0 + i for k in todo for i in range(k * shard_size, min(n, (k + 1) * shard_size))]
-    jobs = [(s, cfg, par, flow, flow_noise_px, crop) for s in seeds]
+    jobs = [(s, cfg, par, flow, flow_noise_px, crop, top_truth) for s in seeds]
     bar = tqdm(total=n, initial=n - len(jobs), desc="parallax cache")
     pool = mp.get_context(POOL_START).Pool(workers) if workers > 1 else None
     try:

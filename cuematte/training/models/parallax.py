@@ -330,8 +330,9 @@ class PPMNet(nn.Module):
             z = blk(z, hw)
         return self.enc_norm(z), hw
 
-    def decode(self, z: Tensor, hw: tuple[int, int], batch: int) -> Tensor:
-        """Encoder tokens of [bottom; top] (2B, N, C) (dual) or bottom (B, N, C) (single) -> bottom (B, N, C)."""
+    def decode(self, z: Tensor, hw: tuple[int, int], batch: int, *, both: bool = False) -> Tensor:
+        """Encoder tokens of [bottom; top] (2B, N, C) (dual) or bottom (B, N, C) (single) -> bottom (B, N, C),
+        or with ``both`` (dual, training the top branch too) [bottom; top] (2B, N, C)."""
         if self.cfg.branches == "single":
             for blk in self.decoder:
                 z = blk(z, None, hw)
@@ -339,8 +340,8 @@ class PPMNet(nn.Module):
         last = len(self.decoder) - 1
         for i, blk in enumerate(self.decoder):
             other = torch.cat([z[batch:], z[:batch]], dim=0)  # each branch attends to the other one
-            # Only the bottom branch is decoded to pixels: the top's last block would feed nothing.
-            z = blk(z[:batch], other[:batch], hw) if i == last else blk(z, other, hw)
+            # At inference only the bottom branch is decoded to pixels: the top's last block would feed nothing.
+            z = blk(z[:batch], other[:batch], hw) if i == last and not both else blk(z, other, hw)
         return self.dec_norm(z)
 
     def head_forward(self, tokens: Tensor, hw: tuple[int, int], x: Tensor) -> tuple[Tensor, Tensor]:
@@ -380,6 +381,27 @@ class PPMNet(nn.Module):
             "alpha_raw": alpha_raw,
             "fg_raw": fg_raw,
         }
+
+    def forward_both(self, view: Tensor, view_bg: Tensor, view_fg: Tensor, view_fg_pair: Tensor, trimap: Tensor,
+                     trimap_fg: Tensor) -> dict[str, Tensor]:
+        """Training the paper's symmetric design, where each branch predicts its own image's alpha and colour:
+        inputs as :meth:`forward` -> ``alpha``, ``fg`` of ``view`` (the bottom branch, the same as
+        :meth:`forward`'s) and ``alpha_top`` (B, 1, H, W), ``fg_top`` (B, 3, H, W) of ``view_fg`` (the top
+        branch's image, composed with ``trimap_fg``). Weights are shared, so the exported graph (bottom only) is
+        unchanged. Dual models only."""
+        if self.cfg.branches != "dual":
+            raise ValueError("forward_both needs the dual-branch model")
+        b, _, h, w = view.shape
+        self.check_size(int(h), int(w))
+        bottom = self._branch_input(view, view_bg, trimap, view_fg)
+        top = self._branch_input(view_fg, view_fg_pair, trimap_fg, view)
+        x = torch.cat([bottom, top], dim=0)
+        z, hw = self.encode(x)
+        alpha_raw, fg_raw = self.head_forward(self.decode(z, hw, b, both=True), hw, x)
+        images, trimaps = torch.cat([view, view_fg], dim=0), torch.cat([trimap, trimap_fg], dim=0)
+        g_un, g_fg = trimaps[:, 1:2], trimaps[:, 2:3]
+        alpha, fg = g_fg + g_un * alpha_raw, g_fg * images + g_un * fg_raw
+        return {"alpha": alpha[:b], "fg": fg[:b], "alpha_top": alpha[b:], "fg_top": fg[b:]}
 
     def forward(self, view: Tensor, view_bg: Tensor, view_fg: Tensor, view_fg_pair: Tensor, trimap: Tensor,
                 trimap_fg: Tensor) -> tuple[Tensor, Tensor]:
