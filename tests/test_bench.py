@@ -201,3 +201,37 @@ def test_inprocess_service_gets_the_bench_settings(lite_model_dir: Path) -> None
     config = app[SERVICE].config
     assert (config.max_side, config.threads, config.model) == (960, 1, lite_model_dir)
     assert not config.background_graph and not config.fast_vp8
+
+
+class _Channel:
+    """The control channel's sending end, as the bench uses it: what was sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, text: str) -> None:
+        self.sent.append(json.loads(text)["type"])
+
+
+async def test_the_bench_tries_a_failed_flash_again_then_gives_up() -> None:
+    """A flash the service answers with 'error' (the video trailing the control channel on a loaded machine) is
+    flashed again, as a user would; three such answers are a named BenchError."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from cuematte.clients.bench.webrtc import FLASH_ATTEMPTS, BenchError, StreamConfig, _flash
+
+    cfg = StreamConfig(size=(180, 320), fps=100.0, timeout=5.0)
+    channel, track = _Channel(), SimpleNamespace(flashing=False)
+    states: asyncio.Queue[str] = asyncio.Queue()
+    for s in ("capturing", "error", "waiting-flash", "capturing", "matting"):
+        states.put_nowait(s)
+    await _flash(channel, track, states, cfg)  # type: ignore[arg-type]
+    assert channel.sent == ["flash-begin", "flash-end"] * 2 and not track.flashing
+
+    channel = _Channel()
+    for _ in range(FLASH_ATTEMPTS):
+        states.put_nowait("error")
+    with pytest.raises(BenchError, match=f"{FLASH_ATTEMPTS} flashes"):
+        await _flash(channel, track, states, cfg)  # type: ignore[arg-type]
+    assert channel.sent.count("flash-begin") == FLASH_ATTEMPTS
