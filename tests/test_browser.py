@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import re
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +146,8 @@ async def sample(page: Any, *regions: tuple[float, float, float, float]) -> list
     return list(np.median(shots, axis=0))
 
 
-async def sample_once_changed(page: Any, changed: Any, *regions: tuple[float, float, float, float],
+async def sample_once_changed(page: Any, changed: Callable[[list[np.ndarray]], bool],
+                              *regions: tuple[float, float, float, float],
                               timeout: float = 30.0) -> list[np.ndarray]:
     """:func:`sample` again until ``changed(samples)`` holds or ``timeout`` s have passed; the last samples. A
     switch goes through the data channel, the service, the encoder and the page's jitter buffer, which on two
