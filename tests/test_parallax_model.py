@@ -197,7 +197,7 @@ def test_a_training_step_reaches_every_weight() -> None:
     assert not missing
 
 
-def test_forward_both_predicts_each_branch_and_the_bottom_as_forward() -> None:
+def test_both_branches_decoded_predict_each_and_the_bottom_as_forward() -> None:
     """The paper's symmetric training: the top branch predicts its own image (``view_fg``) under its own
     trimap; the bottom's prediction is exactly :meth:`forward`'s, so the exported graph needs nothing new."""
     net = _net(**SHIPPED_CHANNELS)
@@ -205,7 +205,7 @@ def test_forward_both_predicts_each_branch_and_the_bottom_as_forward() -> None:
     top_trimap = torch.flip(x[5], dims=[-1])  # its own certain regions: foreground on the left
     with torch.no_grad():
         alpha, fg = net(x[0], x[1], x[2], x[3], x[4], top_trimap)
-        out = net.forward_both(x[0], x[1], x[2], x[3], x[4], top_trimap)
+        out = net.forward_raw(x[0], x[1], x[2], x[3], x[4], top_trimap, both=True)
     torch.testing.assert_close(out["alpha"], alpha, rtol=0, atol=1e-6)
     torch.testing.assert_close(out["fg"], fg, rtol=0, atol=1e-6)
     assert out["alpha_top"].shape == (2, 1, 64, 96) and out["fg_top"].shape == (2, 3, 64, 96)
@@ -214,7 +214,7 @@ def test_forward_both_predicts_each_branch_and_the_bottom_as_forward() -> None:
     torch.testing.assert_close(out["fg_top"][certain_fg.expand(-1, 3, -1, -1)],
                                x[2][certain_fg.expand(-1, 3, -1, -1)])  # its own image where certain
     with pytest.raises(ValueError, match="dual"):
-        _net(branches="single").forward_both(*x)
+        _net(branches="single").forward_raw(*x, both=True)
 
 
 # --- losses -----------------------------------------------------------------------------------------------

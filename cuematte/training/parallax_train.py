@@ -197,7 +197,7 @@ def training_loss(net: PPMNet, batch: dict[str, torch.Tensor], *, top: bool) -> 
     ``view_fg``, the batch's ``alpha_top`` / ``bg_top``), its terms named ``top_*``, both in ``total``."""
     if not top:
         return parallax_loss(*forward(net, batch), batch)
-    out = net.forward_both(*(batch[k] for k in INPUTS))
+    out = net.forward_raw(*(batch[k] for k in INPUTS), both=True)
     bottom = parallax_loss(out["alpha"], out["fg"], batch)
     upper = parallax_loss(out["alpha_top"], out["fg_top"],
                           {"alpha": batch["alpha_top"], "bg": batch["bg_top"], "view": batch["view_fg"]})

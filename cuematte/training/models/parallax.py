@@ -360,48 +360,37 @@ class PPMNet(nn.Module):
 
     # -- forward -------------------------------------------------------------------------------------------
     def forward_raw(self, view: Tensor, view_bg: Tensor, view_fg: Tensor, view_fg_pair: Tensor, trimap: Tensor,
-                    trimap_fg: Tensor) -> dict[str, Tensor]:
+                    trimap_fg: Tensor, *, both: bool = False) -> dict[str, Tensor]:
         """Inputs as :meth:`forward` -> dict of ``alpha`` (B,1,H,W), ``fg`` (B,3,H,W) (guidance applied) and
-        ``alpha_raw`` (B,1,H,W), ``fg_raw`` (B,3,H,W) (the network's own sigmoid outputs everywhere)."""
+        ``alpha_raw`` (B,1,H,W), ``fg_raw`` (B,3,H,W) (the network's own sigmoid outputs everywhere).
+
+        ``both`` (dual only; training the paper's symmetric design, where each branch predicts its own image):
+        the top branch is decoded too, adding ``alpha_top`` (B,1,H,W) and ``fg_top`` (B,3,H,W) of ``view_fg``
+        composed with ``trimap_fg``. The bottom's outputs are the same either way, so the exported graph (bottom
+        only) needs nothing new."""
         b, _, h, w = view.shape
         if not torch.compiler.is_exporting():  # the export states the size rule through its dynamic dims
             self.check_size(int(h), int(w))
+        if both and self.cfg.branches != "dual":
+            raise ValueError("decoding both branches needs the dual-branch model")
         bottom = self._branch_input(view, view_bg, trimap, view_fg)
         if self.cfg.branches == "dual":
             top = self._branch_input(view_fg, view_fg_pair, trimap_fg, view)
             z, hw = self.encode(torch.cat([bottom, top], dim=0))  # one batched pass through the shared encoder
         else:
             z, hw = self.encode(bottom)
-        tokens = self.decode(z, hw, b)
-        alpha_raw, fg_raw = self.head_forward(tokens, hw, bottom)
-        g_un, g_fg = trimap[:, 1:2], trimap[:, 2:3]
-        return {
-            "alpha": g_fg + g_un * alpha_raw,
-            "fg": g_fg * view + g_un * fg_raw,
-            "alpha_raw": alpha_raw,
-            "fg_raw": fg_raw,
-        }
-
-    def forward_both(self, view: Tensor, view_bg: Tensor, view_fg: Tensor, view_fg_pair: Tensor, trimap: Tensor,
-                     trimap_fg: Tensor) -> dict[str, Tensor]:
-        """Training the paper's symmetric design, where each branch predicts its own image's alpha and colour:
-        inputs as :meth:`forward` -> ``alpha``, ``fg`` of ``view`` (the bottom branch, the same as
-        :meth:`forward`'s) and ``alpha_top`` (B, 1, H, W), ``fg_top`` (B, 3, H, W) of ``view_fg`` (the top
-        branch's image, composed with ``trimap_fg``). Weights are shared, so the exported graph (bottom only) is
-        unchanged. Dual models only."""
-        if self.cfg.branches != "dual":
-            raise ValueError("forward_both needs the dual-branch model")
-        b, _, h, w = view.shape
-        self.check_size(int(h), int(w))
-        bottom = self._branch_input(view, view_bg, trimap, view_fg)
-        top = self._branch_input(view_fg, view_fg_pair, trimap_fg, view)
-        x = torch.cat([bottom, top], dim=0)
-        z, hw = self.encode(x)
-        alpha_raw, fg_raw = self.head_forward(self.decode(z, hw, b, both=True), hw, x)
-        images, trimaps = torch.cat([view, view_fg], dim=0), torch.cat([trimap, trimap_fg], dim=0)
-        g_un, g_fg = trimaps[:, 1:2], trimaps[:, 2:3]
-        alpha, fg = g_fg + g_un * alpha_raw, g_fg * images + g_un * fg_raw
-        return {"alpha": alpha[:b], "fg": fg[:b], "alpha_top": alpha[b:], "fg_top": fg[b:]}
+        tokens = self.decode(z, hw, b, both=both)
+        if both:  # each branch's prediction of its own image, under its own trimap
+            x, image, tri = (torch.cat(p, dim=0) for p in ((bottom, top), (view, view_fg), (trimap, trimap_fg)))
+        else:
+            x, image, tri = bottom, view, trimap
+        alpha_raw, fg_raw = self.head_forward(tokens, hw, x)
+        g_un, g_fg = tri[:, 1:2], tri[:, 2:3]
+        alpha, fg = g_fg + g_un * alpha_raw, g_fg * image + g_un * fg_raw
+        if not both:
+            return {"alpha": alpha, "fg": fg, "alpha_raw": alpha_raw, "fg_raw": fg_raw}
+        return {"alpha": alpha[:b], "fg": fg[:b], "alpha_raw": alpha_raw[:b], "fg_raw": fg_raw[:b],
+                "alpha_top": alpha[b:], "fg_top": fg[b:]}
 
     def forward(self, view: Tensor, view_bg: Tensor, view_fg: Tensor, view_fg_pair: Tensor, trimap: Tensor,
                 trimap_fg: Tensor) -> tuple[Tensor, Tensor]:
