@@ -43,9 +43,11 @@ from cuematte.engine.session import FramePrep, Matte, MattingSession, StageTimes
 log = logging.getLogger(__name__)
 
 # The oldest graph output a frame is matted with (live): a frame that would take an older one waits for the run
-# in progress. On the rendered clips (MSE against the graph on every frame, smoothed as live): 1.02x at one frame
-# behind, 1.10x at two, 1.11x at three, 1.27x at four.
-MAX_AGE = 3
+# in progress. Lag N (evaluation) matures each output N frames after its frame and uses it until the next one, N
+# to 2N - 1 frames old. On the rendered clips (MSE against the graph on every frame, smoothed as live): ages 2-3
+# 1.11x, 3-5 1.14x, 4-7 1.30x, 5-9 1.39x; so 5 costs the network's say little over 3, while a cap of 3 made a
+# third of the frames on two busy cores wait for the graph (added latency p95 at 640x360 roughly halved at 5).
+MAX_AGE = 5
 # How much lower the background graph's thread runs (Linux nice levels): the frame's own path, the codec threads
 # and the event loop come first; the graph takes what is left.
 BACKGROUND_NICE = 19
@@ -129,8 +131,9 @@ class PipelinedSession:
 
     ``lag=None``: a background thread runs the graph (live use; :meth:`close` stops it). ``lag=N`` (N >= 1):
     deterministic, no thread: the graph runs on the frame the idle thread would take and its output is first
-    used N frames later (tests, evaluation). Same calls as the session: :meth:`set_flash`, :meth:`matte`,
-    :meth:`reset`. Not thread-safe: one caller at a time, as the session.
+    used N frames later, and until the next one (N to 2N - 1 frames old; tests, evaluation). Same calls as the
+    session: :meth:`set_flash`, :meth:`matte`, :meth:`reset`. Not thread-safe: one caller at a time, as the
+    session.
     """
 
     def __init__(self, session: MattingSession, *, lag: int | None = None, max_age: int = MAX_AGE) -> None:

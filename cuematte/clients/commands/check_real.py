@@ -17,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temporal", type=float, default=0.0, help="alpha smoothing strength for videos (0 = off)")
     p.add_argument("--graph-lag", type=int, default=None, metavar="N",
                    help="videos as the live service mattes them with its background graph: each frame with the "
-                        "graph's output of N frames before, moved onto it (default: the graph on every frame)")
+                        "graph's output made N to 2N-1 frames before, moved onto it (default: the graph on every "
+                        "frame)")
     p.add_argument("--rendered-flash", action="store_true",
                    help="items without a flash photo get a near flash rendered onto their (first) frame, which "
                         "locates the person, instead of a uniform one: the flash path and, on videos, the "

@@ -20,8 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also report ours with the session's alpha smoothing at this strength in (0, 1)")
     p.add_argument("--graph-lag", type=int, action="append", default=[], metavar="N",
                    help="also ours with the live service's background graph, its output first used N frames after "
-                        "the frame it was made for (ours-lagN, with --temporal's smoothing, against the row without "
-                        "lag; each frame's certain regions stay its own); repeatable")
+                        "the frame it was made for and until the next one (N to 2N-1 frames old; ours-lagN, with "
+                        "--temporal's smoothing, against the row without lag; each frame's certain regions stay its "
+                        "own); repeatable")
     p.add_argument("--no-baselines", action="store_true", help="only our model")
     p.add_argument("--json", type=Path, help="write {split: {method: {metric: value}}} here")
     p.add_argument("--ablation", action="append", default=[], metavar="NAME=DIR",
