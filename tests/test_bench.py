@@ -182,6 +182,11 @@ def test_webrtc_bench_writes_a_report(lite_model_dir: Path, tmp_path: Path) -> N
     assert 0 <= result["dropped"] <= result["frames"]["sent"]
     assert np.isfinite(result["fps"])
     assert "graph" in result["service_stages_ms"]  # the service really ran (and timed) the per-frame graph
+    # The background graph's figures, from the service's stats: a rate, ages, and the share of frames that
+    # waited for it (the median stage time would hide waits on fewer than half the frames).
+    graph = result["service_graph"]
+    assert graph["fps"] > 0 and 0 <= graph["age_p50"] <= graph["age_max"] and 0.0 <= graph["waited"] <= 1.0
+    assert "| waited |" in md
 
 
 def test_inprocess_service_gets_the_bench_settings(lite_model_dir: Path) -> None:

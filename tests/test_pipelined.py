@@ -93,7 +93,7 @@ def test_lagged_outputs_follow_the_frame_and_keep_its_certain_pixels(pan: list[n
     # Graph on frame 0 in the path, then on frames 1, 3, 5, ... beside them, each first used two frames later.
     assert ages == [0, 1, 2, 2, 3, 2, 3, 2, 3, 2]
     assert runs == [True] + [False] * 9
-    assert p.graph_runs == 1 + 5
+    assert p.graph_runs == 1 + 5 and p.graph_waits == 0  # lag mode never waits
 
 
 def test_a_new_flash_runs_the_graph_in_the_next_frame(pan: list[np.ndarray], synced: list[Matte]) -> None:
@@ -145,13 +145,15 @@ def test_frames_never_take_an_output_older_than_max_age(pan: list[np.ndarray]) -
     take an output more than ``max_age`` frames old waits for the run in progress instead."""
     p = PipelinedSession(MattingSession(), max_age=2)
     p.set_flash(uniform_flash(pan[0]), pan[0])
-    ages = []
+    ages, waited = [], 0
     for frame in pan + pan[::-1]:
         m = p.matte(frame)
         assert _certain_exact(m)
         ages.append(p.age)
+        waited += p.times.ms["wait"] > 0
     p.close()
     assert max(ages) <= 2 and p.graph_runs >= len(ages) // 3, (ages, p.graph_runs)
+    assert p.graph_waits == waited  # what the service's stats report as a share (graph_waited)
 
 
 def test_lag_must_be_a_frame_or_more() -> None:

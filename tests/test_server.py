@@ -265,7 +265,7 @@ async def test_passthrough_then_flash_to_matting_with_stats_and_timestamps(
             assert s["state"] == "matting" and {"graph", "refine"} <= set(s["stages"])  # figures; speed is bench's
             # The graph's own rate and how far its output lags: beside the frames, it runs on some of them and
             # its output is a frame or more old; in the path, on every frame matted.
-            assert s["graph_fps"] > 0 and isinstance(s["graph_age"], int)
+            assert s["graph_fps"] > 0 and isinstance(s["graph_age"], int) and 0.0 <= s["graph_waited"] <= 1.0
             if background_graph:
                 assert s["stages"]["graph_background"] > 0
                 # Counts, not the two rates (their windows differ: 1 s against 2 s): never more graph runs than
@@ -274,6 +274,7 @@ async def test_passthrough_then_flash_to_matting_with_stats_and_timestamps(
                 assert peer.matter.graph_runs <= peer.processed + 2, (peer.matter.graph_runs, peer.processed)
             else:
                 assert "graph_background" not in s["stages"] and s["graph_age"] == 0 and s["stages"]["graph"] > 0
+                assert s["graph_waited"] == 0.0  # every frame runs the graph itself: none waits for another
             assert np.isfinite(s["fps"]) and np.isfinite(s["ms"])
             assert s["frames"] > 0 and s["received"] >= s["frames"] and isinstance(s["dropped"], int)
             assert s["size"] == [W, H]

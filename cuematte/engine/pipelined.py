@@ -154,6 +154,7 @@ class PipelinedSession:
         self._lock = threading.Lock()  # guards graph_ms, written by the background thread
         self.graph_ms = 0.0  # the last graph run's time, wherever it ran
         self.graph_runs = 0  # graph outputs made (a rate for stats)
+        self.graph_waits = 0  # frames that waited for the run in progress, more than max_age behind (a share)
         self.age = 0  # how many frames the last matte's graph output lagged behind its frame
         self._closed = False
 
@@ -205,6 +206,7 @@ class PipelinedSession:
             t0 = time.perf_counter()
             wait([self._pending])
             ms["wait"] = (time.perf_counter() - t0) * 1e3
+            self.graph_waits += 1
             self._collect()
         luma = grey(prep.cmn)  # what the flow is measured on, now or when this frame's output is used
         if self._latest is None:  # nothing to reuse yet (a new flash): this frame runs the cues and the graph

@@ -64,6 +64,12 @@ class LiveMatter:
         """Per-frame graph runs so far (with a background graph, fewer than the frames matted)."""
         return self.session.graph_runs
 
+    @property
+    def graph_waits(self) -> int:
+        """Frames so far that waited for a background graph run (0 with the graph in every frame's path, where
+        every frame runs it itself)."""
+        return self.session.graph_waits if isinstance(self.session, PipelinedSession) else 0
+
     def close(self) -> None:
         """Stop the session's background graph, if it has one."""
         if isinstance(self.session, PipelinedSession):

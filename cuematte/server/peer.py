@@ -142,8 +142,11 @@ class PeerSession:
         self.cue = "flash"
         self.parallax: ParallaxLive | None = None  # set while the cue is parallax; used on the worker only
         self._matted_rate = RateMeter()  # fresh mattes only (not pass-through or held frames)
-        self._graph_count = (0, time.perf_counter())  # graph runs and when, at the last stats message
+        # graph runs, frames that waited for one, frames matted, and when: at the last stats message
+        self._graph_count = (0, 0, 0, time.perf_counter())
         self._graph_fps = 0.0
+        self._graph_waited = 0.0
+        self.matted = 0  # frames matted (not passed through)
         self._graph_age = 0
         self._parallax_px: float | None = None
         self.connected = False  # ICE and DTLS completed once; until then the peer is a pending offer
@@ -255,6 +258,7 @@ class PeerSession:
         self._rate.tick(work.busy_ms if work.matted else None, latency * 1000.0, now)
         self._graph_age = work.graph_age
         if work.matted:
+            self.matted += 1
             self._matted_rate.tick(now=now)
         if work.cue == "parallax":
             if work.parallax_px is not None:
@@ -496,16 +500,21 @@ class PeerSession:
             # per-frame graph runs a second: with the background graph, fewer than the frames matted
             "graph_fps": round(self._graph_rate(), 2),
             "graph_age": self._graph_age,  # frames the last matte's graph output lagged behind it
+            # the share of frames matted since the last message that waited for the background graph: a median
+            # stage time hides it until half of them do
+            "graph_waited": round(self._graph_waited, 3),
             "parallax_px": round(self._parallax_px, 2) if self._parallax_px is not None else None,
         }
 
     def _graph_rate(self) -> float:
-        """Graph runs a second since the last call (the stats interval); the last rate when called sooner."""
-        runs, now = self.matter.graph_runs, time.perf_counter()
-        last_runs, last_t = self._graph_count
+        """Graph runs a second since the last call (the stats interval), and the share of frames matted since
+        then that waited for one (:attr:`_graph_waited`); the last figures when called sooner."""
+        runs, waits, matted, now = self.matter.graph_runs, self.matter.graph_waits, self.matted, time.perf_counter()
+        last_runs, last_waits, last_matted, last_t = self._graph_count
         if now - last_t >= 0.5:
             self._graph_fps = (runs - last_runs) / (now - last_t)
-            self._graph_count = (runs, now)
+            self._graph_waited = (waits - last_waits) / (matted - last_matted) if matted > last_matted else 0.0
+            self._graph_count = (runs, waits, matted, now)
         return self._graph_fps
 
     async def _stats_loop(self) -> None:

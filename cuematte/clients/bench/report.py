@@ -314,19 +314,21 @@ def write_report(out_dir: Path, *, machine: dict[str, Any], model: dict[str, Any
             "so the code band survives (a replaced background would overwrite it); compositing is timed "
             "in-process below.",
             "",
-            "*Graph fps* is how often the per-frame graph ran and *age* how many frames its output lagged behind the "
-            "frame matted (the service's `stats`): with the graph beside the frames (the default), each frame is "
-            "matted with the newest output moved onto it.",
+            "*Graph fps* is how often the per-frame graph ran, *age* how many frames its output lagged behind the "
+            "frame matted and *waited* the share of frames matted that waited for a graph run, their output being "
+            "more than the service's limit behind (the service's `stats`): with the graph beside the frames (the "
+            "default), each frame is matted with the newest output moved onto it.",
             "",
             "| size | added p50 | added p95 | added p99 | end-to-end p50 | pass-through p50 | fps | dropped | "
-            "graph fps | age (p50 / max) |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "graph fps | age (p50 / max) | waited |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in results:
             d = r.as_dict()
             a, g = d["added_latency_ms"], d["service_graph"]
             e = r.matting.percentiles()
-            graph = f"{g['fps']:.1f} | {g['age_p50']:g} / {g['age_max']:g}" if g else "- | -"
+            graph = (f"{g['fps']:.1f} | {g['age_p50']:g} / {g['age_max']:g} | {100 * g.get('waited', 0.0):.0f} %"
+                     if g else "- | - | -")
             lines.append(f"| {r.label} | {_fmt(a['p50'])} ms | {_fmt(a['p95'])} ms | {_fmt(a['p99'])} ms | "
                          f"{_fmt(e['p50'])} ms | {_fmt(r.passthrough.percentiles()['p50'])} ms | "
                          f"{r.matting.fps:.1f} | {r.matting.dropped}/{r.matting.sent} | {graph} |")

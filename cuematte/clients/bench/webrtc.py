@@ -392,14 +392,18 @@ class SizeResult:
         }
 
     def service_graph(self) -> dict[str, float]:
-        """The per-frame graph's own rate (runs a second) and how many frames its output lagged behind the
-        frames matted (``stats.graph_fps`` / ``graph_age``, medians and the largest age; empty for a service that
-        reports neither). With the graph beside the frames it runs on fewer frames than come back."""
-        fps = [float(m["graph_fps"]) for m in self.matting.stats if isinstance(m.get("graph_fps"), int | float)]
-        age = [float(m["graph_age"]) for m in self.matting.stats if isinstance(m.get("graph_age"), int | float)]
+        """The per-frame graph's own rate (runs a second), how many frames its output lagged behind the frames
+        matted and the share of those frames that waited for it (``stats.graph_fps`` / ``graph_age`` /
+        ``graph_waited``: medians, the largest age and the mean share; empty for a service that reports neither
+        rate nor age). With the graph beside the frames it runs on fewer frames than come back."""
+        def figures(key: str) -> list[float]:
+            return [float(m[key]) for m in self.matting.stats if isinstance(m.get(key), int | float)]
+
+        fps, age, waited = figures("graph_fps"), figures("graph_age"), figures("graph_waited")
         if not fps or not age:
             return {}
-        return {"fps": round(float(np.median(fps)), 2), "age_p50": float(np.median(age)), "age_max": max(age)}
+        return {"fps": round(float(np.median(fps)), 2), "age_p50": float(np.median(age)), "age_max": max(age),
+                "waited": round(float(np.mean(waited)), 3) if waited else 0.0}
 
     def service_stages(self) -> dict[str, float]:
         """Median per-stage ms the service reported (``stats.stages``) during the matting window."""

@@ -108,11 +108,12 @@ def run(args: argparse.Namespace) -> int:
             if factory is not None:
                 unfreeze_heap()  # the in-process service froze it as `cuematte serve` does
         print(f"{'size':>10} {'added p50':>10} {'p95':>8} {'p99':>8} {'fps':>6} {'dropped':>8} {'graph fps':>10} "
-              f"{'age':>4}")
+              f"{'age':>4} {'waited':>7}")
         for r in results:
             d = r.as_dict()
             a, g = d["added_latency_ms"], d["service_graph"]
-            graph = f"{g['fps']:>10.1f} {g['age_p50']:>4g}" if g else f"{'-':>10} {'-':>4}"
+            graph = (f"{g['fps']:>10.1f} {g['age_p50']:>4g} {100 * g.get('waited', 0.0):>6.0f}%" if g
+                     else f"{'-':>10} {'-':>4} {'-':>7}")
             print(f"{d['size']:>10} {a['p50']:>10.1f} {a['p95']:>8.1f} {a['p99']:>8.1f} {d['fps']:>6.1f} "
                   f"{d['dropped']:>8} {graph}")
         extra["webrtc"] = [r.as_dict() for r in results]

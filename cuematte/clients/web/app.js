@@ -75,9 +75,11 @@ function onControl(event) {
     ui.stats.textContent = `${f(msg.fps)} fps · ${f(msg.ms)} ms/frame · service latency ${f(msg.latency_ms)} ms · ` +
       `dropped ${msg.dropped} of ${msg.received} · ${size}` +
       (msg.cue === "parallax" ? ` · parallax: ${f(msg.matted_fps)} mattes/s, ${f(msg.parallax_px)} px` : "") +
-      // The per-frame graph's own rate, and how many frames its output trails the frame shown.
+      // The per-frame graph's own rate, how many frames its output trails the frame shown, and how many frames
+      // had to wait for it (a machine too busy for the graph's share).
       (msg.cue !== "parallax" && msg.state === "matting" && typeof msg.graph_fps === "number"
-        ? ` · graph ${f(msg.graph_fps)} fps, ${msg.graph_age} frame${msg.graph_age === 1 ? "" : "s"} behind` : "") +
+        ? ` · graph ${f(msg.graph_fps)} fps, ${msg.graph_age} frame${msg.graph_age === 1 ? "" : "s"} behind` +
+          (msg.graph_waited > 0 ? `, ${f(100 * msg.graph_waited, 0)} % waited for it` : "") : "") +
       (msg.flash ? ` · flash: ${msg.flash.method}, trimap ${f(msg.flash.trimap_ms, 0)} ms, ` +
                    `graph ${f(msg.flash.graph_ms, 0)} ms` : "");
     ui.stats.dataset.fps = msg.fps;
