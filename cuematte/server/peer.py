@@ -146,7 +146,7 @@ class PeerSession:
         self._graph_count = (0, 0, 0, time.perf_counter())
         self._graph_fps = 0.0
         self._graph_waited = 0.0
-        self.matted = 0  # frames matted (not passed through)
+        self.frames_matted = 0  # frames matted (not passed through)
         self._graph_age = 0
         self._parallax_px: float | None = None
         self.connected = False  # ICE and DTLS completed once; until then the peer is a pending offer
@@ -258,7 +258,7 @@ class PeerSession:
         self._rate.tick(work.busy_ms if work.matted else None, latency * 1000.0, now)
         self._graph_age = work.graph_age
         if work.matted:
-            self.matted += 1
+            self.frames_matted += 1
             self._matted_rate.tick(now=now)
         if work.cue == "parallax":
             if work.parallax_px is not None:
@@ -509,7 +509,8 @@ class PeerSession:
     def _graph_rate(self) -> float:
         """Graph runs a second since the last call (the stats interval), and the share of frames matted since
         then that waited for one (:attr:`_graph_waited`); the last figures when called sooner."""
-        runs, waits, matted, now = self.matter.graph_runs, self.matter.graph_waits, self.matted, time.perf_counter()
+        runs, waits, now = self.matter.graph_runs, self.matter.graph_waits, time.perf_counter()
+        matted = self.frames_matted
         last_runs, last_waits, last_matted, last_t = self._graph_count
         if now - last_t >= 0.5:
             self._graph_fps = (runs - last_runs) / (now - last_t)

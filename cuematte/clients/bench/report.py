@@ -327,7 +327,7 @@ def write_report(out_dir: Path, *, machine: dict[str, Any], model: dict[str, Any
             d = r.as_dict()
             a, g = d["added_latency_ms"], d["service_graph"]
             e = r.matting.percentiles()
-            graph = (f"{g['fps']:.1f} | {g['age_p50']:g} / {g['age_max']:g} | {100 * g.get('waited', 0.0):.0f} %"
+            graph = (f"{g['fps']:.1f} | {g['age_p50']:g} / {g['age_max']:g} | {100 * g['waited']:.0f} %"
                      if g else "- | - | -")
             lines.append(f"| {r.label} | {_fmt(a['p50'])} ms | {_fmt(a['p95'])} ms | {_fmt(a['p99'])} ms | "
                          f"{_fmt(e['p50'])} ms | {_fmt(r.passthrough.percentiles()['p50'])} ms | "

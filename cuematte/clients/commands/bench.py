@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         for r in results:
             d = r.as_dict()
             a, g = d["added_latency_ms"], d["service_graph"]
-            graph = (f"{g['fps']:>10.1f} {g['age_p50']:>4g} {100 * g.get('waited', 0.0):>6.0f}%" if g
+            graph = (f"{g['fps']:>10.1f} {g['age_p50']:>4g} {100 * g['waited']:>6.0f}%" if g
                      else f"{'-':>10} {'-':>4} {'-':>7}")
             print(f"{d['size']:>10} {a['p50']:>10.1f} {a['p95']:>8.1f} {a['p99']:>8.1f} {d['fps']:>6.1f} "
                   f"{d['dropped']:>8} {graph}")
