@@ -2,7 +2,7 @@
 it back, checks the loaded graphs against it and feeds them by its names.
 
 A dimension is a number or the name of a dynamic one (``height`` / ``width``: the frame's). Inputs marked
-``cmn`` are at the CMN grid (h, w), shrunk by the engine with area averaging.
+``cmn`` are at the CMN grid (h, w), shrunk by the engine antialiased (area averaging, or ``frames.shrink``).
 """
 
 from __future__ import annotations
