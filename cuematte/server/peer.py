@@ -144,8 +144,7 @@ class PeerSession:
         self._matted_rate = RateMeter()  # fresh mattes only (not pass-through or held frames)
         # graph runs, frames that waited for one, frames matted, and when: at the last stats message
         self._graph_count = (0, 0, 0, time.perf_counter())
-        self._graph_fps = 0.0
-        self._graph_waited = 0.0
+        self._graph_figures = (0.0, 0.0)  # graph runs a second, share of frames that waited: the last window's
         self.frames_matted = 0  # frames matted (not passed through)
         self._graph_age = 0
         self._parallax_px: float | None = None
@@ -483,6 +482,7 @@ class PeerSession:
 
     def stats(self) -> dict[str, Any]:
         r = self._rate
+        graph_fps, graph_waited = self._graph_window()
         return {
             "type": "stats",
             "state": self.state.value,
@@ -498,25 +498,25 @@ class PeerSession:
             "cue": self.cue,
             "matted_fps": round(self._matted_rate.fps(), 2),  # fresh mattes a second (held or passed-through not)
             # per-frame graph runs a second: with the background graph, fewer than the frames matted
-            "graph_fps": round(self._graph_rate(), 2),
+            "graph_fps": round(graph_fps, 2),
             "graph_age": self._graph_age,  # frames the last matte's graph output lagged behind it
             # the share of frames matted since the last message that waited for the background graph: a median
             # stage time hides it until half of them do
-            "graph_waited": round(self._graph_waited, 3),
+            "graph_waited": round(graph_waited, 3),
             "parallax_px": round(self._parallax_px, 2) if self._parallax_px is not None else None,
         }
 
-    def _graph_rate(self) -> float:
-        """Graph runs a second since the last call (the stats interval), and the share of frames matted since
-        then that waited for one (:attr:`_graph_waited`); the last figures when called sooner."""
+    def _graph_window(self) -> tuple[float, float]:
+        """Graph runs a second since the last call (the stats interval) and the share of the frames matted since
+        then that waited for one, over the same window; the last figures when called sooner."""
         runs, waits, now = self.matter.graph_runs, self.matter.graph_waits, time.perf_counter()
         matted = self.frames_matted
         last_runs, last_waits, last_matted, last_t = self._graph_count
         if now - last_t >= 0.5:
-            self._graph_fps = (runs - last_runs) / (now - last_t)
-            self._graph_waited = (waits - last_waits) / (matted - last_matted) if matted > last_matted else 0.0
+            waited = (waits - last_waits) / (matted - last_matted) if matted > last_matted else 0.0
+            self._graph_figures = ((runs - last_runs) / (now - last_t), waited)
             self._graph_count = (runs, waits, matted, now)
-        return self._graph_fps
+        return self._graph_figures
 
     async def _stats_loop(self) -> None:
         while not self._closed:
