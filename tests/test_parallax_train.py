@@ -50,6 +50,15 @@ def test_recipes_validate_and_the_flash_loader_refuses_them() -> None:
     shipped = load_parallax_recipe(recipe_path("parallax-ratio"), read_recipe_values(recipe_path("parallax-ratio")))
     assert both.top_loss and replace(both, top_loss=False, extra={}) == replace(shipped, extra={})
     assert both.cache_stem == shipped.cache_stem.replace("-n6000", "-top-n6000")
+    # The wide-head pair differs from the shipped model and its single-branch ablation in the head alone, on the
+    # same data (one cache), and the network built from it has that head.
+    single = load_parallax_recipe(recipe_path("parallax-single"), read_recipe_values(recipe_path("parallax-single")))
+    for name, base in (("parallax-wide", shipped), ("parallax-single-wide", single)):
+        wide = load_parallax_recipe(recipe_path(name), read_recipe_values(recipe_path(name)))
+        assert wide.fusion_channels == (48, 32, 24, 16) and wide.cache_stem == shipped.cache_stem
+        assert replace(wide, fusion_channels=None, extra={}) == replace(base, extra={})
+        assert wide.net_config.fusion_channels == (48, 32, 24, 16)
+        assert base.net_config.fusion_channels == (48, 32, 16, 8)  # the preset's when a recipe is silent
 
 
 def test_train_resume_export_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

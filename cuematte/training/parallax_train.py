@@ -47,6 +47,8 @@ class ParallaxTrainConfig:
     flow: FlowKind = "dis"  # "dis": the engine's estimator (training sees its errors); "exact": the oracle
     flow_noise_px: float = 0.0  # extra foreground-flow noise (the paper's +noise ablation)
     top_loss: bool = False  # the paper's symmetric design: the top branch predicts its own image and is supervised
+    # The head's fusion widths at 1/8, 1/4, 1/2 and 1/1 (PPMConfig.fusion_channels); None: the preset's.
+    fusion_channels: tuple[int, int, int, int] | None = None
     steps: int = 3000
     batch_size: int = 8
     lr: float = 5e-4
@@ -65,8 +67,10 @@ class ParallaxTrainConfig:
 
     @property
     def net_config(self) -> PPMConfig:
-        return replace(PPM_PRESETS[self.config], branches=self.branches, use_bg_view=self.use_bg_view,
-                       motion_channels=self.motion_channels, ratio_channels=self.ratio_channels)
+        preset = PPM_PRESETS[self.config]
+        return replace(preset, branches=self.branches, use_bg_view=self.use_bg_view,
+                       motion_channels=self.motion_channels, ratio_channels=self.ratio_channels,
+                       fusion_channels=self.fusion_channels or preset.fusion_channels)
 
     def validate(self) -> None:
         if self.kind != "parallax":
@@ -98,8 +102,9 @@ def load_parallax_recipe(path: Path, values: dict[str, Any]) -> ParallaxTrainCon
     unknown = sorted(set(values) - {f.name for f in fields(ParallaxTrainConfig)})
     if unknown:
         raise InputError(f"recipe {path} sets unknown fields: {', '.join(unknown)}")
-    if "size" in values:
-        values["size"] = tuple(values["size"])
+    for key in ("size", "fusion_channels"):  # TOML gives lists
+        if values.get(key) is not None:
+            values[key] = tuple(values[key])
     cfg = ParallaxTrainConfig(**values, extra={"recipe": path.stem})
     cfg.validate()
     return cfg
@@ -107,7 +112,9 @@ def load_parallax_recipe(path: Path, values: dict[str, Any]) -> ParallaxTrainCon
 
 def saved_parallax_config(out: Path) -> ParallaxTrainConfig:
     saved = json.loads((out / "train.json").read_text())
-    saved["size"] = tuple(saved["size"])
+    for key in ("size", "fusion_channels"):
+        if saved.get(key) is not None:
+            saved[key] = tuple(saved[key])
     return ParallaxTrainConfig(**saved)
 
 
