@@ -6,13 +6,25 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-from cuematte.training.breakdown import LOCATED, SEGMENTER_ONLY, against, breakdown, edge_band, error_split, main
+from cuematte.training.breakdown import (
+    LOCATED,
+    SEGMENTER_ONLY,
+    against,
+    breakdown,
+    edge_band,
+    error_split,
+    main,
+    sad_split,
+)
 from cuematte.training.data.config import SynthConfig
 from cuematte.training.data.make_eval import make_eval
 from cuematte.training.evaluate import EvalSample, score
+from cuematte.training.metrics import matting_metrics
+from cuematte.training.parallax_eval import EvalVariant, evaluate_parallax
 
 pytestmark = pytest.mark.usefixtures("quiet_untrained")
 
@@ -47,6 +59,19 @@ def test_error_split_adds_up_to_the_mse_of_the_eval() -> None:
     sample = EvalSample(id="x", noflash=np.zeros((40, 40, 3), np.uint8), flash=np.zeros((40, 40, 3), np.uint8),
                         alpha=alpha, fg=None)
     assert parts["edge"] + parts["regions"] == pytest.approx(score(pred, None, sample)["mse"])
+
+
+def test_sad_split_adds_up_and_tells_a_blurred_edge_from_one_drawn_too_far_out() -> None:
+    alpha = _square()
+    band = edge_band(alpha)
+    blurred = cv2.GaussianBlur(alpha, (0, 0), 1.5)
+    parts = sad_split(blurred, alpha, band)
+    assert parts["edge"] + parts["regions"] == pytest.approx(matting_metrics(blurred, alpha)["sad"])
+    assert parts["bias_opaque"] < -0.01 and parts["bias_clear"] > 0.01 and parts["soft"] == 0.0
+    grown = cv2.dilate(alpha, np.ones((5, 5)))  # the edge 2 px too far out, sharp
+    grown_parts = sad_split(grown, alpha, band)
+    assert grown_parts["bias_opaque"] == 0.0 and grown_parts["bias_clear"] > 0.01
+    assert grown_parts["regions"] == 0.0 and grown_parts["edge"] == pytest.approx((grown - alpha).sum() / 1e3)
 
 
 def test_against_counts_wins_and_halves() -> None:
@@ -97,3 +122,18 @@ def test_main_on_rendered_samples_with_real_models(lite_prior_model_dir: Path, l
     assert sum(b["n"] for b in ours["by_trimap"].values()) == 2
     assert ours["mean"] == pytest.approx(np.mean(ours["mse"]))
     assert "vs noflash" in capsys.readouterr().out
+
+
+def test_main_on_a_parallax_split_scores_as_eval_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    split = tmp_path / "px"
+    make_eval(split, 2, "parallax", SynthConfig(size=(96, 128)))
+    shipped = Path(__file__).resolve().parents[1] / "cuematte" / "engine" / "models" / "parallax-lite"
+    out = tmp_path / "px.json"
+    main(["--data", str(split), "--model", str(shipped), "--reference", str(shipped), "--json", str(out)])
+    ours = json.loads(out.read_text())[str(shipped)]
+    assert ours["mean"] == pytest.approx(evaluate_parallax(split, shipped, EvalVariant())["mean"]["sad"])
+    assert ours["edge"] + ours["regions"] == pytest.approx(ours["mean"])
+    assert ours["vs_reference"]["ratio"] == 1.0 and ours["vs_reference"]["n"] == 2
+    assert "vs reference 1.00x" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a flash split has no single-branch reference
+        main(["--data", str(tmp_path / "none"), "--model", str(shipped), "--reference", str(shipped)])

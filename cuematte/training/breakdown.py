@@ -9,7 +9,16 @@ split of the error into an edge band and whole regions come from here, not from 
         --model runs/models/new \\
         --noflash-model runs/models/new-noflash --temporal 0.5 --json runs/breakdown.json
 
-Image splits only (static, dynamic); clips are scored by ``cuematte eval``. No torch here.
+Image splits (static, dynamic) and the parallax split; clips are scored by ``cuematte eval``. On a parallax
+split (``make_eval --split parallax``) it reports SAD, the paper's metric, under the evaluation's trimap
+protocol, split the same way, with the mean signed error beside the edge (an edge blurred across the contour
+reads negative on its opaque pixels and positive on its clear ones), against ``--reference`` (the
+single-branch ablation):
+
+    python -m cuematte.training.breakdown --data runs/px-eval --model cuematte/engine/models/parallax-lite \\
+        --reference runs/models/parallax-single
+
+No torch here.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from cuematte.training.evaluate import EvalSample, Method, load_splits, noflash_method, session_method
 from cuematte.training.metrics import ratio_interval
@@ -54,8 +64,22 @@ def error_split(pred: np.ndarray, alpha: np.ndarray, band: np.ndarray) -> dict[s
             "soft": 1e3 * float(se[band & soft_pixels(alpha)].sum()) / n}
 
 
+def sad_split(pred: np.ndarray, alpha: np.ndarray, band: np.ndarray) -> dict[str, float]:
+    """SAD (sum / 1000) of ``pred`` against ``alpha`` (both (H, W)) inside the edge ``band`` and outside it, the
+    band's part on partly transparent pixels (``soft``), and the band's mean signed error on its opaque (α ≥ 0.98)
+    and clear (α ≤ 0.02) pixels: an edge blurred across the contour reads negative on the first and positive on
+    the second, one drawn too far out positive on both."""
+    err = pred.astype(np.float64) - alpha
+    ad = np.abs(err)
+    opaque, clear = band & (alpha >= 0.98), band & (alpha <= 0.02)
+    return {"edge": float(ad[band].sum()) / 1e3, "regions": float(ad[~band].sum()) / 1e3,
+            "soft": float(ad[band & soft_pixels(alpha)].sum()) / 1e3,
+            "bias_opaque": float(err[opaque].mean()) if opaque.any() else 0.0,
+            "bias_clear": float(err[clear].mean()) if clear.any() else 0.0}
+
+
 def against(ours: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
-    """Per-sample MSEs of ours and a reference on the same samples -> ratio of means, its 95 % interval
+    """Per-sample errors of ours and a reference on the same samples -> ratio of means, its 95 % interval
     (:func:`ratio_interval`), wins, ≤ 0.5× count."""
     return {"ratio": float(ours.mean() / ref.mean()), "ci": ratio_interval(ours, ref),
             "wins": int((ours < ref).sum()), "half": int((ours <= 0.5 * ref).sum()), "n": int(ours.size)}
@@ -97,6 +121,60 @@ def breakdown(models: dict[str, Method], samples: list[EvalSample], groups: list
     return out
 
 
+def parallax_breakdown(split: Path, models: dict[str, Path | None], reference: Path | None = None,
+                       limit: int | None = None) -> dict[str, Any]:
+    """{model: {sad: [per sample], mean, median, edge, soft, regions, bias_opaque, bias_clear[, vs_reference]}}
+    on a parallax split under its trimap protocol (``cuematte eval``'s ``ours`` row, sample for sample); the
+    reference, when given, appears as ``reference`` and every other model is compared with it."""
+    from cuematte.engine.parallax.session import ParallaxSession
+    from cuematte.training.data.parallax import read_parallax_sample
+    from cuematte.training.parallax_eval import EvalVariant, predict_sample, split_ids
+
+    runs = dict(models) | ({"reference": reference} if reference is not None else {})
+    sessions = {name: ParallaxSession(model) for name, model in runs.items()}
+    variant = EvalVariant()
+    parts: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
+    for sid in tqdm(split_ids(split)[:limit], desc="parallax breakdown"):
+        s = read_parallax_sample(split, sid)
+        band = edge_band(s["alpha1"])
+        for name, session in sessions.items():
+            alpha, _ = predict_sample(session, s, variant, np.random.default_rng(variant.seed))
+            parts[name].append(sad_split(alpha, s["alpha1"], band))
+    out: dict[str, Any] = {}
+    for name, ps in parts.items():
+        total = np.array([p["edge"] + p["regions"] for p in ps])
+        out[name] = {"sad": total.tolist(), "mean": float(total.mean()), "median": float(np.median(total))}
+        out[name] |= {k: float(np.mean([p[k] for p in ps]))
+                      for k in ("edge", "soft", "regions", "bias_opaque", "bias_clear")}
+    if reference is not None:
+        ref = np.array(out["reference"]["sad"])
+        for name in models:
+            out[name]["vs_reference"] = against(np.array(out[name]["sad"]), ref)
+    return out
+
+
+def format_parallax_breakdown(rows: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for name, r in rows.items():
+        line = (f"{name:<40} SAD {r['mean']:5.2f}  median {r['median']:5.2f}  edge {r['edge']:5.2f} "
+                f"(soft {r['soft']:4.2f}) + regions {r['regions']:5.2f}  edge bias opaque {r['bias_opaque']:+.3f} "
+                f"clear {r['bias_clear']:+.3f}")
+        if "vs_reference" in r:
+            v = r["vs_reference"]
+            line += (f"  vs reference {v['ratio']:.2f}x (95% {v['ci'][0]:.2f}-{v['ci'][1]:.2f}), "
+                     f"wins {v['wins']}/{v['n']}, <=0.5x on {v['half']}")
+        lines.append(line)
+    lines.append(f"SAD (sum / 1000) per sample, trimap protocol; edge: within {EDGE_WIDTH} px of the true edge or "
+                 "0.02 < alpha < 0.98 (soft: the latter); bias: the edge band's mean signed error on opaque and "
+                 "clear pixels; 95%: paired bootstrap over samples")
+    return "\n".join(lines)
+
+
+def is_parallax_split(data: Path) -> bool:
+    index = data / "index.json"
+    return index.is_file() and json.loads(index.read_text()).get("split") == "parallax"
+
+
 def format_breakdown(table: dict[str, dict[str, Any]]) -> str:
     lines = []
     for split, rows in table.items():
@@ -120,10 +198,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, required=True, help="folder of split sub-folders (cuematte eval's)")
     p.add_argument("--model", type=Path, action="append", required=True, help="model folder; repeat for more")
     p.add_argument("--noflash-model", type=Path, help="a model trained with --no-flash-cue (paper ablation)")
+    p.add_argument("--reference", type=Path,
+                   help="parallax split: a model every --model is compared with (the single-branch ablation)")
+    p.add_argument("--limit", type=int, help="parallax split: only the first N samples")
     p.add_argument("--temporal", type=float, default=0.0, help="the session's alpha smoothing, as in eval")
     p.add_argument("--json", type=Path, help="write {split: {model: {...}}} here")
     args = p.parse_args(argv)
 
+    if is_parallax_split(args.data):
+        rows = parallax_breakdown(args.data, {str(m): m for m in args.model}, args.reference, args.limit)
+        print(format_parallax_breakdown(rows))
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+            print(f"wrote {args.json}")
+        return
+    if args.reference is not None or args.limit is not None:
+        p.error("--reference and --limit are for a parallax split")
     splits, _ = load_splits(args.data)
     models = {str(m): session_method(m, temporal=args.temporal) for m in args.model}
     ablation = noflash_method(args.noflash_model) if args.noflash_model else None

@@ -55,8 +55,8 @@ def split_ids(split: Path) -> list[str]:
     return [str(s["id"]) for s in index["samples"]]
 
 
-def _predict(session: ParallaxSession | None, s: dict[str, np.ndarray], v: EvalVariant,
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def predict_sample(session: ParallaxSession | None, s: dict[str, np.ndarray], v: EvalVariant,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One sample -> (alpha (H, W), premultiplied foreground (H, W, 3)) in [0, 1]."""
     view1 = s["view1"]
     view0 = view1 if v.same_frame else s["view0"]
@@ -96,7 +96,7 @@ def evaluate_parallax(split: Path, model: Path | None, variant: EvalVariant = Ev
     for sid in tqdm(ids, desc=f"parallax eval {variant.protocol}"):
         s = read_parallax_sample(split, sid)
         try:
-            alpha, premul = _predict(session, s, variant, rng)
+            alpha, premul = predict_sample(session, s, variant, rng)
         except InputError as exc:  # the engine refuses a pair (no one found, no parallax): counted, not scored
             rows.append({"id": sid, "refused": str(exc)})
             continue
