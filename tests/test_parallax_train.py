@@ -44,6 +44,8 @@ def test_recipes_validate_and_the_flash_loader_refuses_them() -> None:
     # The network's own rules, as a named recipe error: the single branch sees one view, nothing to compare.
     with pytest.raises(InputError, match="single-branch"):
         ParallaxTrainConfig(branches="single", ratio_channels=True).validate()
+    with pytest.raises(InputError, match="fusion_channels must be 4"):
+        ParallaxTrainConfig(fusion_channels=(48, 32, 16)).validate()  # type: ignore[arg-type]
     with pytest.raises(InputError, match="top_loss"):
         ParallaxTrainConfig(branches="single", top_loss=True).validate()
     both = load_parallax_recipe(recipe_path("parallax-both"), read_recipe_values(recipe_path("parallax-both")))

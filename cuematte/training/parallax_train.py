@@ -87,6 +87,9 @@ class ParallaxTrainConfig:
             raise InputError(f"crop {self.crop} must be a multiple of 32 no larger than the frame {self.size}")
         if self.steps < 1 or self.batch_size < 1:
             raise InputError("steps and batch_size must be positive")
+        if self.fusion_channels is not None and (len(self.fusion_channels) != 4 or min(self.fusion_channels) < 1):
+            raise InputError(f"fusion_channels must be 4 positive widths (1/8, 1/4, 1/2, 1/1), got "
+                             f"{list(self.fusion_channels)}")
         if self.top_loss and self.branches != "dual":
             raise InputError("top_loss supervises the top branch: it needs branches = 'dual'")
 
@@ -102,20 +105,18 @@ def load_parallax_recipe(path: Path, values: dict[str, Any]) -> ParallaxTrainCon
     unknown = sorted(set(values) - {f.name for f in fields(ParallaxTrainConfig)})
     if unknown:
         raise InputError(f"recipe {path} sets unknown fields: {', '.join(unknown)}")
-    for key in ("size", "fusion_channels"):  # TOML gives lists
-        if values.get(key) is not None:
-            values[key] = tuple(values[key])
-    cfg = ParallaxTrainConfig(**values, extra={"recipe": path.stem})
+    cfg = ParallaxTrainConfig(**_tuples(values), extra={"recipe": path.stem})
     cfg.validate()
     return cfg
 
 
 def saved_parallax_config(out: Path) -> ParallaxTrainConfig:
-    saved = json.loads((out / "train.json").read_text())
-    for key in ("size", "fusion_channels"):
-        if saved.get(key) is not None:
-            saved[key] = tuple(saved[key])
-    return ParallaxTrainConfig(**saved)
+    return ParallaxTrainConfig(**_tuples(json.loads((out / "train.json").read_text())))
+
+
+def _tuples(values: dict[str, Any]) -> dict[str, Any]:
+    """The config's tuple fields from TOML's or JSON's lists."""
+    return values | {k: tuple(values[k]) for k in ("size", "fusion_channels") if values.get(k) is not None}
 
 
 def is_parallax_recipe(values: dict[str, Any]) -> bool:
