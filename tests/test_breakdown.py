@@ -135,5 +135,7 @@ def test_main_on_a_parallax_split_scores_as_eval_does(tmp_path: Path, capsys: py
     assert ours["edge"] + ours["regions"] == pytest.approx(ours["mean"])
     assert ours["vs_reference"]["ratio"] == 1.0 and ours["vs_reference"]["n"] == 2
     assert "vs reference 1.00x" in capsys.readouterr().out
-    with pytest.raises(SystemExit):  # a flash split has no single-branch reference
+    with pytest.raises(SystemExit):  # a flash split has no single-branch reference ...
         main(["--data", str(tmp_path / "none"), "--model", str(shipped), "--reference", str(shipped)])
+    with pytest.raises(SystemExit):  # ... and a parallax split no no-flash ablation
+        main(["--data", str(split), "--model", str(shipped), "--noflash-model", str(shipped)])

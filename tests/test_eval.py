@@ -127,3 +127,18 @@ def test_a_malformed_or_taken_ablation_name_is_a_named_error(spec: str, lite_mod
     code = main(["eval", "--model", str(lite_model_dir), "--data", str(tmp_path / "data"), "--ablation", spec])
     assert code == 2
     assert "--ablation" in capsys.readouterr().err
+
+
+def test_eval_on_a_parallax_split_scores_the_shipped_parallax_model(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    split = tmp_path / "px"
+    make_eval(split, 2, "parallax", SynthConfig(size=(96, 128)))
+    shipped = Path(__file__).resolve().parents[1] / "cuematte" / "engine" / "models" / "parallax-lite"
+    out = tmp_path / "px.json"
+    code = main(["eval", "--data", str(split), "--model", str(shipped), "--no-baselines", "--limit", "1",
+                 "--json", str(out)])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert set(results) == {"ours", "ours-engine"} and results["ours"]["n"] == 1
+    assert results["ours"]["variant"]["protocol"] == "trimap"
+    assert "| ours | trimap | 1/1 |" in capsys.readouterr().out

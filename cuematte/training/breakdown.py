@@ -32,8 +32,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from cuematte.engine.parallax.session import ParallaxSession
+from cuematte.training.data.parallax import read_parallax_sample
 from cuematte.training.evaluate import EvalSample, Method, load_splits, noflash_method, session_method
 from cuematte.training.metrics import ratio_interval
+from cuematte.training.parallax_eval import EvalVariant, is_parallax_split, predict_sample, split_ids
 
 EDGE_WIDTH = 6  # px either side of the true edge
 LOCATED, SEGMENTER_ONLY = "located", "segmenter-only"
@@ -126,10 +129,6 @@ def parallax_breakdown(split: Path, models: dict[str, Path | None], reference: P
     """{model: {sad: [per sample], mean, median, edge, soft, regions, bias_opaque, bias_clear[, vs_reference]}}
     on a parallax split under its trimap protocol (``cuematte eval``'s ``ours`` row, sample for sample); the
     reference, when given, appears as ``reference`` and every other model is compared with it."""
-    from cuematte.engine.parallax.session import ParallaxSession
-    from cuematte.training.data.parallax import read_parallax_sample
-    from cuematte.training.parallax_eval import EvalVariant, predict_sample, split_ids
-
     runs = dict(models) | ({"reference": reference} if reference is not None else {})
     sessions = {name: ParallaxSession(model) for name, model in runs.items()}
     variant = EvalVariant()
@@ -170,11 +169,6 @@ def format_parallax_breakdown(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def is_parallax_split(data: Path) -> bool:
-    index = data / "index.json"
-    return index.is_file() and json.loads(index.read_text()).get("split") == "parallax"
-
-
 def format_breakdown(table: dict[str, dict[str, Any]]) -> str:
     lines = []
     for split, rows in table.items():
@@ -206,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     if is_parallax_split(args.data):
+        if args.noflash_model is not None or args.temporal:
+            p.error("--noflash-model and --temporal are for flash splits; a parallax split takes --reference")
         rows = parallax_breakdown(args.data, {str(m): m for m in args.model}, args.reference, args.limit)
         print(format_parallax_breakdown(rows))
         if args.json:

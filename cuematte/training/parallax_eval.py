@@ -48,6 +48,12 @@ def eval_trimap(alpha: np.ndarray) -> np.ndarray:
     return radius_trimap(alpha, EVAL_TRIMAP_RADIUS_PX, EVAL_TRIMAP_RADIUS_PX)
 
 
+def is_parallax_split(data: Path) -> bool:
+    """Whether ``data`` is a folder ``make_eval --split parallax`` wrote."""
+    index = data / "index.json"
+    return index.is_file() and json.loads(index.read_text()).get("split") == "parallax"
+
+
 def split_ids(split: Path) -> list[str]:
     index = json.loads((split / "index.json").read_text())
     if index.get("split") not in (None, "parallax"):

@@ -37,7 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if _is_parallax_split(args.data):
+    from cuematte.training.parallax_eval import is_parallax_split
+
+    if is_parallax_split(args.data):
         return _run_parallax(args)
     from cuematte.training.evaluate import (
         Method,
@@ -87,13 +89,6 @@ def _ablations(specs: list[str]) -> dict[str, Path]:
             raise InputError(f"--ablation name {name!r} is taken; choose another")
         out[name] = Path(folder)
     return out
-
-
-def _is_parallax_split(data: Path) -> bool:
-    import json
-
-    index = data / "index.json"
-    return index.is_file() and json.loads(index.read_text()).get("split") == "parallax"
 
 
 def _run_parallax(args: argparse.Namespace) -> int:
