@@ -132,12 +132,13 @@ def parallax_breakdown(split: Path, models: dict[str, Path | None], reference: P
     runs = dict(models) | ({"reference": reference} if reference is not None else {})
     sessions = {name: ParallaxSession(model) for name, model in runs.items()}
     variant = EvalVariant()
+    rngs = {name: np.random.default_rng(variant.seed) for name in runs}  # one per run over the split, as eval's
     parts: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
     for sid in tqdm(split_ids(split)[:limit], desc="parallax breakdown"):
         s = read_parallax_sample(split, sid)
         band = edge_band(s["alpha1"])
         for name, session in sessions.items():
-            alpha, _ = predict_sample(session, s, variant, np.random.default_rng(variant.seed))
+            alpha, _ = predict_sample(session, s, variant, rngs[name])
             parts[name].append(sad_split(alpha, s["alpha1"], band))
     out: dict[str, Any] = {}
     for name, ps in parts.items():
